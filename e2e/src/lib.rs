@@ -1,0 +1,1 @@
+//! secretfs-e2e
