@@ -1,1 +1,48 @@
-//! secretfs-fuse
+//! `secretfs-fuse`: a read-only FUSE file system over a tree of secret
+//! files whose contents can change in place while containers read them.
+//!
+//! It knows nothing of CSI, Kubernetes or vaults. A caller describes a
+//! volume ([`VolumeSpec`]: paths, modes, owners, contents or a lazy
+//! [`ContentSource`]), mounts it ([`MountedVolume::mount`]), and changes it
+//! through the [`Volume`] handle; each change is atomic per file and the
+//! kernel's caches are invalidated so the next read sees the new bytes.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use secretfs_fuse::{Content, FileSpec, MountOptions, MountedVolume, SecretBytes, VolumeId, VolumeSpec};
+//!
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! let spec = VolumeSpec {
+//!     id: VolumeId::new("csi-0123"),
+//!     dir_uid: 0,
+//!     dir_gid: 2000,
+//!     files: vec![FileSpec::new("SECRET_1", 0o640, 0, 2000, Content::bytes(&b"s3cr3t"[..]))?],
+//! };
+//! let mounted = MountedVolume::mount(spec, "/mnt/secrets".as_ref(), &MountOptions::default(), runtime.handle().clone())?;
+//! mounted.volume().replace("SECRET_1", Arc::new(SecretBytes::from_slice(b"rotated")))?;
+//! mounted.unmount()?;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod adapter;
+mod bytes;
+mod config;
+mod core;
+mod error;
+mod inode;
+mod path;
+mod spec;
+mod tree;
+mod volume;
+
+pub use bytes::SecretBytes;
+pub use config::{CachePolicy, MountOptions};
+pub use core::{Attr, DirEntry, FsCore, Kind, ReadData, StatFs};
+pub use error::FsError;
+pub use inode::{ROOT_INO, generation, inode_number};
+pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, VolumePath};
+pub use spec::{Content, ContentSource, FileSpec, LoadError, TreeError, VolumeId, VolumeSpec};
+pub use volume::{FS_TYPE, MountError, MountedVolume, Volume, VolumeError};

@@ -1,0 +1,327 @@
+//! The file system's behaviour, independent of fuser and of the kernel.
+//!
+//! Tests drive this directly; the fuser adapter only translates. Lookups,
+//! attribute requests and reads are `async` because a file whose contents
+//! are not loaded yet is loaded on that first access.
+//!
+//! Lock order: there is one lock, the tree's `RwLock`. It is never held
+//! across an `.await` or while calling into the kernel.
+
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::SystemTime;
+
+use futures::FutureExt;
+
+use crate::bytes::SecretBytes;
+use crate::error::FsError;
+use crate::inode::ROOT_INO;
+use crate::spec::{FileSpec, TreeError, VolumeId};
+use crate::tree::{ContentState, Invalidations, NodeKind, Tree};
+
+/// Directory or regular file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Directory,
+    File,
+}
+
+/// Attributes of one inode, as reported by `stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub generation: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub mtime: SystemTime,
+    pub crtime: SystemTime,
+}
+
+/// Bytes answered to a read: a range of one snapshot of the contents, so a
+/// read never mixes two versions.
+#[derive(Debug)]
+pub struct ReadData {
+    bytes: Arc<SecretBytes>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadData {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes.expose()[self.start..self.end]
+    }
+}
+
+/// One directory entry; `offset` is where the next `readdir` resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: String,
+    pub offset: u64,
+}
+
+/// `statfs` figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub files: u64,
+    pub block_size: u32,
+    pub name_len: u32,
+}
+
+/// The core of one volume.
+pub struct FsCore {
+    tree: RwLock<Tree>,
+}
+
+impl std::fmt::Debug for FsCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tree = self.read_tree();
+        f.debug_struct("FsCore")
+            .field("volume", tree.volume())
+            .field("files", &tree.file_count())
+            .finish()
+    }
+}
+
+impl FsCore {
+    pub(crate) fn new(tree: Tree) -> Self {
+        Self {
+            tree: RwLock::new(tree),
+        }
+    }
+
+    fn read_tree(&self) -> RwLockReadGuard<'_, Tree> {
+        self.tree.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_tree(&self) -> RwLockWriteGuard<'_, Tree> {
+        self.tree.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn volume_id(&self) -> VolumeId {
+        self.read_tree().volume().clone()
+    }
+
+    /// Every file path, sorted.
+    pub fn file_paths(&self) -> Vec<String> {
+        self.read_tree().file_paths()
+    }
+
+    /// Looks `name` up in directory `parent`. A file not loaded yet is
+    /// loaded first, so the size reported is always the real one.
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+        let ino = {
+            let tree = self.read_tree();
+            let dir = tree.node(parent).ok_or(FsError::NotFound)?;
+            if !dir.is_dir() {
+                return Err(FsError::NotADirectory);
+            }
+            tree.child(parent, name).ok_or(FsError::NotFound)?
+        };
+        self.getattr(ino).await
+    }
+
+    /// Attributes of `ino`; loads a file not loaded yet (see `lookup`).
+    pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        if self.is_file(ino)? {
+            self.contents(ino).await?;
+        }
+        self.attr_now(ino)
+    }
+
+    /// Up to `size` bytes of `ino` from `offset`, all from one version.
+    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<ReadData, FsError> {
+        let bytes = self.contents(ino).await?;
+        let len = bytes.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
+        let end = start.saturating_add(size as usize).min(len);
+        Ok(ReadData { bytes, start, end })
+    }
+
+    /// Entries of directory `ino` from `offset` on (`.` and `..` first).
+    pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
+        let tree = self.read_tree();
+        let node = tree.node(ino).ok_or(FsError::NotFound)?;
+        let NodeKind::Dir { children } = &node.kind else {
+            return Err(FsError::NotADirectory);
+        };
+        let dots = [
+            (ino, Kind::Directory, "."),
+            (node.parent, Kind::Directory, ".."),
+        ];
+        let named = children.iter().map(|(name, &child)| {
+            let kind = match tree.node(child).map(|n| n.is_dir()) {
+                Some(true) => Kind::Directory,
+                _ => Kind::File,
+            };
+            (child, kind, name.as_str())
+        });
+        Ok(dots
+            .into_iter()
+            .chain(named)
+            .enumerate()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .map(|(index, (ino, kind, name))| DirEntry {
+                ino,
+                kind,
+                name: name.to_owned(),
+                offset: index as u64 + 1,
+            })
+            .collect())
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let tree = self.read_tree();
+        StatFs {
+            blocks: tree.total_bytes().div_ceil(4096),
+            files: tree.file_count() as u64,
+            block_size: 4096,
+            name_len: crate::path::MAX_NAME_LEN as u32,
+        }
+    }
+
+    fn is_file(&self, ino: u64) -> Result<bool, FsError> {
+        let tree = self.read_tree();
+        Ok(!tree.node(ino).ok_or(FsError::NotFound)?.is_dir())
+    }
+
+    fn attr_now(&self, ino: u64) -> Result<Attr, FsError> {
+        let tree = self.read_tree();
+        let node = tree.node(ino).ok_or(FsError::NotFound)?;
+        let (kind, size, nlink, mtime) = match &node.kind {
+            NodeKind::Dir { children } => {
+                let subdirs = children
+                    .values()
+                    .filter(|c| tree.node(**c).is_some_and(|n| n.is_dir()))
+                    .count();
+                (Kind::Directory, 0, 2 + subdirs as u32, tree.created())
+            }
+            NodeKind::File(file) => (Kind::File, file.last_size, 1, file.mtime),
+        };
+        Ok(Attr {
+            ino,
+            generation: node.generation,
+            kind,
+            size,
+            perm: node.perm,
+            uid: node.uid,
+            gid: node.gid,
+            nlink,
+            mtime,
+            crtime: tree.created(),
+        })
+    }
+
+    /// The current contents of file `ino`, loading them if needed. Only one
+    /// load per file runs at a time; concurrent callers share its result.
+    async fn contents(&self, ino: u64) -> Result<Arc<SecretBytes>, FsError> {
+        {
+            let tree = self.read_tree();
+            match &tree.node(ino).ok_or(FsError::NotFound)?.kind {
+                NodeKind::Dir { .. } => return Err(FsError::IsADirectory),
+                NodeKind::File(file) => {
+                    if let ContentState::Ready(bytes) = &file.state {
+                        return Ok(bytes.clone());
+                    }
+                }
+            }
+        }
+        let (epoch, load) = {
+            let mut tree = self.write_tree();
+            let node = tree.node_mut(ino).ok_or(FsError::NotFound)?;
+            let NodeKind::File(file) = &mut node.kind else {
+                return Err(FsError::IsADirectory);
+            };
+            match &file.state {
+                ContentState::Ready(bytes) => return Ok(bytes.clone()),
+                ContentState::Loading { epoch, future } => (*epoch, future.clone()),
+                ContentState::Unloaded => {
+                    let Some(source) = file.source.clone() else {
+                        return Err(FsError::Load(crate::spec::LoadError::new(
+                            "contents were unloaded but the file has no source to reload them from",
+                        )));
+                    };
+                    let future = source.load().shared();
+                    file.state = ContentState::Loading {
+                        epoch: file.epoch,
+                        future: future.clone(),
+                    };
+                    (file.epoch, future)
+                }
+            }
+        };
+        let result = load.await;
+        let mut tree = self.write_tree();
+        if let Some(NodeKind::File(file)) = tree.node_mut(ino).map(|n| &mut n.kind)
+            && matches!(file.state, ContentState::Loading { epoch: e, .. } if e == epoch)
+        {
+            match &result {
+                Ok(bytes) => {
+                    file.last_size = bytes.len() as u64;
+                    file.state = ContentState::Ready(bytes.clone());
+                }
+                Err(_) => file.state = ContentState::Unloaded,
+            }
+        }
+        result.map_err(FsError::Load)
+    }
+
+    /// Swaps the contents of `path`; returns its inode for invalidation.
+    pub(crate) fn replace(&self, path: &str, bytes: Arc<SecretBytes>) -> Result<u64, TreeError> {
+        let mut tree = self.write_tree();
+        let ino = tree.ino_of(path).ok_or_else(|| TreeError::NotFound {
+            path: path.to_owned(),
+        })?;
+        match tree.node_mut(ino).map(|n| &mut n.kind) {
+            Some(NodeKind::File(file)) => {
+                file.last_size = bytes.len() as u64;
+                file.state = ContentState::Ready(bytes);
+                file.epoch += 1;
+                file.mtime = SystemTime::now();
+                Ok(ino)
+            }
+            _ => Err(TreeError::NotFound {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    /// Drops the bytes of `path` (they are wiped when no reader holds them);
+    /// the next access loads them again through the file's source.
+    pub(crate) fn unload(&self, path: &str) -> Result<u64, TreeError> {
+        let mut tree = self.write_tree();
+        let not_found = || TreeError::NotFound {
+            path: path.to_owned(),
+        };
+        let ino = tree.ino_of(path).ok_or_else(not_found)?;
+        match tree.node_mut(ino).map(|n| &mut n.kind) {
+            Some(NodeKind::File(file)) if file.source.is_some() => {
+                file.state = ContentState::Unloaded;
+                file.epoch += 1;
+                Ok(ino)
+            }
+            Some(NodeKind::File(_)) => Err(TreeError::NoSource {
+                path: path.to_owned(),
+            }),
+            _ => Err(not_found()),
+        }
+    }
+
+    pub(crate) fn add(&self, file: FileSpec) -> Result<Invalidations, TreeError> {
+        self.write_tree().insert_file(file, SystemTime::now())
+    }
+
+    pub(crate) fn remove(&self, path: &str) -> Result<Invalidations, TreeError> {
+        self.write_tree().remove_file(path)
+    }
+
+    /// The root inode, for callers that walk the tree.
+    pub fn root(&self) -> u64 {
+        ROOT_INO
+    }
+}

@@ -1,0 +1,31 @@
+//! Errors of the file-system operations, mapped to errno in one place.
+
+use thiserror::Error;
+
+use crate::spec::LoadError;
+
+/// Why a file-system operation failed, as the kernel will hear it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FsError {
+    #[error("no such entry")]
+    NotFound,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("is a directory")]
+    IsADirectory,
+    /// The contents could not be loaded; the next access tries again.
+    #[error("loading the contents failed: {0}")]
+    Load(LoadError),
+}
+
+impl FsError {
+    /// The errno the reader sees.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Self::NotFound => libc::ENOENT,
+            Self::NotADirectory => libc::ENOTDIR,
+            Self::IsADirectory => libc::EISDIR,
+            Self::Load(_) => libc::EIO,
+        }
+    }
+}
