@@ -149,7 +149,8 @@ mod tests {
     #[test]
     fn each_rule_has_its_own_error_naming_the_path() {
         use PathError::*;
-        let cases: &[(&str, fn(&PathError) -> bool)] = &[
+        type Check = fn(&PathError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, Empty)),
             ("/etc/passwd", |e| matches!(e, Absolute { .. })),
             ("../x", |e| matches!(e, ParentComponent { .. })),
