@@ -1,1 +1,2 @@
 //! secretfs
+pub mod provider;

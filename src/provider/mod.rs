@@ -1,0 +1,25 @@
+//! Vault providers: turn SecretProviderClass parameters into a [`Plan`] of
+//! files, and what a vault returns into file bytes.
+//!
+//! This module holds the pieces every provider shares:
+//! - [`ErrorKind`] and [`ObjectError`]/[`ObjectErrors`]: failures carry a kind
+//!   (metrics label, gRPC code) and name the object they are about; several
+//!   failing objects are reported together.
+//! - [`Plan`]: the validated list of files a volume will show, checked with the
+//!   upstream atomic writer's path rules.
+//! - [`SecretString`]/[`SecretBytes`]: zeroizing holders with a redacting `Debug`
+//!   for tokens, client secrets and file contents.
+//!
+//! The `Provider` trait that sits on top of these is designed separately.
+
+pub mod azure;
+mod error;
+mod plan;
+mod secret;
+
+pub use error::{ErrorKind, ObjectError, ObjectErrors};
+pub use plan::{
+    FileMode, MAX_FILE_NAME_LEN, MAX_PATH_LEN, PathError, Plan, PlanError, PlannedFile,
+    validate_relative_path,
+};
+pub use secret::{SecretBytes, SecretString};

@@ -1,0 +1,113 @@
+//! Holders for sensitive values: zeroized on drop, redacted in `Debug`.
+//!
+//! Neither type implements `Display`, so a secret cannot end up in a log line
+//! or an error message by accident; reading it takes an explicit `expose`.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+/// A token, client secret or secret value as text.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    /// Takes ownership of `value`; its buffer is zeroized when dropped.
+    pub fn new(value: String) -> Self {
+        SecretString(Zeroizing::new(value))
+    }
+
+    /// The secret text. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the value is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(value: String) -> Self {
+        SecretString::new(value)
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(value: &str) -> Self {
+        SecretString::new(value.to_owned())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(SecretString::new)
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
+/// File contents or other secret bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+impl SecretBytes {
+    /// Takes ownership of `value`; its buffer is zeroized when dropped.
+    pub fn new(value: Vec<u8>) -> Self {
+        SecretBytes(Zeroizing::new(value))
+    }
+
+    /// The bytes. Do not log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The number of bytes (not secret: file sizes are visible to readers).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Vec<u8>> for SecretBytes {
+    fn from(value: Vec<u8>) -> Self {
+        SecretBytes::new(value)
+    }
+}
+
+impl From<SecretString> for SecretBytes {
+    fn from(value: SecretString) -> Self {
+        SecretBytes::new(value.expose().as_bytes().to_vec())
+    }
+}
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretBytes(<redacted {} bytes>)", self.0.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_is_redacted() {
+        let s = SecretString::from("hunter2-token");
+        assert_eq!(format!("{s:?}"), "SecretString(<redacted>)");
+        assert_eq!(s.expose(), "hunter2-token");
+        let b = SecretBytes::from(b"hunter2".to_vec());
+        assert_eq!(format!("{b:?}"), "SecretBytes(<redacted 7 bytes>)");
+        assert_eq!(b.expose(), b"hunter2");
+        assert_eq!(SecretBytes::from(s).expose(), b"hunter2-token");
+    }
+}
