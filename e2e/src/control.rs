@@ -1,0 +1,158 @@
+//! In-process control of a running emulator: write, disable or delete
+//! versions, change access lists, inject faults, read counters, mint tokens.
+//! The admin HTTP API is a thin layer over this.
+
+use std::sync::Arc;
+
+use crate::counters::{CounterFilter, CounterRow};
+use crate::directory::Directory;
+use crate::error::EmulatorError;
+use crate::faults::{ActiveFault, FaultSpec};
+use crate::seed::{AccessSeed, CertificateVersionSeed, KeyVersionSeed};
+use crate::state::Shared;
+use crate::store::{NewSecretVersion, ObjectKind};
+use crate::tokens::ServiceAccountTokenRequest;
+
+/// A cheap, cloneable handle on the emulator's state.
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Control {
+    /// Write `value` as the new latest version of secret `name`; returns the version id.
+    pub fn set_secret(&self, vault: &str, name: &str, value: &str) -> Result<String, EmulatorError> {
+        self.add_secret_version(vault, name, NewSecretVersion { value: value.to_string(), ..Default::default() })
+    }
+
+    /// Write a new secret version with attributes; returns the version id.
+    pub fn add_secret_version(&self, vault: &str, name: &str, new: NewSecretVersion) -> Result<String, EmulatorError> {
+        self.shared.store_mut().add_secret_version(vault, name, new)
+    }
+
+    /// Write a new key version; returns the version id.
+    pub fn add_key_version(&self, vault: &str, name: &str, seed: &KeyVersionSeed) -> Result<String, EmulatorError> {
+        self.shared.store_mut().add_key_version(vault, name, seed)
+    }
+
+    /// Issue a new certificate version (with backing key and secret). With
+    /// `None`, renew it like its latest version.
+    pub fn add_certificate_version(
+        &self,
+        vault: &str,
+        name: &str,
+        seed: Option<&CertificateVersionSeed>,
+    ) -> Result<String, EmulatorError> {
+        let seed = match seed {
+            Some(s) => s.clone(),
+            None => self.shared.store().certificate_template(vault, name).unwrap_or_default(),
+        };
+        self.shared.store_mut().add_certificate_version(vault, name, &seed)
+    }
+
+    /// Enable or disable a version (`None` = latest); returns the version id.
+    pub fn set_enabled(
+        &self,
+        vault: &str,
+        kind: ObjectKind,
+        name: &str,
+        version: Option<&str>,
+        enabled: bool,
+    ) -> Result<String, EmulatorError> {
+        self.shared.store_mut().set_enabled(vault, kind, name, version, enabled)
+    }
+
+    /// Delete a version, or the whole object when `version` is `None`.
+    pub fn delete(&self, vault: &str, kind: ObjectKind, name: &str, version: Option<&str>) -> Result<(), EmulatorError> {
+        self.shared.store_mut().delete(vault, kind, name, version)
+    }
+
+    /// Replace a vault's access list.
+    pub fn set_access(&self, vault: &str, access: &[AccessSeed]) -> Result<(), EmulatorError> {
+        self.shared.store_mut().set_access(vault, access, &self.shared.directory)
+    }
+
+    /// Install a fault; identity names and object ids in its scope are
+    /// resolved to client ids. Returns the fault id.
+    pub fn add_fault(&self, mut spec: FaultSpec) -> u64 {
+        if let Some(id) = &spec.scope.identity {
+            if let Some(found) = self.shared.directory.find(id) {
+                spec.scope.identity = Some(found.client_id.clone());
+            }
+        }
+        self.shared.faults.add(spec)
+    }
+
+    /// Remove a fault; false if unknown.
+    pub fn remove_fault(&self, id: u64) -> bool {
+        self.shared.faults.remove(id)
+    }
+
+    /// Remove all faults.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear()
+    }
+
+    /// Installed faults with their remaining counts and hits.
+    pub fn faults(&self) -> Vec<ActiveFault> {
+        self.shared.faults.list()
+    }
+
+    /// Number of requests selected by `filter`.
+    pub fn count(&self, filter: &CounterFilter) -> u64 {
+        self.shared.counters.count(filter)
+    }
+
+    /// Counter rows selected by `filter`.
+    pub fn counters(&self, filter: &CounterFilter) -> Vec<CounterRow> {
+        self.shared.counters.rows(filter)
+    }
+
+    /// Zero every counter.
+    pub fn reset_counters(&self) {
+        self.shared.counters.reset()
+    }
+
+    /// Mint a valid service-account token of `namespace/service_account`
+    /// from the seed's OIDC issuer, audience `api://AzureADTokenExchange`.
+    pub fn service_account_token(&self, namespace: &str, service_account: &str) -> Result<String, EmulatorError> {
+        self.mint_service_account_token(&ServiceAccountTokenRequest {
+            issuer: String::new(),
+            namespace: namespace.to_string(),
+            service_account: service_account.to_string(),
+            audience: None,
+            expires_in: None,
+        })
+    }
+
+    /// Mint a service-account token with every field chosen (an empty
+    /// issuer means the seed's OIDC issuer).
+    pub fn mint_service_account_token(&self, req: &ServiceAccountTokenRequest) -> Result<String, EmulatorError> {
+        let mut req = req.clone();
+        if req.issuer.is_empty() {
+            req.issuer = self.shared.directory.oidc_issuer.clone();
+        }
+        self.shared.tokens.mint_service_account_token(&req)
+    }
+
+    /// Mint an access token for an identity (name, client id or object id)
+    /// directly, bypassing Entra; `lifetime_secs` may be negative.
+    pub fn access_token(&self, identity: &str, resource: &str, lifetime_secs: i64) -> Result<String, EmulatorError> {
+        let id = self
+            .shared
+            .directory
+            .find(identity)
+            .ok_or_else(|| EmulatorError::IdentityNotFound(identity.to_string()))?;
+        Ok(self.shared.tokens.issue_with(id, resource, lifetime_secs)?.access_token)
+    }
+
+    /// The directory (identities, federations) the emulator was seeded with.
+    pub fn directory(&self) -> &Directory {
+        &self.shared.directory
+    }
+
+    /// JWKS of the OIDC issuer that signs service-account tokens.
+    pub fn oidc_jwks(&self) -> serde_json::Value {
+        self.shared.tokens.oidc_jwks()
+    }
+}
