@@ -4,12 +4,18 @@
 //!
 //! Kernel protocol choices (verified against `fs/fuse/file.c` and by
 //! measurement, see docs/BENCHMARKS.md):
-//! - OPEN and OPENDIR answer `ENOSYS`. The kernel then stops sending them
-//!   (and RELEASE/RELEASEDIR) for the life of the mount and treats every
-//!   open as `FOPEN_KEEP_CACHE` (directories also `FOPEN_CACHE_DIR`), so a
-//!   warm open+read+close never leaves the kernel.
+//! - In `ReadMode::PageCache`, OPEN answers `ENOSYS`: the kernel then stops
+//!   sending OPEN and RELEASE for the life of the mount and treats every
+//!   open as `FOPEN_KEEP_CACHE`, so a warm open+read+close never leaves the
+//!   kernel. In `ReadMode::Atomic`, OPEN answers `FOPEN_DIRECT_IO`: every
+//!   read comes here and is answered from one version.
+//! - OPENDIR answers `ENOSYS` in both modes (listings are cached with
+//!   `FOPEN_CACHE_DIR` and invalidated on change).
 //! - FLUSH answers `ENOSYS`: the kernel stops sending it on close.
 //! - xattr requests answer `ENOSYS` once and are never asked again.
+//! - `FUSE_AUTO_INVAL_DATA` is requested: after an invalidation every read,
+//!   whatever its length, revalidates the attributes first (see the core's
+//!   notes on torn reads).
 //! - Requests whose answer needs a load (a lazy file's first access) are
 //!   finished on the async runtime; all others are answered inline.
 
@@ -19,29 +25,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, LockOwner, OpenFlags,
-    ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 use futures::FutureExt;
 use tokio::runtime::Handle;
 
-use crate::config::CachePolicy;
-use crate::core::{Attr, FsCore, Kind};
+use crate::config::{CachePolicy, MountOptions, ReadMode};
+use crate::core::{Attr, FsCore, Kind, ReadFrom};
 use crate::error::FsError;
 
 pub(crate) struct FuseAdapter {
     core: Arc<FsCore>,
     runtime: Handle,
     cache: CachePolicy,
+    read_mode: ReadMode,
 }
 
 impl FuseAdapter {
-    pub(crate) fn new(core: Arc<FsCore>, runtime: Handle, cache: CachePolicy) -> Self {
+    pub(crate) fn new(core: Arc<FsCore>, runtime: Handle, options: &MountOptions) -> Self {
         Self {
             core,
             runtime,
-            cache,
+            cache: options.cache,
+            read_mode: options.read_mode,
         }
     }
 
@@ -91,6 +99,24 @@ fn file_attr(attr: &Attr) -> FileAttr {
 }
 
 impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA) {
+            tracing::warn!(
+                ?missing,
+                "kernel lacks FUSE_AUTO_INVAL_DATA: rotated files may be read stale"
+            );
+        }
+        // Linux 6.6+: let programs mmap files opened with FOPEN_DIRECT_IO.
+        if self.read_mode == ReadMode::Atomic
+            && config
+                .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+                .is_err()
+        {
+            tracing::info!("kernel older than 6.6: mmap of secret files is refused");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         // Every name in a volume is UTF-8; anything else cannot exist.
         let Some(name) = name.to_str().map(str::to_owned) else {
@@ -126,7 +152,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        reply.error(Errno::ENOSYS);
+        match self.read_mode {
+            ReadMode::PageCache => reply.error(Errno::ENOSYS),
+            ReadMode::Atomic => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+        }
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -156,8 +185,12 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let core = self.core.clone();
+        let from = match self.read_mode {
+            ReadMode::PageCache => ReadFrom::Reported,
+            ReadMode::Atomic => ReadFrom::Newest,
+        };
         self.complete(
-            async move { core.read(ino.0, offset, size).await },
+            async move { core.read(ino.0, offset, size, from).await },
             move |result| match result {
                 Ok(data) => reply.data(data.as_slice()),
                 Err(err) => reply.error(errno(&err)),

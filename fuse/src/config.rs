@@ -31,6 +31,27 @@ impl Default for CachePolicy {
     }
 }
 
+/// How reads reach the bytes: the trade between speed and atomicity.
+///
+/// Linux updates a cached file's size and drops its cached pages in two
+/// steps, and readers of the page cache take no lock against either. So when
+/// a file's contents are replaced in place while another process is inside a
+/// `read(2)` of it, that read can combine the old bytes with the new size
+/// (or the reverse): a torn value. No reply from a FUSE server can prevent
+/// it; only bypassing the page cache can (measured: docs/BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadMode {
+    /// Every `read(2)` is answered by this process from one version: a read
+    /// never returns a mix, whatever runs concurrently. Costs a round trip
+    /// per open and per read, and `mmap` of the files is refused.
+    #[default]
+    Atomic,
+    /// Reads are served from the kernel page cache: a warm open+read+close
+    /// never leaves the kernel. A read that overlaps a replace of the same
+    /// file can return a torn value; reads before or after it cannot.
+    PageCache,
+}
+
 /// How a volume is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
@@ -38,6 +59,7 @@ pub struct MountOptions {
     /// `fuse.secretfs`).
     pub fs_name: String,
     pub cache: CachePolicy,
+    pub read_mode: ReadMode,
     /// Threads reading requests from the kernel. One is enough: no request
     /// blocks a thread (loads run on the async runtime).
     pub threads: usize,
@@ -48,6 +70,7 @@ impl Default for MountOptions {
         Self {
             fs_name: "secretfs".to_owned(),
             cache: CachePolicy::default(),
+            read_mode: ReadMode::default(),
             threads: 1,
         }
     }

@@ -6,6 +6,19 @@
 //!
 //! Lock order: there is one lock, the tree's `RwLock`. It is never held
 //! across an `.await` or while calling into the kernel.
+//!
+//! # Why reads answer from the version last reported in attributes
+//!
+//! The kernel learns a file's size from LOOKUP/GETATTR replies and its bytes
+//! from READ replies, and it cuts what a reader gets to the size it holds.
+//! If a READ could answer with a newer version than the size the kernel
+//! holds, a reader would get the new bytes cut to the old length (a torn
+//! read; the stress test caught exactly that). So each file remembers the
+//! version it last reported in attributes (`served`), and READ answers from
+//! it. A replace only changes the newest version; the invalidation that
+//! follows drops the kernel's attributes and pages, and with
+//! `FUSE_AUTO_INVAL_DATA` the next read of any length asks GETATTR first,
+//! which reports and starts serving the new version.
 
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
@@ -53,6 +66,13 @@ impl ReadData {
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes.expose()[self.start..self.end]
     }
+}
+
+/// Which version a read answers from; see [`FsCore::read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    Reported,
+    Newest,
 }
 
 /// One directory entry; `offset` is where the next `readdir` resumes.
@@ -127,16 +147,44 @@ impl FsCore {
     }
 
     /// Attributes of `ino`; loads a file not loaded yet (see `lookup`).
+    /// From now on reads of the file answer from the version reported.
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         if self.is_file(ino)? {
-            self.contents(ino).await?;
+            let bytes = self.contents(ino).await?;
+            self.start_serving(ino, bytes);
         }
         self.attr_now(ino)
     }
 
     /// Up to `size` bytes of `ino` from `offset`, all from one version.
-    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<ReadData, FsError> {
-        let bytes = self.contents(ino).await?;
+    /// `ReadFrom::Reported` answers from the version whose size the kernel
+    /// was last told (page-cache reads, which the kernel cuts to that size);
+    /// `ReadFrom::Newest` from the newest (direct reads, which it does not).
+    pub async fn read(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        from: ReadFrom,
+    ) -> Result<ReadData, FsError> {
+        let served = {
+            let tree = self.read_tree();
+            match &tree.node(ino).ok_or(FsError::NotFound)?.kind {
+                NodeKind::Dir { .. } => return Err(FsError::IsADirectory),
+                NodeKind::File(file) => match from {
+                    ReadFrom::Reported => file.served.clone(),
+                    ReadFrom::Newest => None,
+                },
+            }
+        };
+        let bytes = match served {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = self.contents(ino).await?;
+                self.start_serving(ino, bytes.clone());
+                bytes
+            }
+        };
         let len = bytes.len();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
         let end = start.saturating_add(size as usize).min(len);
@@ -182,6 +230,15 @@ impl FsCore {
             files: tree.file_count() as u64,
             block_size: 4096,
             name_len: crate::path::MAX_NAME_LEN as u32,
+        }
+    }
+
+    /// Makes `bytes` the version reads answer from, and the size reported.
+    fn start_serving(&self, ino: u64, bytes: Arc<SecretBytes>) {
+        let mut tree = self.write_tree();
+        if let Some(NodeKind::File(file)) = tree.node_mut(ino).map(|n| &mut n.kind) {
+            file.last_size = bytes.len() as u64;
+            file.served = Some(bytes);
         }
     }
 
@@ -261,10 +318,7 @@ impl FsCore {
             && matches!(file.state, ContentState::Loading { epoch: e, .. } if e == epoch)
         {
             match &result {
-                Ok(bytes) => {
-                    file.last_size = bytes.len() as u64;
-                    file.state = ContentState::Ready(bytes.clone());
-                }
+                Ok(bytes) => file.state = ContentState::Ready(bytes.clone()),
                 Err(_) => file.state = ContentState::Unloaded,
             }
         }
@@ -279,7 +333,7 @@ impl FsCore {
         })?;
         match tree.node_mut(ino).map(|n| &mut n.kind) {
             Some(NodeKind::File(file)) => {
-                file.last_size = bytes.len() as u64;
+                // `served` and `last_size` move on at the next GETATTR.
                 file.state = ContentState::Ready(bytes);
                 file.epoch += 1;
                 file.mtime = SystemTime::now();
@@ -302,6 +356,7 @@ impl FsCore {
         match tree.node_mut(ino).map(|n| &mut n.kind) {
             Some(NodeKind::File(file)) if file.source.is_some() => {
                 file.state = ContentState::Unloaded;
+                file.served = None;
                 file.epoch += 1;
                 Ok(ino)
             }

@@ -27,7 +27,12 @@ pub(crate) enum ContentState {
 }
 
 pub(crate) struct FileNode {
+    /// The newest contents (what the next `stat` reports).
     pub state: ContentState,
+    /// The contents whose size the kernel was last told (in a LOOKUP or
+    /// GETATTR reply). READ answers from these, so the bytes a reader gets
+    /// always match the size the kernel cut them to; see `FsCore`.
+    pub served: Option<Arc<SecretBytes>>,
     pub source: Option<Arc<dyn ContentSource>>,
     /// Time of the last content change: `ls -l` and pollers see rotations.
     pub mtime: SystemTime,
@@ -239,6 +244,10 @@ impl Tree {
             }
             Content::Lazy(source) => (ContentState::Unloaded, Some(source), 0),
         };
+        let served = match &state {
+            ContentState::Ready(bytes) => Some(bytes.clone()),
+            _ => None,
+        };
         let name = spec.path.file_name().to_owned();
         let (uid, gid, perm) = (spec.uid, spec.gid, spec.mode as u16);
         self.add_node(parent, &path, name.clone(), |generation| Node {
@@ -249,6 +258,7 @@ impl Tree {
             gid,
             kind: NodeKind::File(FileNode {
                 state,
+                served,
                 source,
                 mtime: now,
                 epoch: 0,

@@ -264,7 +264,7 @@ impl MountedVolume {
             source: e.into(),
         })?;
 
-        let adapter = FuseAdapter::new(volume.core().clone(), runtime, options.cache);
+        let adapter = FuseAdapter::new(volume.core().clone(), runtime, options);
         let mut config = Config::default();
         config.n_threads = Some(options.threads.max(1));
         let started =

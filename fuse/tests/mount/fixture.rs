@@ -1,0 +1,139 @@
+//! Shared set-up for the real-mount tests.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use secretfs_fuse::{
+    Content, FileSpec, MountOptions, MountedVolume, SecretBytes, Volume, VolumeId, VolumeSpec,
+};
+
+/// Whether real-mount tests can run here; panics with instructions when
+/// they cannot and skipping was not asked for.
+pub fn fuse_available() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    let dev = Path::new("/dev/fuse").exists();
+    if root && dev {
+        return true;
+    }
+    if std::env::var_os("SECRETFS_SKIP_FUSE_TESTS").is_some() {
+        eprintln!("skipping: real FUSE mounts need root and /dev/fuse");
+        return false;
+    }
+    panic!(
+        "real FUSE mount tests need root and /dev/fuse (root: {root}, /dev/fuse: {dev}); \
+         set SECRETFS_SKIP_FUSE_TESTS=1 to skip them"
+    );
+}
+
+/// A mounted volume in a fresh directory that other users can traverse.
+pub struct Mounted {
+    pub runtime: tokio::runtime::Runtime,
+    pub mounted: Option<MountedVolume>,
+    pub target: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Mounted {
+    pub fn volume(&self) -> &Volume {
+        self.mounted.as_ref().unwrap().volume()
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.target.join(relative)
+    }
+
+    pub fn replace(&self, path: &str, bytes: &[u8]) {
+        self.volume()
+            .replace(path, Arc::new(SecretBytes::from_slice(bytes)))
+            .unwrap();
+    }
+
+    pub fn unmount(&mut self) {
+        if let Some(m) = self.mounted.take() {
+            m.unmount().unwrap();
+        }
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn target_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let target = dir.path().join("mnt");
+    std::fs::create_dir(&target).unwrap();
+    (dir, target)
+}
+
+pub fn spec(files: Vec<FileSpec>) -> VolumeSpec {
+    VolumeSpec {
+        id: VolumeId::new("test-volume"),
+        dir_uid: 0,
+        dir_gid: 2000,
+        files,
+    }
+}
+
+pub fn file(path: &str, mode: u32, gid: u32, bytes: &[u8]) -> FileSpec {
+    FileSpec::new(path, mode, 0, gid, Content::bytes(bytes)).unwrap()
+}
+
+pub fn mount(files: Vec<FileSpec>) -> Mounted {
+    mount_spec(spec(files))
+}
+
+pub fn mount_spec(spec: VolumeSpec) -> Mounted {
+    mount_with(spec, &MountOptions::default())
+}
+
+pub fn mount_with(spec: VolumeSpec, options: &MountOptions) -> Mounted {
+    let runtime = runtime();
+    let (dir, target) = target_dir();
+    let mounted = MountedVolume::mount(spec, &target, options, runtime.handle().clone()).unwrap();
+    Mounted {
+        runtime,
+        mounted: Some(mounted),
+        target,
+        _dir: dir,
+    }
+}
+
+/// Runs `program args` as `uid:gid` with supplementary `groups`.
+pub fn run_as(uid: u32, gid: u32, groups: &[u32], program: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"));
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        cmd.arg(format!("--groups={}", list.join(",")));
+    }
+    cmd.arg(program).args(args).output().unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The `/proc/self/mounts` line for `target`, if mounted.
+pub fn mount_line(target: &Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    let target = target.to_str().unwrap();
+    mounts
+        .lines()
+        .find(|line| line.split(' ').nth(1) == Some(target))
+        .map(str::to_owned)
+}
