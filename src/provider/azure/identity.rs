@@ -292,6 +292,20 @@ struct TokenEntry {
     token: Option<SecretString>,
 }
 
+/// An audience as shown in an error. Audiences are URIs, but the map comes
+/// from a request: anything that could be a token (a JWT, or just long) is
+/// not shown.
+fn shown_audience(audience: &str) -> String {
+    let plausible = audience.len() <= 100
+        && !audience.starts_with("eyJ")
+        && audience.bytes().all(|b| b.is_ascii_graphic());
+    if plausible {
+        audience.to_owned()
+    } else {
+        "<redacted>".to_owned()
+    }
+}
+
 /// Finds the workload identity token: secrets first, then the volume context.
 fn workload_identity_token(inputs: &IdentityInputs<'_>) -> Result<SecretString, IdentityError> {
     let json = inputs
@@ -315,7 +329,11 @@ fn workload_identity_token(inputs: &IdentityInputs<'_>) -> Result<SecretString, 
             found: if tokens.is_empty() {
                 "none".to_owned()
             } else {
-                tokens.keys().cloned().collect::<Vec<_>>().join(", ")
+                tokens
+                    .keys()
+                    .map(|a| shown_audience(a))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
         }),
     }
