@@ -78,15 +78,22 @@ pfx() { # <name> <key> <leaf> <certfile> [extra pkcs12 args...]
     -out "../input/$name.pfx"
   base64 -w0 "../input/$name.pfx" >"../input/$name.pfx.b64"
 }
-pkcs8() { openssl pkcs12 -in "../input/$1.pfx" -passin pass: -nodes -nocerts 2>/dev/null | openssl pkey; }
+pkcs8() { # <name> [extra pkcs12 args...]
+  local name=$1
+  shift
+  openssl pkcs12 -in "../input/$name.pfx" -passin pass: -nodes -nocerts "$@" 2>/dev/null | openssl pkey
+}
 pfx pfx-rsa-chain leaf-rsa.key leaf-rsa.crt "$work/root-inter.pem"
 pfx pfx-rsa-3des leaf-rsa.key leaf-rsa.crt "$work/root-inter.pem" \
   -keypbe PBE-SHA1-3DES -certpbe PBE-SHA1-3DES -macalg sha1
+# -legacy: RC2-40 for certificates, 3DES for keys, SHA-1 MAC (Windows/Key Vault style).
+pfx pfx-rsa-legacy leaf-rsa.key leaf-rsa.crt "$work/root-inter.pem" -legacy
 pfx pfx-ec-chain leaf-ec.key leaf-ec.crt "$work/root-inter.pem"
 pfx pfx-incomplete leaf-rsa.key leaf-rsa.crt root.crt
 # objectFormat: pem → PKCS#8 key first, then leaf → intermediate → root.
 { pkcs8 pfx-rsa-chain; cat leaf-rsa.crt inter.crt root.crt; } >../expected/pfx-rsa-chain.pem
 { pkcs8 pfx-rsa-3des; cat leaf-rsa.crt inter.crt root.crt; } >../expected/pfx-rsa-3des.pem
+{ pkcs8 pfx-rsa-legacy -legacy; cat leaf-rsa.crt inter.crt root.crt; } >../expected/pfx-rsa-legacy.pem
 { pkcs8 pfx-ec-chain; cat leaf-ec.crt inter.crt root.crt; } >../expected/pfx-ec-chain.pem
 # Incomplete chain (no intermediate): the PFX order is kept, leaf then root.
 { pkcs8 pfx-incomplete; cat leaf-rsa.crt root.crt; } >../expected/pfx-incomplete.pem
@@ -125,6 +132,16 @@ for curve in P-256:32 P-384:48 P-521:66; do
     "$crv" "$x" "$y" >"../input/$name.json"
   openssl pkey -in "$name.key" -pubout -out "../expected/$name.pub.pem"
 done
+
+# ---- PKCS#8 re-encoding as Go's MarshalPKCS8PrivateKey: an EC key stored
+# without its public key gets it back; an RSA key is unchanged.
+for c in p256 p384 p521; do
+  openssl ec -in "jwk-ec-$c.key" -no_public 2>/dev/null |
+    openssl pkcs8 -topk8 -nocrypt -outform DER -out "../input/pkcs8-ec-$c-nopub.der"
+  openssl pkcs8 -topk8 -nocrypt -in "jwk-ec-$c.key" -outform DER -out "../expected/pkcs8-ec-$c.der"
+done
+openssl pkcs8 -topk8 -nocrypt -in leaf-rsa.key -outform DER -out ../input/pkcs8-rsa.der
+cp ../input/pkcs8-rsa.der ../expected/pkcs8-rsa.der
 
 rm -f ./*.csr
 echo "fixtures written to $out"

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use secretfs::provider::FileMode;
 use secretfs::provider::azure::chain::{ChainWarning, order_chain};
 use secretfs::provider::azure::content::{CONTENT_TYPE_PEM, CONTENT_TYPE_PFX};
+use secretfs::provider::azure::pfx::canonical_pkcs8;
 use secretfs::provider::azure::{
     AzureParameters, ContentError, Fetched, FetchedSecret, IdentityConfig, IdentityInputs,
     IdentityKey, IdentityKeySalt, JsonWebKey, ObjectEncoding, ObjectFormat, ParseOptions, PodInfo,
@@ -156,7 +157,12 @@ fn pfx_format_writes_the_stored_base64_or_with_base64_encoding_the_pfx() {
 #[test]
 fn pfx_to_pem_writes_pkcs8_key_then_chain_leaf_to_root() {
     // The PFXs hold leaf, root, intermediate; the output is leaf, intermediate, root.
-    for name in ["pfx-rsa-chain", "pfx-rsa-3des", "pfx-ec-chain"] {
+    for name in [
+        "pfx-rsa-chain",
+        "pfx-rsa-3des",
+        "pfx-rsa-legacy",
+        "pfx-ec-chain",
+    ] {
         let stored = text(&format!("azure/input/{name}.pfx.b64"));
         let content = secret_content(
             ObjectFormat::Pem,
@@ -261,6 +267,40 @@ fn certificate_backed_secret_errors() {
     )
     .unwrap_err();
     assert_eq!(err, ContentError::Hex);
+}
+
+#[test]
+fn private_keys_are_re_encoded_like_go_marshal_pkcs8() {
+    // EC keys stored without their public key get it back, on every curve.
+    for c in ["p256", "p384", "p521"] {
+        let input = fixture(&format!("azure/input/pkcs8-ec-{c}-nopub.der"));
+        let want = fixture(&format!("azure/expected/pkcs8-ec-{c}.der"));
+        assert_ne!(input, want);
+        assert_eq!(*canonical_pkcs8(&input).unwrap(), want, "{c}");
+        assert_eq!(
+            *canonical_pkcs8(&want).unwrap(),
+            want,
+            "{c} is already canonical"
+        );
+    }
+    let rsa = fixture("azure/input/pkcs8-rsa.der");
+    assert_eq!(
+        *canonical_pkcs8(&rsa).unwrap(),
+        fixture("azure/expected/pkcs8-rsa.der")
+    );
+    let err = canonical_pkcs8(b"\x30\x03\x02\x01\x00").unwrap_err();
+    assert!(err.starts_with("not a PKCS#8 private key"), "{err}");
+    // Ed25519, which upstream's ToPEM rejects too.
+    let mut ed25519 = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    ed25519.extend_from_slice(&[7u8; 32]);
+    let err = canonical_pkcs8(&ed25519).unwrap_err();
+    assert_eq!(
+        err,
+        "private key algorithm 1.3.101.112 is not supported: only RSA and EC (P-256, P-384, P-521) keys are"
+    );
 }
 
 // ---- chain order ----

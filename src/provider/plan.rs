@@ -15,6 +15,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use super::ErrorKind;
+
 /// Longest accepted path, in bytes (`maxPathLength` upstream).
 pub const MAX_PATH_LEN: usize = 4096;
 /// Longest accepted file name (one path element), in bytes.
@@ -182,6 +184,13 @@ pub enum PlanError {
         /// Its object.
         other_object: String,
     },
+}
+
+impl PlanError {
+    /// Always [`ErrorKind::Invalid`].
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Invalid
+    }
 }
 
 fn shorten(s: &str) -> String {

@@ -26,7 +26,7 @@ use aws_lc_rs::hmac;
 use serde::Deserialize;
 
 use super::params::AzureParameters;
-use crate::provider::SecretString;
+use crate::provider::{ErrorKind, SecretString};
 
 /// Volume-context (or, on Kubernetes ≥ 1.35, secrets) key of the service
 /// account tokens kubelet requested for the CSIDriver's `tokenRequests`.
@@ -284,6 +284,18 @@ pub enum IdentityError {
     /// The system RNG failed.
     #[error("could not get random bytes for the identity key salt")]
     Random,
+}
+
+impl IdentityError {
+    /// [`ErrorKind::Transient`] for a failing RNG, otherwise
+    /// [`ErrorKind::Invalid`] (the pod, CSIDriver or SecretProviderClass must
+    /// change).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            IdentityError::Random => ErrorKind::Transient,
+            _ => ErrorKind::Invalid,
+        }
+    }
 }
 
 #[derive(Deserialize)]

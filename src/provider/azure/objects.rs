@@ -22,7 +22,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::provider::{FileMode, Plan, PlanError, PlannedFile, validate_relative_path};
+use crate::provider::{ErrorKind, FileMode, Plan, PlanError, PlannedFile, validate_relative_path};
 
 /// `objectType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -186,6 +186,15 @@ pub enum ObjectsError {
     /// One or more objects are invalid.
     #[error("{}", join_errors(.0))]
     Objects(Vec<ObjectFieldError>),
+}
+
+impl std::error::Error for ObjectFieldError {}
+
+impl ObjectsError {
+    /// Always [`ErrorKind::Invalid`].
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Invalid
+    }
 }
 
 fn join_errors(errors: &[ObjectFieldError]) -> String {

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use super::cloud::{CloudEnvironment, CloudError, CloudName};
 use super::objects::{KeyVaultObject, ObjectsError, parse_objects, plan_objects};
-use crate::provider::{FileMode, Plan, PlanError};
+use crate::provider::{ErrorKind, FileMode, Plan, PlanError};
 
 /// Parameter keys read by the Azure provider.
 pub mod keys {
@@ -122,6 +122,13 @@ pub enum ParamError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct ParamsError(pub Vec<ParamError>);
+
+impl ParamsError {
+    /// Always [`ErrorKind::Invalid`]: the SecretProviderClass must change.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Invalid
+    }
+}
 
 /// Reads a custom cloud file; see [`ParseOptions::load_cloud_env`].
 pub type CloudEnvLoader<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;

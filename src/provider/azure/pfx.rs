@@ -10,11 +10,11 @@
 //!   re-encoded in DER; PKCS#8 attributes and public key dropped.
 //! - EC (P-256/384/521): `id-ecPublicKey` with the named curve, and an inner
 //!   SEC1 key of version 1 with the private scalar padded to the curve size,
-//!   no parameters, and the public key.
+//!   no parameters, and the uncompressed public key.
 //!
-//! Not reproduced: Go derives an EC public key when the PFX's key lacks one;
-//! we reject such a key (Key Vault and OpenSSL always include it). Other key
-//! types fail, as upstream's `ToPEM` does.
+//! The EC public key is derived from the private scalar, as Go does (the
+//! stored one is ignored, and a key stored without one still works). Other
+//! key types fail, as upstream's `ToPEM` does.
 
 use base64::Engine as _;
 use der::asn1::{AnyRef, ObjectIdentifier, OctetStringRef};
@@ -101,10 +101,10 @@ pub fn canonical_pkcs8(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
             };
             let inner_curve = key.parameters.and_then(|p| p.named_curve());
             let curve = outer_curve.or(inner_curve).ok_or("EC key names no curve")?;
-            let size = match curve {
-                SECP256R1 => 32,
-                SECP384R1 => 48,
-                SECP521R1 => 66,
+            let (size, alg) = match curve {
+                SECP256R1 => (32, &aws_lc_rs::agreement::ECDH_P256),
+                SECP384R1 => (48, &aws_lc_rs::agreement::ECDH_P384),
+                SECP521R1 => (66, &aws_lc_rs::agreement::ECDH_P521),
                 other => {
                     return Err(format!(
                         "EC curve {other} is not supported: use P-256, P-384 or P-521"
@@ -117,13 +117,16 @@ pub fn canonical_pkcs8(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
             }
             let mut padded = Zeroizing::new(vec![0u8; size]);
             padded[size - scalar.len()..].copy_from_slice(scalar);
-            let public_key = key.public_key.ok_or(
-                "EC private key has no public key; re-import the certificate with its public key",
-            )?;
+            // Go derives the public key from the private scalar and ignores the
+            // stored one; so do we (this also covers keys stored without it).
+            let public_key = aws_lc_rs::agreement::PrivateKey::from_private_key(alg, &padded)
+                .ok()
+                .and_then(|k| k.compute_public_key().ok())
+                .ok_or("EC private key is not a valid scalar for its curve")?;
             let canonical = sec1::EcPrivateKey {
                 private_key: &padded,
                 parameters: None,
-                public_key: Some(public_key),
+                public_key: Some(public_key.as_ref()),
             };
             let curve_der = curve.to_der().map_err(der_err("EC curve"))?;
             (
