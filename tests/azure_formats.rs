@@ -545,3 +545,26 @@ fn seed_secret_provider_class_is_accepted_unchanged() {
         }
     );
 }
+
+/// File contents, fetched secrets and conversion results print no secret bytes.
+#[test]
+fn debug_of_contents_never_holds_secret_bytes() {
+    let value = "Sup3rS3cretValue-do-not-log";
+    let fetched = Fetched::Secret(plain(value));
+    let content = secret_content(ObjectFormat::Pem, ObjectEncoding::Utf8, &plain(value)).unwrap();
+    let stored = text("azure/input/pfx-rsa-chain.pfx.b64");
+    let pem = secret_content(
+        ObjectFormat::Pem,
+        ObjectEncoding::Utf8,
+        &cert_backed(&stored, CONTENT_TYPE_PFX),
+    )
+    .unwrap();
+    let shown = format!(
+        "{fetched:?} {content:?} {pem:?} {:?}",
+        cert_backed(&stored, CONTENT_TYPE_PFX)
+    );
+    assert!(shown.contains("SecretBytes(<redacted"), "{shown}");
+    for needle in [value, "S3cret", "PRIVATE KEY", &stored[..40], "MII"] {
+        assert!(!shown.contains(needle), "{needle} leaked in {shown}");
+    }
+}
