@@ -90,7 +90,7 @@ pub async fn handle(shared: &Shared, req: &Incoming, route: Route, tenant: &str)
         Route::EntraInstanceDiscovery => json_response(
             StatusCode::OK,
             &json!({
-                "tenant_discovery_endpoint": format!("https://{host}/{}/v2.0/.well-known/openid-configuration", req.query("tenant").unwrap_or(tenant)),
+                "tenant_discovery_endpoint": format!("https://{host}/{}/v2.0/.well-known/openid-configuration", discovery_tenant(req, tenant)),
                 "api-version": "1.1",
                 "metadata": [{
                     "preferred_network": "login.microsoftonline.com",
@@ -117,6 +117,16 @@ pub async fn handle(shared: &Shared, req: &Incoming, route: Route, tenant: &str)
         _ => oauth_error(StatusCode::NOT_FOUND, "invalid_request", 900144, "Unknown endpoint."),
     };
     Handled::respond(tally, resp)
+}
+
+/// The tenant named by instance discovery's `authorization_endpoint`
+/// parameter (`https://host/<tenant>/oauth2/...`), as the service echoes it.
+fn discovery_tenant<'a>(req: &'a Incoming, fallback: &'a str) -> &'a str {
+    req.query("authorization_endpoint")
+        .and_then(|ep| ep.split("://").nth(1))
+        .and_then(|rest| rest.split('/').nth(1))
+        .filter(|t| !t.is_empty())
+        .unwrap_or(fallback)
 }
 
 fn fault_answer(tally: Tally, kind: FaultKind) -> Handled {

@@ -31,10 +31,14 @@ async fn discovery_documents() {
     assert_eq!(jwks["keys"][0]["kty"], "RSA");
     assert_eq!(jwks["keys"][0]["e"], "AQAB");
     let r = env
-        .get_url(&env.entra_url("/common/discovery/instance?api-version=1.1&authorization_endpoint=https://login.microsoftonline.com/common/oauth2/authorize"), None)
+        .get_url(&env.entra_url(&format!("/common/discovery/instance?api-version=1.1&authorization_endpoint=https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/authorize")), None)
         .await;
     let j = r.json();
     assert_eq!(j["api-version"], "1.1");
+    assert_eq!(
+        j["tenant_discovery_endpoint"],
+        format!("https://login.microsoftonline.com:{port}/{TENANT}/v2.0/.well-known/openid-configuration")
+    );
     assert!(j["metadata"][0]["aliases"].as_array().unwrap().iter().any(|a| a == "login.microsoftonline.com"));
     let r = env.get_url(&env.entra_url("/00000000-0000-0000-0000-000000000000/v2.0/.well-known/openid-configuration"), None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
