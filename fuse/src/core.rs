@@ -20,6 +20,7 @@
 //! `FUSE_AUTO_INVAL_DATA` the next read of any length asks GETATTR first,
 //! which reports and starts serving the new version.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
@@ -93,9 +94,35 @@ pub struct StatFs {
     pub name_len: u32,
 }
 
+/// How many requests of each kind reached the core: a warm read in
+/// page-cache mode must not show up here at all.
+#[derive(Debug, Default)]
+pub struct OpCounters {
+    pub lookups: AtomicU64,
+    pub getattrs: AtomicU64,
+    pub reads: AtomicU64,
+    pub readdirs: AtomicU64,
+    pub loads: AtomicU64,
+}
+
+impl OpCounters {
+    /// (lookups, getattrs, reads, readdirs, loads) now.
+    pub fn snapshot(&self) -> [u64; 5] {
+        [
+            &self.lookups,
+            &self.getattrs,
+            &self.reads,
+            &self.readdirs,
+            &self.loads,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
 /// The core of one volume.
 pub struct FsCore {
     tree: RwLock<Tree>,
+    counters: OpCounters,
 }
 
 impl std::fmt::Debug for FsCore {
@@ -112,6 +139,7 @@ impl FsCore {
     pub(crate) fn new(tree: Tree) -> Self {
         Self {
             tree: RwLock::new(tree),
+            counters: OpCounters::default(),
         }
     }
 
@@ -121,6 +149,10 @@ impl FsCore {
 
     fn write_tree(&self) -> RwLockWriteGuard<'_, Tree> {
         self.tree.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn counters(&self) -> &OpCounters {
+        &self.counters
     }
 
     pub fn volume_id(&self) -> VolumeId {
@@ -135,6 +167,7 @@ impl FsCore {
     /// Looks `name` up in directory `parent`. A file not loaded yet is
     /// loaded first, so the size reported is always the real one.
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+        self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let ino = {
             let tree = self.read_tree();
             let dir = tree.node(parent).ok_or(FsError::NotFound)?;
@@ -143,12 +176,17 @@ impl FsCore {
             }
             tree.child(parent, name).ok_or(FsError::NotFound)?
         };
-        self.getattr(ino).await
+        self.report_attr(ino).await
     }
 
     /// Attributes of `ino`; loads a file not loaded yet (see `lookup`).
     /// From now on reads of the file answer from the version reported.
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        self.counters.getattrs.fetch_add(1, Ordering::Relaxed);
+        self.report_attr(ino).await
+    }
+
+    async fn report_attr(&self, ino: u64) -> Result<Attr, FsError> {
         if self.is_file(ino)? {
             let bytes = self.contents(ino).await?;
             self.start_serving(ino, bytes);
@@ -167,6 +205,7 @@ impl FsCore {
         size: u32,
         from: ReadFrom,
     ) -> Result<ReadData, FsError> {
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let served = {
             let tree = self.read_tree();
             match &tree.node(ino).ok_or(FsError::NotFound)?.kind {
@@ -193,6 +232,7 @@ impl FsCore {
 
     /// Entries of directory `ino` from `offset` on (`.` and `..` first).
     pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
+        self.counters.readdirs.fetch_add(1, Ordering::Relaxed);
         let tree = self.read_tree();
         let node = tree.node(ino).ok_or(FsError::NotFound)?;
         let NodeKind::Dir { children } = &node.kind else {
@@ -303,6 +343,7 @@ impl FsCore {
                             "contents were unloaded but the file has no source to reload them from",
                         )));
                     };
+                    self.counters.loads.fetch_add(1, Ordering::Relaxed);
                     let future = source.load().shared();
                     file.state = ContentState::Loading {
                         epoch: file.epoch,

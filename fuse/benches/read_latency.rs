@@ -1,0 +1,253 @@
+//! open+read+close latency of secretfs against tmpfs, measured in the same
+//! run on the same machine, warm and right after a replace; plus how many
+//! requests reached the file system, and how often a read that overlaps a
+//! replace is torn in each read mode.
+//!
+//! Run as root: `cargo bench -p secretfs-fuse --bench read_latency`
+//! (`-- --quick` for a shorter run).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use secretfs_fuse::{
+    Content, FileSpec, MountOptions, MountedVolume, ReadMode, SecretBytes, VolumeId, VolumeSpec,
+};
+
+const SIZES: [(&str, usize); 2] = [("1k", 1024), ("64k", 64 * 1024)];
+
+fn open_read_close(path: &Path, buf: &mut [u8]) -> Duration {
+    let start = Instant::now();
+    let file = File::open(path).unwrap();
+    let n = file.read_at(buf, 0).unwrap();
+    drop(file);
+    let elapsed = start.elapsed();
+    assert!(n > 0);
+    elapsed
+}
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_nanos() as f64 / 1000.0;
+    Stats {
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+fn content(size: usize, version: usize) -> Vec<u8> {
+    let mut v = format!("version {version} ").into_bytes();
+    v.resize(size, b'a' + (version % 26) as u8);
+    v
+}
+
+struct Fs {
+    name: &'static str,
+    dir: PathBuf,
+    mounted: Option<MountedVolume>,
+}
+
+impl Fs {
+    fn replace(&self, file: &str, bytes: Vec<u8>) {
+        match &self.mounted {
+            Some(m) => m
+                .volume()
+                .replace(file, Arc::new(SecretBytes::new(bytes)))
+                .unwrap(),
+            // tmpfs: what a writer that updates the file in place does.
+            None => std::fs::write(self.dir.join(file), bytes).unwrap(),
+        }
+    }
+}
+
+fn secretfs(name: &'static str, dir: PathBuf, mode: ReadMode, rt: &tokio::runtime::Runtime) -> Fs {
+    std::fs::create_dir(&dir).unwrap();
+    let files = SIZES
+        .iter()
+        .map(|(file, size)| {
+            FileSpec::new(file, 0o644, 0, 0, Content::bytes(content(*size, 0))).unwrap()
+        })
+        .collect();
+    let spec = VolumeSpec {
+        id: VolumeId::new(name),
+        dir_uid: 0,
+        dir_gid: 0,
+        files,
+    };
+    let options = MountOptions {
+        read_mode: mode,
+        ..MountOptions::default()
+    };
+    let mounted = MountedVolume::mount(spec, &dir, &options, rt.handle().clone()).unwrap();
+    Fs {
+        name,
+        dir,
+        mounted: Some(mounted),
+    }
+}
+
+/// Share of reads, by 4 readers, that return a torn value while `replaces`
+/// replaces of `file` run back to back.
+fn torn_share(fs: &Fs, replaces: usize) -> (usize, usize) {
+    let path = fs.dir.join("1k");
+    let stop = Arc::new(AtomicBool::new(false));
+    let torn = Arc::new(AtomicUsize::new(0));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (path, stop, torn, reads) = (path.clone(), stop.clone(), torn.clone(), reads.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 8192];
+                while !stop.load(Ordering::Relaxed) {
+                    let n = File::open(&path).unwrap().read_at(&mut buf, 0).unwrap();
+                    let read = &buf[..n];
+                    let text = String::from_utf8_lossy(read);
+                    let version: usize = text
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(usize::MAX);
+                    if version == usize::MAX || read != content(len_of(version), version) {
+                        torn.fetch_add(1, Ordering::Relaxed);
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for version in 1..=replaces {
+        fs.replace("1k", content(len_of(version), version));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    fs.replace("1k", content(1024, 0));
+    (torn.load(Ordering::Relaxed), reads.load(Ordering::Relaxed))
+}
+
+/// Lengths vary between replaces (that is what exposes tearing).
+fn len_of(version: usize) -> usize {
+    if version == 0 { 1024 } else { 100 + (version * 7919) % 3000 }
+}
+
+fn main() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("read_latency needs root (it mounts tmpfs and FUSE)");
+        std::process::exit(2);
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (warm_n, replace_n) = if quick { (2_000, 300) } else { (20_000, 2_000) };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+
+    let tmpfs_dir = root.path().join("tmpfs");
+    std::fs::create_dir(&tmpfs_dir).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &tmpfs_dir,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    for (file, size) in SIZES {
+        std::fs::write(tmpfs_dir.join(file), content(size, 0)).unwrap();
+    }
+    let systems = [
+        Fs {
+            name: "tmpfs",
+            dir: tmpfs_dir.clone(),
+            mounted: None,
+        },
+        secretfs("secretfs page-cache", root.path().join("pc"), ReadMode::PageCache, &rt),
+        secretfs("secretfs atomic", root.path().join("atomic"), ReadMode::Atomic, &rt),
+    ];
+
+    let mut buf = vec![0u8; 128 * 1024];
+    println!(
+        "open+read+close, {warm_n} warm and {replace_n} after-replace samples per row (µs)\n"
+    );
+    println!(
+        "{:<22} {:>5} {:>9} {:>9} {:>13} {:>13} {:>14}",
+        "file system", "file", "warm p50", "warm p99", "replace p50", "replace p99", "requests/warm"
+    );
+    let mut baseline = std::collections::HashMap::new();
+    let mut ratios = Vec::new();
+    for fs in &systems {
+        for (file, size) in SIZES {
+            let path = fs.dir.join(file);
+            for _ in 0..200 {
+                open_read_close(&path, &mut buf);
+            }
+            let before = fs.mounted.as_ref().map(|m| m.volume().core().counters().snapshot());
+            let warm = stats((0..warm_n).map(|_| open_read_close(&path, &mut buf)).collect());
+            let requests = match (&fs.mounted, before) {
+                (Some(m), Some(b)) => {
+                    let after = m.volume().core().counters().snapshot();
+                    let total: u64 = after.iter().zip(b.iter()).map(|(a, b)| a - b).sum();
+                    format!("{:.2}", total as f64 / warm_n as f64)
+                }
+                _ => "-".to_owned(),
+            };
+            let after_replace = stats(
+                (0..replace_n)
+                    .map(|i| {
+                        fs.replace(file, content(size, i + 1));
+                        open_read_close(&path, &mut buf)
+                    })
+                    .collect(),
+            );
+            fs.replace(file, content(size, 0));
+            println!(
+                "{:<22} {:>5} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>14}",
+                fs.name, file, warm.p50, warm.p99, after_replace.p50, after_replace.p99, requests
+            );
+            match fs.mounted {
+                None => {
+                    baseline.insert(file, (warm.p50, after_replace.p50));
+                }
+                Some(_) => {
+                    let (b_warm, b_replace) = baseline[file];
+                    ratios.push(format!(
+                        "{:<22} {:>5}  warm p50 ratio {:.2}  after-replace p50 {:.2} µs (tmpfs rewrite {:.2} µs)",
+                        fs.name,
+                        file,
+                        warm.p50 / b_warm,
+                        after_replace.p50,
+                        b_replace
+                    ));
+                }
+            }
+        }
+    }
+    println!("\nsecretfs / tmpfs (same run):");
+    for line in ratios {
+        println!("  {line}");
+    }
+
+    println!("\nreads torn by a concurrent replace (4 readers, 1k file, lengths varying):");
+    for fs in &systems[1..] {
+        let (torn, reads) = torn_share(fs, if quick { 300 } else { 2_000 });
+        println!(
+            "  {:<22} {torn} of {reads} reads torn ({:.3}%)",
+            fs.name,
+            100.0 * torn as f64 / reads.max(1) as f64
+        );
+    }
+
+    drop(systems);
+    rustix::mount::unmount(&tmpfs_dir, rustix::mount::UnmountFlags::DETACH).unwrap();
+}
