@@ -8,12 +8,39 @@
 //! - [`content`]: what Key Vault returns → file bytes, exactly as upstream
 //!   writes them ([`pfx`], [`jwk`], [`chain`], [`pem`]).
 //! - [`history`]: which versions `objectVersionHistory` mounts.
+//! - [`file_ref`]: which file a `secretObjects` `objectName` designates
+//!   (alias or vault name).
+//!
+//! Baseline: `Azure/secrets-store-csi-driver-provider-azure` v1.8.2. Every
+//! SecretProviderClass that works there is meant to work here, with the same
+//! files byte for byte. Deliberate differences:
+//! - `objectVersionHistory: N` mounts exactly N versions; upstream mounts
+//!   N + 1 when more than N exist ([`history`]).
+//! - `cloudName: AzureGermanCloud` fails with an explanation (the cloud closed
+//!   in 2021); `cloudEnvFileName` is read through an explicit loader instead of
+//!   a process-wide environment variable ([`cloud`]).
+//! - Stricter input checks, because the values end up in URLs and paths:
+//!   `tenantID`, `clientID`, `userAssignedIdentityID`, `objectName` and
+//!   `objectVersion` must use their documented character sets, and
+//!   `filePermission` must be at most `0777`.
+//! - More lenient where upstream would fail for no good reason:
+//!   `objectType`/`objectFormat`/`objectEncoding` are case-insensitive,
+//!   `objectVersion: latest` also works without history, unknown object fields
+//!   are ignored with a warning, `clientid`/`clientsecret` are trimmed, and a
+//!   certificate chain that cannot be ordered (cycle, unparsable certificate)
+//!   keeps its stored order with a warning instead of failing the mount. PFX
+//!   files with AES/SHA-256 protection are accepted (upstream's Go decoder only
+//!   knows the legacy SHA-1/3DES/RC2 ones).
+//! - Not reproduced: Go's retry of a PFX MAC with a zero-length ("NULL")
+//!   password after the empty one fails; identity binding
+//!   (`useAzureTokenProxy`) is rejected as not supported yet.
 //!
 //! [`Plan`]: crate::provider::Plan
 
 pub mod chain;
 pub mod cloud;
 pub mod content;
+pub mod file_ref;
 pub mod history;
 pub mod identity;
 pub mod jwk;
@@ -34,6 +61,7 @@ pub use content::{
     Content, ContentError, Fetched, FetchedSecret, cert_content, decode_value, key_content,
     object_content, secret_content,
 };
+pub use file_ref::{FileRefError, resolve_file_reference};
 pub use history::{HistoryError, VersionInfo, select_versions};
 pub use identity::{
     IdentityConfig, IdentityError, IdentityInputs, IdentityKey, IdentityKeySalt, PodInfo,
