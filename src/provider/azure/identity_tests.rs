@@ -120,6 +120,8 @@ fn workload_identity_errors() {
         resolve(&p, &none, None, &pod("web")).unwrap_err(),
         IdentityError::TokensNotFound
     );
+    assert_eq!(IdentityError::TokensNotFound.kind(), ErrorKind::Invalid);
+    assert_eq!(IdentityError::Random.kind(), ErrorKind::Transient);
     let blank = SecretString::from("  ");
     assert_eq!(
         resolve(&p, &none, Some(&blank), &pod("web")).unwrap_err(),
