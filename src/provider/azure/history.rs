@@ -55,6 +55,28 @@ impl HistoryError {
     }
 }
 
+/// The version in a Key Vault object id
+/// (`https://<vault>.<suffix>[:port]/<secrets|keys|certificates>/<name>/<version>`),
+/// as upstream reports it in `ObjectVersion.version`; `None` when the id has
+/// no version segment or is not of that shape.
+pub fn version_of_id(id: &str) -> Option<&str> {
+    let rest = id
+        .strip_prefix("https://")
+        .or_else(|| id.strip_prefix("http://"))?;
+    let (_host, path) = rest.split_once('/')?;
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    match path.split('/').collect::<Vec<_>>().as_slice() {
+        [kind, name, version]
+            if matches!(*kind, "secrets" | "keys" | "certificates")
+                && !name.is_empty()
+                && !version.is_empty() =>
+        {
+            Some(version)
+        }
+        _ => None,
+    }
+}
+
 /// The versions for slots `0..`, at most `count` of them: the enabled ones,
 /// newest first, from `start` (a version id; `None` for the latest).
 pub fn select_versions<'a>(
@@ -164,6 +186,31 @@ mod tests {
         ];
         let sel = select_versions(&versions, None, 3).unwrap();
         assert_eq!(ids(&sel), ["bb", "aa", "zz"]);
+    }
+
+    #[test]
+    fn version_is_the_last_segment_of_an_object_id() {
+        for (id, want) in [
+            (
+                "https://kv.vault.azure.net/secrets/db/c55925c29c6743dcb9bb4bf091be03b0",
+                Some("c55925c29c6743dcb9bb4bf091be03b0"),
+            ),
+            (
+                "https://kv.vault.azure.net:443/keys/k1/0123abcd",
+                Some("0123abcd"),
+            ),
+            (
+                "https://127.0.0.1:8443/certificates/tls/v1?api-version=7.4",
+                Some("v1"),
+            ),
+            ("https://kv.vault.azure.net/secrets/db", None),
+            ("https://kv.vault.azure.net/secrets/db/", None),
+            ("https://kv.vault.azure.net/other/db/v", None),
+            ("kv.vault.azure.net/secrets/db/v", None),
+            ("", None),
+        ] {
+            assert_eq!(version_of_id(id), want, "{id}");
+        }
     }
 
     #[test]
