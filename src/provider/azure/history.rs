@@ -13,7 +13,8 @@
 
 use std::cmp::Reverse;
 
-use crate::provider::{ErrorKind, ObjectError};
+use super::objects::KeyVaultObject;
+use crate::provider::{ErrorKind, FileMode, ObjectError, PlannedFile};
 
 /// One version from a versions listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +113,23 @@ pub fn select_versions<'a>(
         .collect())
 }
 
+/// The files of an object with `objectVersionHistory` > 1, each with the
+/// version it shows: slot `i` is `<file>/<i>` with id `<type>/<name>/<i>`.
+/// Errors name the object.
+pub fn history_files<'a>(
+    object: &KeyVaultObject,
+    versions: &'a [VersionInfo],
+    default_mode: FileMode,
+) -> Result<Vec<(PlannedFile, &'a VersionInfo)>, ObjectError> {
+    let selected = select_versions(versions, object.version.as_deref(), object.version_history)
+        .map_err(|e| e.for_object(object.id()))?;
+    Ok(object
+        .planned_files(default_mode)
+        .into_iter()
+        .zip(selected)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +204,48 @@ mod tests {
         ];
         let sel = select_versions(&versions, None, 3).unwrap();
         assert_eq!(ids(&sel), ["bb", "aa", "zz"]);
+    }
+
+    #[test]
+    fn history_files_pair_slots_with_versions() {
+        let parsed = crate::provider::azure::parse_objects(
+            "array:\n  - |\n    objectName: db\n    objectAlias: creds\n    objectType: secret\n    objectVersion: v7\n    objectVersionHistory: 3\n    filePermission: \"0400\"\n",
+        )
+        .unwrap();
+        let object = &parsed.objects[0];
+        let versions = ten();
+        let files = history_files(object, &versions, FileMode::DEFAULT).unwrap();
+        let got: Vec<(&str, &str, &str, u32)> = files
+            .iter()
+            .map(|(f, v)| {
+                (
+                    f.path.as_str(),
+                    f.object_id.as_str(),
+                    v.version.as_str(),
+                    f.mode.bits(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("creds/0", "secret/db/0", "v7", 0o400),
+                ("creds/1", "secret/db/1", "v6", 0o400),
+                ("creds/2", "secret/db/2", "v5", 0o400),
+            ]
+        );
+        // The pinned version is not listed: the error names the object.
+        let files = history_files(object, &versions[..3], FileMode::DEFAULT).unwrap_err();
+        assert_eq!(files.object, "secret/db");
+        assert_eq!(files.kind, ErrorKind::NotFound);
+        // Fewer versions than slots: fewer files.
+        let two = [v("v7", true, 2), v("v1", true, 1)];
+        assert_eq!(
+            history_files(object, &two, FileMode::DEFAULT)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub use content::{
     object_content, secret_content,
 };
 pub use file_ref::{FileRefError, resolve_file_reference};
-pub use history::{HistoryError, VersionInfo, select_versions, version_of_id};
+pub use history::{HistoryError, VersionInfo, history_files, select_versions, version_of_id};
 pub use identity::{
     IdentityConfig, IdentityError, IdentityInputs, IdentityKey, IdentityKeySalt, PodInfo,
     ResolvedIdentity, resolve_identity,
