@@ -49,8 +49,13 @@ fn from_emulator_error(e: EmulatorError) -> Response<Body> {
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(req: &Incoming) -> Result<T, Response<Body>> {
-    let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &req.body };
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &req.body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -87,7 +92,11 @@ fn no_content() -> Response<Body> {
     r
 }
 
-fn respond(control: &Control, req: &Incoming, info: &Value) -> Result<Response<Body>, Response<Body>> {
+fn respond(
+    control: &Control,
+    req: &Incoming,
+    info: &Value,
+) -> Result<Response<Body>, Response<Body>> {
     let segs = req.segments();
     let m = &req.method;
     let segs: Vec<&str> = segs.into_iter().filter(|s| !s.is_empty()).collect();
@@ -101,48 +110,89 @@ fn respond(control: &Control, req: &Incoming, info: &Value) -> Result<Response<B
         }
         (&Method::POST, ["admin", "vaults", vault, "secrets", name]) => {
             let new: NewSecretVersion = parse_body(req)?;
-            Ok(created(control.add_secret_version(vault, name, new).map_err(err)?))
+            Ok(created(
+                control.add_secret_version(vault, name, new).map_err(err)?,
+            ))
         }
         (&Method::POST, ["admin", "vaults", vault, "keys", name]) => {
             let seed: KeyVersionSeed = parse_body(req)?;
-            Ok(created(control.add_key_version(vault, name, &seed).map_err(err)?))
+            Ok(created(
+                control.add_key_version(vault, name, &seed).map_err(err)?,
+            ))
         }
         (&Method::POST, ["admin", "vaults", vault, "certificates", name]) => {
             let seed: Option<CertificateVersionSeed> =
-                if req.body.iter().all(u8::is_ascii_whitespace) { None } else { Some(parse_body(req)?) };
-            Ok(created(control.add_certificate_version(vault, name, seed.as_ref()).map_err(err)?))
+                if req.body.iter().all(u8::is_ascii_whitespace) {
+                    None
+                } else {
+                    Some(parse_body(req)?)
+                };
+            Ok(created(
+                control
+                    .add_certificate_version(vault, name, seed.as_ref())
+                    .map_err(err)?,
+            ))
         }
         (&Method::PATCH, ["admin", "vaults", vault, coll, name, rest @ ..]) if rest.len() <= 1 => {
-            let kind = ObjectKind::from_collection(coll)
-                .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown collection '{coll}'")))?;
+            let kind = ObjectKind::from_collection(coll).ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("unknown collection '{coll}'"),
+                )
+            })?;
             let body: EnabledBody = parse_body(req)?;
-            let v = control.set_enabled(vault, kind, name, rest.first().copied(), body.enabled).map_err(err)?;
-            Ok(json_response(StatusCode::OK, &json!({"version": v, "enabled": body.enabled})))
+            let v = control
+                .set_enabled(vault, kind, name, rest.first().copied(), body.enabled)
+                .map_err(err)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"version": v, "enabled": body.enabled}),
+            ))
         }
         (&Method::DELETE, ["admin", "vaults", vault, coll, name, rest @ ..]) if rest.len() <= 1 => {
-            let kind = ObjectKind::from_collection(coll)
-                .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown collection '{coll}'")))?;
-            control.delete(vault, kind, name, rest.first().copied()).map_err(err)?;
+            let kind = ObjectKind::from_collection(coll).ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    format!("unknown collection '{coll}'"),
+                )
+            })?;
+            control
+                .delete(vault, kind, name, rest.first().copied())
+                .map_err(err)?;
             Ok(no_content())
         }
-        (&Method::GET, ["admin", "faults"]) => Ok(json_response(StatusCode::OK, &json!(control.faults()))),
+        (&Method::GET, ["admin", "faults"]) => {
+            Ok(json_response(StatusCode::OK, &json!(control.faults())))
+        }
         (&Method::POST, ["admin", "faults"]) => {
             let spec: FaultSpec = parse_body(req)?;
-            Ok(json_response(StatusCode::CREATED, &json!({"id": control.add_fault(spec)})))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"id": control.add_fault(spec)}),
+            ))
         }
         (&Method::DELETE, ["admin", "faults"]) => {
             control.clear_faults();
             Ok(no_content())
         }
         (&Method::DELETE, ["admin", "faults", id]) => {
-            let id: u64 = id.parse().map_err(|_| error(StatusCode::BAD_REQUEST, "fault id must be a number"))?;
-            if control.remove_fault(id) { Ok(no_content()) } else { Err(error(StatusCode::NOT_FOUND, "no such fault")) }
+            let id: u64 = id
+                .parse()
+                .map_err(|_| error(StatusCode::BAD_REQUEST, "fault id must be a number"))?;
+            if control.remove_fault(id) {
+                Ok(no_content())
+            } else {
+                Err(error(StatusCode::NOT_FOUND, "no such fault"))
+            }
         }
         (&Method::GET, ["admin", "counters"]) => {
             let filter = counter_filter(req)?;
             let rows = control.counters(&filter);
             let count: u64 = rows.iter().map(|r| r.count).sum();
-            Ok(json_response(StatusCode::OK, &json!({"count": count, "rows": rows})))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"count": count, "rows": rows}),
+            ))
         }
         (&Method::DELETE, ["admin", "counters"]) => {
             control.reset_counters();
@@ -155,23 +205,41 @@ fn respond(control: &Control, req: &Incoming, info: &Value) -> Result<Response<B
         }
         (&Method::POST, ["admin", "access-token"]) => {
             let body: AccessTokenBody = parse_body(req)?;
-            let resource = body.resource.unwrap_or_else(|| "https://vault.azure.net".to_string());
-            let token = control.access_token(&body.identity, &resource, body.expires_in.unwrap_or(3599)).map_err(err)?;
-            Ok(json_response(StatusCode::OK, &json!({"accessToken": token})))
+            let resource = body
+                .resource
+                .unwrap_or_else(|| "https://vault.azure.net".to_string());
+            let token = control
+                .access_token(&body.identity, &resource, body.expires_in.unwrap_or(3599))
+                .map_err(err)?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"accessToken": token}),
+            ))
         }
-        (&Method::GET, ["admin", "oidc", "jwks"]) => Ok(json_response(StatusCode::OK, &control.oidc_jwks())),
-        _ => Err(error(StatusCode::NOT_FOUND, format!("no admin route {} {}", req.method, req.path))),
+        (&Method::GET, ["admin", "oidc", "jwks"]) => {
+            Ok(json_response(StatusCode::OK, &control.oidc_jwks()))
+        }
+        _ => Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no admin route {} {}", req.method, req.path),
+        )),
     }
 }
 
 fn counter_filter(req: &Incoming) -> Result<CounterFilter, Response<Body>> {
     let route = match req.query("route") {
         None => None,
-        Some(r) => Some(Route::parse(r).ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("unknown route '{r}'")))?),
+        Some(r) => Some(
+            Route::parse(r)
+                .ok_or_else(|| error(StatusCode::BAD_REQUEST, format!("unknown route '{r}'")))?,
+        ),
     };
     let status = match req.query("status") {
         None => None,
-        Some(s) => Some(s.parse().map_err(|_| error(StatusCode::BAD_REQUEST, "status must be a number"))?),
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| error(StatusCode::BAD_REQUEST, "status must be a number"))?,
+        ),
     };
     Ok(CounterFilter {
         vault: req.query("vault").map(String::from),

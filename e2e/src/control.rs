@@ -21,17 +21,39 @@ pub struct Control {
 
 impl Control {
     /// Write `value` as the new latest version of secret `name`; returns the version id.
-    pub fn set_secret(&self, vault: &str, name: &str, value: &str) -> Result<String, EmulatorError> {
-        self.add_secret_version(vault, name, NewSecretVersion { value: value.to_string(), ..Default::default() })
+    pub fn set_secret(
+        &self,
+        vault: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<String, EmulatorError> {
+        self.add_secret_version(
+            vault,
+            name,
+            NewSecretVersion {
+                value: value.to_string(),
+                ..Default::default()
+            },
+        )
     }
 
     /// Write a new secret version with attributes; returns the version id.
-    pub fn add_secret_version(&self, vault: &str, name: &str, new: NewSecretVersion) -> Result<String, EmulatorError> {
+    pub fn add_secret_version(
+        &self,
+        vault: &str,
+        name: &str,
+        new: NewSecretVersion,
+    ) -> Result<String, EmulatorError> {
         self.shared.store_mut().add_secret_version(vault, name, new)
     }
 
     /// Write a new key version; returns the version id.
-    pub fn add_key_version(&self, vault: &str, name: &str, seed: &KeyVersionSeed) -> Result<String, EmulatorError> {
+    pub fn add_key_version(
+        &self,
+        vault: &str,
+        name: &str,
+        seed: &KeyVersionSeed,
+    ) -> Result<String, EmulatorError> {
         self.shared.store_mut().add_key_version(vault, name, seed)
     }
 
@@ -45,9 +67,15 @@ impl Control {
     ) -> Result<String, EmulatorError> {
         let seed = match seed {
             Some(s) => s.clone(),
-            None => self.shared.store().certificate_template(vault, name).unwrap_or_default(),
+            None => self
+                .shared
+                .store()
+                .certificate_template(vault, name)
+                .unwrap_or_default(),
         };
-        self.shared.store_mut().add_certificate_version(vault, name, &seed)
+        self.shared
+            .store_mut()
+            .add_certificate_version(vault, name, &seed)
     }
 
     /// Enable or disable a version (`None` = latest); returns the version id.
@@ -59,26 +87,36 @@ impl Control {
         version: Option<&str>,
         enabled: bool,
     ) -> Result<String, EmulatorError> {
-        self.shared.store_mut().set_enabled(vault, kind, name, version, enabled)
+        self.shared
+            .store_mut()
+            .set_enabled(vault, kind, name, version, enabled)
     }
 
     /// Delete a version, or the whole object when `version` is `None`.
-    pub fn delete(&self, vault: &str, kind: ObjectKind, name: &str, version: Option<&str>) -> Result<(), EmulatorError> {
+    pub fn delete(
+        &self,
+        vault: &str,
+        kind: ObjectKind,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(), EmulatorError> {
         self.shared.store_mut().delete(vault, kind, name, version)
     }
 
     /// Replace a vault's access list.
     pub fn set_access(&self, vault: &str, access: &[AccessSeed]) -> Result<(), EmulatorError> {
-        self.shared.store_mut().set_access(vault, access, &self.shared.directory)
+        self.shared
+            .store_mut()
+            .set_access(vault, access, &self.shared.directory)
     }
 
     /// Install a fault; identity names and object ids in its scope are
     /// resolved to client ids. Returns the fault id.
     pub fn add_fault(&self, mut spec: FaultSpec) -> u64 {
-        if let Some(id) = &spec.scope.identity {
-            if let Some(found) = self.shared.directory.find(id) {
-                spec.scope.identity = Some(found.client_id.clone());
-            }
+        if let Some(id) = &spec.scope.identity
+            && let Some(found) = self.shared.directory.find(id)
+        {
+            spec.scope.identity = Some(found.client_id.clone());
         }
         self.shared.faults.add(spec)
     }
@@ -98,14 +136,26 @@ impl Control {
         self.shared.faults.list()
     }
 
-    /// Number of requests selected by `filter`.
+    /// Number of requests selected by `filter` (an identity may be given by
+    /// name, client id or object id; `""` selects unauthenticated requests).
     pub fn count(&self, filter: &CounterFilter) -> u64 {
-        self.shared.counters.count(filter)
+        self.shared.counters.count(&self.resolve(filter))
     }
 
     /// Counter rows selected by `filter`.
     pub fn counters(&self, filter: &CounterFilter) -> Vec<CounterRow> {
-        self.shared.counters.rows(filter)
+        self.shared.counters.rows(&self.resolve(filter))
+    }
+
+    fn resolve(&self, filter: &CounterFilter) -> CounterFilter {
+        let mut f = filter.clone();
+        if let Some(id) = &f.identity
+            && !id.is_empty()
+            && let Some(found) = self.shared.directory.find(id)
+        {
+            f.identity = Some(found.client_id.clone());
+        }
+        f
     }
 
     /// Zero every counter.
@@ -115,7 +165,11 @@ impl Control {
 
     /// Mint a valid service-account token of `namespace/service_account`
     /// from the seed's OIDC issuer, audience `api://AzureADTokenExchange`.
-    pub fn service_account_token(&self, namespace: &str, service_account: &str) -> Result<String, EmulatorError> {
+    pub fn service_account_token(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<String, EmulatorError> {
         self.mint_service_account_token(&ServiceAccountTokenRequest {
             issuer: String::new(),
             namespace: namespace.to_string(),
@@ -127,7 +181,10 @@ impl Control {
 
     /// Mint a service-account token with every field chosen (an empty
     /// issuer means the seed's OIDC issuer).
-    pub fn mint_service_account_token(&self, req: &ServiceAccountTokenRequest) -> Result<String, EmulatorError> {
+    pub fn mint_service_account_token(
+        &self,
+        req: &ServiceAccountTokenRequest,
+    ) -> Result<String, EmulatorError> {
         let mut req = req.clone();
         if req.issuer.is_empty() {
             req.issuer = self.shared.directory.oidc_issuer.clone();
@@ -137,13 +194,22 @@ impl Control {
 
     /// Mint an access token for an identity (name, client id or object id)
     /// directly, bypassing Entra; `lifetime_secs` may be negative.
-    pub fn access_token(&self, identity: &str, resource: &str, lifetime_secs: i64) -> Result<String, EmulatorError> {
+    pub fn access_token(
+        &self,
+        identity: &str,
+        resource: &str,
+        lifetime_secs: i64,
+    ) -> Result<String, EmulatorError> {
         let id = self
             .shared
             .directory
             .find(identity)
             .ok_or_else(|| EmulatorError::IdentityNotFound(identity.to_string()))?;
-        Ok(self.shared.tokens.issue_with(id, resource, lifetime_secs)?.access_token)
+        Ok(self
+            .shared
+            .tokens
+            .issue_with(id, resource, lifetime_secs)?
+            .access_token)
     }
 
     /// The directory (identities, federations) the emulator was seeded with.

@@ -36,7 +36,10 @@ pub struct CounterFilter {
 impl CounterFilter {
     /// Requests of `route`.
     pub fn route(route: Route) -> Self {
-        Self { route: Some(route), ..Self::default() }
+        Self {
+            route: Some(route),
+            ..Self::default()
+        }
     }
 
     /// Restrict to a vault.
@@ -64,10 +67,15 @@ impl CounterFilter {
     }
 
     fn matches(&self, k: &RequestKey) -> bool {
-        self.vault.as_deref().is_none_or(|v| v.eq_ignore_ascii_case(&k.vault))
+        self.vault
+            .as_deref()
+            .is_none_or(|v| v.eq_ignore_ascii_case(&k.vault))
             && self.route.is_none_or(|r| r == k.route)
             && self.object.as_deref().is_none_or(|o| o == k.object)
-            && self.identity.as_deref().is_none_or(|i| i.eq_ignore_ascii_case(&k.identity))
+            && self
+                .identity
+                .as_deref()
+                .is_none_or(|i| i.eq_ignore_ascii_case(&k.identity))
             && self.status.is_none_or(|s| s == k.status)
     }
 }
@@ -96,7 +104,10 @@ impl Counters {
     /// Sum of the counters selected by `filter`.
     pub fn count(&self, filter: &CounterFilter) -> u64 {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.iter().filter(|(k, _)| filter.matches(k)).map(|(_, n)| n).sum()
+        map.iter()
+            .filter(|(k, _)| filter.matches(k))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Every row selected by `filter`, sorted for stable output.
@@ -105,16 +116,26 @@ impl Counters {
         let mut rows: Vec<CounterRow> = map
             .iter()
             .filter(|(k, _)| filter.matches(k))
-            .map(|(k, n)| CounterRow { key: k.clone(), count: *n })
+            .map(|(k, n)| CounterRow {
+                key: k.clone(),
+                count: *n,
+            })
             .collect();
         rows.sort_by(|a, b| {
-            (&a.key.vault, a.key.route.as_str(), &a.key.object, &a.key.identity, a.key.status).cmp(&(
-                &b.key.vault,
-                b.key.route.as_str(),
-                &b.key.object,
-                &b.key.identity,
-                b.key.status,
-            ))
+            (
+                &a.key.vault,
+                a.key.route.as_str(),
+                &a.key.object,
+                &a.key.identity,
+                a.key.status,
+            )
+                .cmp(&(
+                    &b.key.vault,
+                    b.key.route.as_str(),
+                    &b.key.object,
+                    &b.key.identity,
+                    b.key.status,
+                ))
         });
         rows
     }
@@ -144,7 +165,10 @@ mod tests {
         c.record(key(Route::SecretGet, 401));
         c.record(key(Route::EntraToken, 200));
         assert_eq!(c.count(&CounterFilter::route(Route::SecretGet)), 3);
-        assert_eq!(c.count(&CounterFilter::route(Route::SecretGet).status(200)), 2);
+        assert_eq!(
+            c.count(&CounterFilter::route(Route::SecretGet).status(200)),
+            2
+        );
         assert_eq!(c.count(&CounterFilter::default().vault("KV")), 4);
         assert_eq!(c.count(&CounterFilter::default().identity("other")), 0);
         assert_eq!(c.rows(&CounterFilter::default()).len(), 3);

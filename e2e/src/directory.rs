@@ -66,7 +66,11 @@ impl Directory {
             identities.push(Identity {
                 name: i.name.clone(),
                 client_id: i.client_id.to_ascii_lowercase(),
-                object_id: i.object_id.clone().unwrap_or_else(new_guid).to_ascii_lowercase(),
+                object_id: i
+                    .object_id
+                    .clone()
+                    .unwrap_or_else(new_guid)
+                    .to_ascii_lowercase(),
                 kind: i.kind,
                 client_secret: i.client_secret.clone(),
                 resource_id: i.resource_id.clone(),
@@ -76,7 +80,10 @@ impl Directory {
         }
         let mut federations = Vec::new();
         for f in &seed.federations {
-            if !identities.iter().any(|i| i.client_id.eq_ignore_ascii_case(&f.client_id)) {
+            if !identities
+                .iter()
+                .any(|i| i.client_id.eq_ignore_ascii_case(&f.client_id))
+            {
                 return Err(EmulatorError::Seed(format!(
                     "federation for '{}' names unknown client id {}",
                     f.subject, f.client_id
@@ -107,18 +114,25 @@ impl Directory {
             i.name == key
                 || i.client_id.eq_ignore_ascii_case(key)
                 || i.object_id.eq_ignore_ascii_case(key)
-                || i.resource_id.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(key))
+                || i.resource_id
+                    .as_deref()
+                    .is_some_and(|r| r.eq_ignore_ascii_case(key))
         })
     }
 
     /// Find an identity by client id only.
     pub fn by_client_id(&self, client_id: &str) -> Option<&Identity> {
-        self.identities.iter().find(|i| i.client_id.eq_ignore_ascii_case(client_id))
+        self.identities
+            .iter()
+            .find(|i| i.client_id.eq_ignore_ascii_case(client_id))
     }
 
     /// Is `tenant` a tenant of this directory?
     pub fn has_tenant(&self, tenant: &str) -> bool {
         self.tenant.eq_ignore_ascii_case(tenant)
-            || self.identities.iter().any(|i| i.tenant.eq_ignore_ascii_case(tenant))
+            || self
+                .identities
+                .iter()
+                .any(|i| i.tenant.eq_ignore_ascii_case(tenant))
     }
 }

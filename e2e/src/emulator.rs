@@ -70,7 +70,10 @@ impl Default for EmulatorConfig {
 impl EmulatorConfig {
     /// The default configuration with `seed`.
     pub fn with_seed(seed: Seed) -> Self {
-        Self { seed, ..Self::default() }
+        Self {
+            seed,
+            ..Self::default()
+        }
     }
 }
 
@@ -84,17 +87,21 @@ impl Emulator {
     pub async fn start(config: EmulatorConfig) -> Result<EmulatorHandle, EmulatorError> {
         let directory = Directory::from_seed(&config.seed)?;
         let store = Store::from_seed(&config.seed, &directory)?;
-        if let Some(v) = &config.default_vault {
-            if store.vault(v).is_none() {
-                return Err(EmulatorError::VaultNotFound(v.clone()));
-            }
+        if let Some(v) = &config.default_vault
+            && store.vault(v).is_none()
+        {
+            return Err(EmulatorError::VaultNotFound(v.clone()));
         }
         let tokens = TokenService::new(config.token_lifetime)?;
         let pki = EmulatorPki::generate()?;
         let (ca_path, remove_ca) = match &config.ca_path {
             Some(p) => (p.clone(), false),
             None => {
-                let dir = std::env::temp_dir().join(format!("kv-emulator-{}-{}", std::process::id(), hex(&random_bytes(4))));
+                let dir = std::env::temp_dir().join(format!(
+                    "kv-emulator-{}-{}",
+                    std::process::id(),
+                    hex(&random_bytes(4))
+                ));
                 std::fs::create_dir_all(&dir)?;
                 (dir.join("ca.pem"), true)
             }
@@ -129,7 +136,11 @@ impl Emulator {
         let tasks = vec![
             tokio::spawn(serve(https, Service::Https(acceptor), shared.clone())),
             tokio::spawn(serve(imds, Service::Imds, shared.clone())),
-            tokio::spawn(serve(admin, Service::Admin(Arc::new(info.clone())), shared.clone())),
+            tokio::spawn(serve(
+                admin,
+                Service::Admin(Arc::new(info.clone())),
+                shared.clone(),
+            )),
         ];
         tracing::info!(https = %https_addr, imds = %imds_addr, admin = %admin_url, "kv-emulator listening");
         Ok(EmulatorHandle {
@@ -207,7 +218,11 @@ impl EmulatorHandle {
     }
 
     fn url_for(host: &str, port: u16) -> String {
-        if port == 443 { format!("https://{host}") } else { format!("https://{host}:{port}") }
+        if port == 443 {
+            format!("https://{host}")
+        } else {
+            format!("https://{host}:{port}")
+        }
     }
 
     /// The JSON the binary prints: addresses, CA path, admin URL.

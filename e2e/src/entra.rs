@@ -22,9 +22,8 @@ pub fn route_for(segments: &[&str]) -> Option<(Route, String)> {
     let tenant = segments.first()?.to_string();
     let route = match &segments[1..] {
         ["discovery", "instance"] => Route::EntraInstanceDiscovery,
-        ["v2.0", ".well-known", "openid-configuration"] | [".well-known", "openid-configuration"] => {
-            Route::EntraOpenIdConfiguration
-        }
+        ["v2.0", ".well-known", "openid-configuration"]
+        | [".well-known", "openid-configuration"] => Route::EntraOpenIdConfiguration,
         ["oauth2", "v2.0", "token"] => Route::EntraToken,
         ["oauth2", "token"] => Route::EntraTokenV1,
         ["discovery", "v2.0", "keys"] | ["discovery", "keys"] => Route::EntraKeys,
@@ -34,7 +33,12 @@ pub fn route_for(segments: &[&str]) -> Option<(Route, String)> {
 }
 
 /// An OAuth error answer in Entra's shape.
-pub fn oauth_error(status: StatusCode, error: &str, code: u32, description: &str) -> http::Response<crate::http::Body> {
+pub fn oauth_error(
+    status: StatusCode,
+    error: &str,
+    code: u32,
+    description: &str,
+) -> http::Response<crate::http::Body> {
     let trace = new_guid();
     let correlation = new_guid();
     let ts = timestamp();
@@ -68,8 +72,16 @@ fn timestamp() -> String {
 /// Serve one Entra request; `route` and `tenant` come from [`route_for`].
 pub async fn handle(shared: &Shared, req: &Incoming, route: Route, tenant: &str) -> Handled {
     let mut tally = Tally::new(route);
-    let form = if req.method == Method::POST { req.form() } else { Vec::new() };
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let form = if req.method == Method::POST {
+        req.form()
+    } else {
+        Vec::new()
+    };
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     tally.identity = field("client_id").unwrap_or("").to_ascii_lowercase();
 
     let decision = shared.faults.decide(FaultTarget {
@@ -100,7 +112,8 @@ pub async fn handle(shared: &Shared, req: &Incoming, route: Route, tenant: &str)
             }),
         ),
         Route::EntraOpenIdConfiguration => {
-            if !shared.directory.has_tenant(tenant) && !matches!(tenant, "common" | "organizations") {
+            if !shared.directory.has_tenant(tenant) && !matches!(tenant, "common" | "organizations")
+            {
                 unknown_tenant(tenant)
             } else {
                 json_response(StatusCode::OK, &openid_configuration(&host, tenant))
@@ -109,12 +122,22 @@ pub async fn handle(shared: &Shared, req: &Incoming, route: Route, tenant: &str)
         Route::EntraKeys => json_response(StatusCode::OK, &shared.tokens.entra_jwks()),
         Route::EntraToken | Route::EntraTokenV1 => {
             if req.method != Method::POST {
-                oauth_error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", 900561, "The endpoint only accepts POST requests.")
+                oauth_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "invalid_request",
+                    900561,
+                    "The endpoint only accepts POST requests.",
+                )
             } else {
                 token(shared, tenant, route == Route::EntraTokenV1, &field)
             }
         }
-        _ => oauth_error(StatusCode::NOT_FOUND, "invalid_request", 900144, "Unknown endpoint."),
+        _ => oauth_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request",
+            900144,
+            "Unknown endpoint.",
+        ),
     };
     Handled::respond(tally, resp)
 }
@@ -131,11 +154,22 @@ fn discovery_tenant<'a>(req: &'a Incoming, fallback: &'a str) -> &'a str {
 
 fn fault_answer(tally: Tally, kind: FaultKind) -> Handled {
     let resp = match kind {
-        FaultKind::ConnectionReset => return Handled { outcome: Outcome::Reset, tally },
+        FaultKind::ConnectionReset => {
+            return Handled {
+                outcome: Outcome::Reset,
+                tally,
+            };
+        }
         FaultKind::Throttle { retry_after } => {
-            let mut r = oauth_error(StatusCode::TOO_MANY_REQUESTS, "temporarily_unavailable", 50196, "The server is temporarily unable to handle the request; too many requests were received.");
+            let mut r = oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                50196,
+                "The server is temporarily unable to handle the request; too many requests were received.",
+            );
             if let Some(s) = retry_after {
-                r.headers_mut().insert("retry-after", http::HeaderValue::from(s));
+                r.headers_mut()
+                    .insert("retry-after", http::HeaderValue::from(s));
             }
             r
         }
@@ -145,13 +179,21 @@ fn fault_answer(tally: Tally, kind: FaultKind) -> Handled {
             90033,
             "A transient error has occurred. Please try again.",
         ),
-        FaultKind::Forbidden { inner_code, message } => oauth_error(
+        FaultKind::Forbidden {
+            inner_code,
+            message,
+        } => oauth_error(
             StatusCode::FORBIDDEN,
             "access_denied",
             50105,
             &message.unwrap_or(inner_code),
         ),
-        FaultKind::Latency { .. } => oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, "unexpected fault"),
+        FaultKind::Latency { .. } => oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            90033,
+            "unexpected fault",
+        ),
     };
     Handled::respond(tally, resp)
 }
@@ -161,7 +203,9 @@ fn unknown_tenant(tenant: &str) -> http::Response<crate::http::Body> {
         StatusCode::BAD_REQUEST,
         "invalid_tenant",
         90002,
-        &format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+        &format!(
+            "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+        ),
     )
 }
 
@@ -253,7 +297,9 @@ fn token<'a>(
                     StatusCode::BAD_REQUEST,
                     "invalid_scope",
                     1002012,
-                    &format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
+                    &format!(
+                        "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+                    ),
                 );
             }
         }
@@ -263,15 +309,23 @@ fn token<'a>(
             StatusCode::BAD_REQUEST,
             "invalid_resource",
             500011,
-            &format!("The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."),
+            &format!(
+                "The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+            ),
         );
     }
-    let Some(identity) = shared.directory.by_client_id(client_id).filter(|i| i.tenant.eq_ignore_ascii_case(tenant)) else {
+    let Some(identity) = shared
+        .directory
+        .by_client_id(client_id)
+        .filter(|i| i.tenant.eq_ignore_ascii_case(tenant))
+    else {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             700016,
-            &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."),
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+            ),
         );
     };
     if let Err(resp) = authenticate_client(shared, identity, field) {
@@ -279,7 +333,14 @@ fn token<'a>(
     }
     let issued = match shared.tokens.issue(identity, &resource) {
         Ok(t) => t,
-        Err(e) => return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90033, &e.to_string()),
+        Err(e) => {
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                90033,
+                &e.to_string(),
+            );
+        }
     };
     let body = if v1 {
         json!({
@@ -319,7 +380,14 @@ fn authenticate_client<'a>(
         return shared
             .tokens
             .check_assertion(assertion, &identity.client_id, &shared.directory)
-            .map_err(|rej| oauth_error(StatusCode::BAD_REQUEST, "invalid_client", rej.code(), &rej.to_string()));
+            .map_err(|rej| {
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client",
+                    rej.code(),
+                    &rej.to_string(),
+                )
+            });
     }
     match (field("client_secret"), &identity.client_secret) {
         (Some(sent), Some(expected)) if sent == expected => Ok(()),
@@ -327,7 +395,10 @@ fn authenticate_client<'a>(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             7000215,
-            &format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.", identity.client_id),
+            &format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                identity.client_id
+            ),
         )),
         (None, _) => Err(oauth_error(
             StatusCode::UNAUTHORIZED,

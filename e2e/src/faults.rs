@@ -73,7 +73,11 @@ pub struct FaultSpec {
 impl FaultSpec {
     /// A fault of `kind` for every request, forever.
     pub fn new(kind: FaultKind) -> Self {
-        Self { kind, scope: FaultScope::default(), count: None }
+        Self {
+            kind,
+            scope: FaultScope::default(),
+            count: None,
+        }
     }
 
     /// Only the next `n` matching requests.
@@ -142,10 +146,15 @@ pub struct Faults {
 
 impl FaultScope {
     fn matches(&self, t: &FaultTarget<'_>) -> bool {
-        self.vault.as_deref().is_none_or(|v| v.eq_ignore_ascii_case(t.vault))
+        self.vault
+            .as_deref()
+            .is_none_or(|v| v.eq_ignore_ascii_case(t.vault))
             && self.route.is_none_or(|r| r == t.route)
             && self.object.as_deref().is_none_or(|o| o == t.object)
-            && self.identity.as_deref().is_none_or(|i| i.eq_ignore_ascii_case(t.identity))
+            && self
+                .identity
+                .as_deref()
+                .is_none_or(|i| i.eq_ignore_ascii_case(t.identity))
     }
 }
 
@@ -169,12 +178,20 @@ impl Faults {
 
     /// Remove every fault.
     pub fn clear(&self) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1.clear();
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clear();
     }
 
     /// The installed faults.
     pub fn list(&self) -> Vec<ActiveFault> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 
     /// Decide the faults for one request, consuming counts.
@@ -216,16 +233,33 @@ mod tests {
     use super::*;
 
     fn target(route: Route) -> FaultTarget<'static> {
-        FaultTarget { vault: "kv", route, object: "s", identity: "id" }
+        FaultTarget {
+            vault: "kv",
+            route,
+            object: "s",
+            identity: "id",
+        }
     }
 
     #[test]
     fn counted_faults_expire_and_scopes_match() {
         let f = Faults::default();
-        f.add(FaultSpec::new(FaultKind::Throttle { retry_after: Some(1) }).times(2).route(Route::SecretGet));
+        f.add(
+            FaultSpec::new(FaultKind::Throttle {
+                retry_after: Some(1),
+            })
+            .times(2)
+            .route(Route::SecretGet),
+        );
         f.add(FaultSpec::new(FaultKind::Latency { millis: 5 }).times(1));
         let d = f.decide(target(Route::KeyGet));
-        assert_eq!(d, FaultDecision { latency_ms: 5, answer: None });
+        assert_eq!(
+            d,
+            FaultDecision {
+                latency_ms: 5,
+                answer: None
+            }
+        );
         assert!(f.decide(target(Route::SecretGet)).answer.is_some());
         assert!(f.decide(target(Route::SecretGet)).answer.is_some());
         assert_eq!(f.decide(target(Route::SecretGet)), FaultDecision::default());
@@ -238,7 +272,12 @@ mod tests {
             r#"{"kind":"throttle","retryAfter":2,"vault":"kv-demo","route":"secrets.get","count":3}"#,
         )
         .unwrap();
-        assert_eq!(spec.kind, FaultKind::Throttle { retry_after: Some(2) });
+        assert_eq!(
+            spec.kind,
+            FaultKind::Throttle {
+                retry_after: Some(2)
+            }
+        );
         assert_eq!(spec.scope.route, Some(Route::SecretGet));
         assert_eq!(spec.count, Some(3));
         let reset: FaultSpec = serde_json::from_str(r#"{"kind":"connectionReset"}"#).unwrap();

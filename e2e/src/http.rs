@@ -29,12 +29,18 @@ pub struct Incoming {
 impl Incoming {
     /// First value of query parameter `name` (exact, case-sensitive).
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// First value of query parameter `name`, case-insensitive.
     pub fn query_ci(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// A header as text.
@@ -68,7 +74,9 @@ impl Incoming {
 pub fn split_host_port(host: &str) -> (&str, Option<u16>) {
     if host.starts_with('[') {
         if let Some(end) = host.find(']') {
-            let port = host[end + 1..].strip_prefix(':').and_then(|p| p.parse().ok());
+            let port = host[end + 1..]
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok());
             return (&host[..=end], port);
         }
         return (host, None);
@@ -97,8 +105,10 @@ pub fn json(status: StatusCode, value: &Value) -> Response<Body> {
 pub fn text(status: StatusCode, body: &str) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -129,7 +139,12 @@ pub struct Tally {
 impl Tally {
     /// A tally for `route` with nothing else known yet.
     pub fn new(route: Route) -> Self {
-        Self { vault: String::new(), route, object: String::new(), identity: String::new() }
+        Self {
+            vault: String::new(),
+            route,
+            object: String::new(),
+            identity: String::new(),
+        }
     }
 
     /// The counter key for a final status.
@@ -147,7 +162,10 @@ impl Tally {
 impl Handled {
     /// A response.
     pub fn respond(tally: Tally, resp: Response<Body>) -> Self {
-        Self { outcome: Outcome::Respond(resp), tally }
+        Self {
+            outcome: Outcome::Respond(resp),
+            tally,
+        }
     }
 }
 

@@ -16,18 +16,26 @@ use crate::state::Shared;
 use crate::tokens::is_known_resource;
 
 fn imds_error(status: StatusCode, error: &str, description: &str) -> http::Response<Body> {
-    json_response(status, &json!({"error": error, "error_description": description}))
+    json_response(
+        status,
+        &json!({"error": error, "error_description": description}),
+    )
 }
 
 /// Serve one request on the IMDS listener.
 pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
     let path = req.path.as_str();
-    let route = if path == "/metadata/identity/oauth2/token" || path == "/metadata/identity/oauth2/token/" {
+    let route = if path == "/metadata/identity/oauth2/token"
+        || path == "/metadata/identity/oauth2/token/"
+    {
         Route::ImdsToken
     } else if path == "/host/token" || path == "/host/token/" {
         Route::NmiToken
     } else {
-        return Handled::respond(Tally::new(Route::Unknown), text(StatusCode::NOT_FOUND, "Not found"));
+        return Handled::respond(
+            Tally::new(Route::Unknown),
+            text(StatusCode::NOT_FOUND, "Not found"),
+        );
     };
     let mut tally = Tally::new(route);
     let selected = match route {
@@ -39,17 +47,32 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
         Err(resp) => return Handled::respond(tally, resp),
     };
     tally.identity = identity.client_id.clone();
-    let decision = shared.faults.decide(FaultTarget { vault: "", route, object: "", identity: &tally.identity });
+    let decision = shared.faults.decide(FaultTarget {
+        vault: "",
+        route,
+        object: "",
+        identity: &tally.identity,
+    });
     if decision.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(decision.latency_ms)).await;
     }
     if let Some(kind) = decision.answer {
         let resp = match kind {
-            FaultKind::ConnectionReset => return Handled { outcome: Outcome::Reset, tally },
+            FaultKind::ConnectionReset => {
+                return Handled {
+                    outcome: Outcome::Reset,
+                    tally,
+                };
+            }
             FaultKind::Throttle { retry_after } => {
-                let mut r = imds_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Too many requests");
+                let mut r = imds_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "Too many requests",
+                );
                 if let Some(s) = retry_after {
-                    r.headers_mut().insert("retry-after", http::HeaderValue::from(s));
+                    r.headers_mut()
+                        .insert("retry-after", http::HeaderValue::from(s));
                 }
                 r
             }
@@ -58,29 +81,52 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
                 "unknown_error",
                 "An unexpected error occurred while fetching the AAD Token.",
             ),
-            FaultKind::Forbidden { inner_code, message } => {
-                imds_error(StatusCode::FORBIDDEN, "forbidden", &message.unwrap_or(inner_code))
-            }
-            FaultKind::Latency { .. } => imds_error(StatusCode::INTERNAL_SERVER_ERROR, "unknown_error", "unexpected fault"),
+            FaultKind::Forbidden {
+                inner_code,
+                message,
+            } => imds_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                &message.unwrap_or(inner_code),
+            ),
+            FaultKind::Latency { .. } => imds_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "unknown_error",
+                "unexpected fault",
+            ),
         };
         return Handled::respond(tally, resp);
     }
     let Some(resource) = req.query("resource").filter(|r| !r.is_empty()) else {
-        let resp = imds_error(StatusCode::BAD_REQUEST, "invalid_request", "Required query variable 'resource' is missing");
+        let resp = imds_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Required query variable 'resource' is missing",
+        );
         return Handled::respond(tally, resp);
     };
     if !is_known_resource(resource) {
         let resp = imds_error(
             StatusCode::BAD_REQUEST,
             "invalid_resource",
-            &format!("AADSTS500011: The resource principal named {resource} was not found in the tenant named {}.", identity.tenant),
+            &format!(
+                "AADSTS500011: The resource principal named {resource} was not found in the tenant named {}.",
+                identity.tenant
+            ),
         );
         return Handled::respond(tally, resp);
     }
     let issued = match shared.tokens.issue(&identity, resource) {
         Ok(t) => t,
         Err(e) => {
-            return Handled::respond(tally, imds_error(StatusCode::INTERNAL_SERVER_ERROR, "unknown_error", &e.to_string()));
+            return Handled::respond(
+                tally,
+                imds_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "unknown_error",
+                    &e.to_string(),
+                ),
+            );
         }
     };
     let token = json!({
@@ -104,10 +150,21 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
 
 fn select_imds_identity(shared: &Shared, req: &Incoming) -> Result<Identity, http::Response<Body>> {
     if req.method != Method::GET {
-        return Err(imds_error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "Only GET is supported"));
+        return Err(imds_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "Only GET is supported",
+        ));
     }
-    if !req.header("metadata").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Err(imds_error(StatusCode::BAD_REQUEST, "bad_request_102", "Required metadata header not specified"));
+    if !req
+        .header("metadata")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return Err(imds_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request_102",
+            "Required metadata header not specified",
+        ));
     }
     if req.query("api-version").is_none_or(str::is_empty) {
         return Err(imds_error(
@@ -116,14 +173,29 @@ fn select_imds_identity(shared: &Shared, req: &Incoming) -> Result<Identity, htt
             "Required query variable 'api-version' is missing",
         ));
     }
-    let managed = || shared.directory.identities.iter().filter(|i| i.kind == IdentityKind::ManagedIdentity);
-    let selector = [("client_id", 0), ("object_id", 1), ("msi_res_id", 2), ("mi_res_id", 2)]
-        .into_iter()
-        .find_map(|(k, n)| req.query(k).map(|v| (n, v)));
+    let managed = || {
+        shared
+            .directory
+            .identities
+            .iter()
+            .filter(|i| i.kind == IdentityKind::ManagedIdentity)
+    };
+    let selector = [
+        ("client_id", 0),
+        ("object_id", 1),
+        ("msi_res_id", 2),
+        ("mi_res_id", 2),
+    ]
+    .into_iter()
+    .find_map(|(k, n)| req.query(k).map(|v| (n, v)));
     let found = match selector {
         Some((0, v)) => managed().find(|i| i.client_id.eq_ignore_ascii_case(v)),
         Some((1, v)) => managed().find(|i| i.object_id.eq_ignore_ascii_case(v)),
-        Some((_, v)) => managed().find(|i| i.resource_id.as_deref().is_some_and(|r| r.eq_ignore_ascii_case(v))),
+        Some((_, v)) => managed().find(|i| {
+            i.resource_id
+                .as_deref()
+                .is_some_and(|r| r.eq_ignore_ascii_case(v))
+        }),
         None => {
             if let Some(system) = managed().find(|i| i.system_assigned) {
                 Some(system)
@@ -140,14 +212,21 @@ fn select_imds_identity(shared: &Shared, req: &Incoming) -> Result<Identity, htt
             }
         }
     };
-    found
-        .cloned()
-        .ok_or_else(|| imds_error(StatusCode::BAD_REQUEST, "invalid_request", "Identity not found"))
+    found.cloned().ok_or_else(|| {
+        imds_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Identity not found",
+        )
+    })
 }
 
 fn select_nmi_identity(shared: &Shared, req: &Incoming) -> Result<Identity, http::Response<Body>> {
     let (Some(pod), Some(ns)) = (req.header("podname"), req.header("podns")) else {
-        return Err(text(StatusCode::BAD_REQUEST, "missing podname or podns header"));
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "missing podname or podns header",
+        ));
     };
     let wanted = req.query("clientid").filter(|c| !c.is_empty());
     let binding = shared.directory.pod_identities.iter().find(|b| {

@@ -32,7 +32,9 @@ pub struct JwtSigner {
 
 impl std::fmt::Debug for JwtSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtSigner").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("JwtSigner")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,7 +66,11 @@ impl JwtSigner {
     pub fn verify(&self, token: &str) -> Result<Value, JwtError> {
         let parts = decode_parts(token)?;
         if parts.header.get("alg").and_then(Value::as_str) != Some("RS256") {
-            let alg = parts.header.get("alg").and_then(Value::as_str).unwrap_or("");
+            let alg = parts
+                .header
+                .get("alg")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             return Err(JwtError::Algorithm(alg.to_string()));
         }
         UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, self.key.public_key_raw())

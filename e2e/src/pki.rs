@@ -53,7 +53,9 @@ impl KeySpec {
             KeyType::Rsa => {
                 let bits = key_size.unwrap_or(2048);
                 if ![2048, 3072, 4096].contains(&bits) {
-                    return Err(EmulatorError::Seed(format!("unsupported RSA key size {bits}")));
+                    return Err(EmulatorError::Seed(format!(
+                        "unsupported RSA key size {bits}"
+                    )));
                 }
                 Ok(KeySpec::Rsa { bits })
             }
@@ -112,7 +114,14 @@ impl PublicJwk {
     /// The `key_ops` Key Vault reports for software keys of this type.
     pub fn key_ops(&self) -> &'static [&'static str] {
         if self.kty == "RSA" {
-            &["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"]
+            &[
+                "encrypt",
+                "decrypt",
+                "sign",
+                "verify",
+                "wrapKey",
+                "unwrapKey",
+            ]
         } else {
             &["sign", "verify"]
         }
@@ -134,7 +143,9 @@ pub fn public_jwk(key: &KeyPair) -> Result<PublicJwk, EmulatorError> {
         Some(curve) => {
             let len = curve.coordinate_len();
             if raw.len() != 1 + 2 * len || raw[0] != 0x04 {
-                return Err(EmulatorError::Seed("unexpected EC public key encoding".into()));
+                return Err(EmulatorError::Seed(
+                    "unexpected EC public key encoding".into(),
+                ));
             }
             Ok(PublicJwk {
                 kty: "EC",
@@ -333,12 +344,9 @@ mod tests {
         assert!(pem.contains("-----BEGIN CERTIFICATE-----\n"));
         assert_eq!(m.x5t().len(), 27);
         let pfx = m.pfx().unwrap();
-        let back = p12_keystore::KeyStore::from_pkcs12(
-            &pfx,
-            "",
-            p12_keystore::Pkcs12ImportPolicy::Strict,
-        )
-        .unwrap();
+        let back =
+            p12_keystore::KeyStore::from_pkcs12(&pfx, "", p12_keystore::Pkcs12ImportPolicy::Strict)
+                .unwrap();
         let (_, chain) = back.private_key_chain().unwrap();
         assert_eq!(chain.certs()[0].as_der(), m.der.as_slice());
     }

@@ -121,7 +121,10 @@ impl std::fmt::Debug for IdentitySeed {
             .field("client_id", &self.client_id)
             .field("object_id", &self.object_id)
             .field("kind", &self.kind)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("resource_id", &self.resource_id)
             .field("system_assigned", &self.system_assigned)
             .field("tenant", &self.tenant)
@@ -380,8 +383,12 @@ mod tests {
         assert_eq!(seed.tenant, "9c0d2e7b-1a3f-4b6c-8d5e-7f1a2b3c4d5e");
         let vault = seed.vaults.iter().find(|v| v.name == "kv-demo").unwrap();
         assert!(vault.secrets.iter().any(|s| s.name == "sql-password"));
-        assert!(seed.identities.iter().any(|i| i.client_id == "5a1d3e0c-6f0e-4c55-9a57-3c2f1b7d9e21"
-            && i.kind == IdentityKind::ManagedIdentity));
+        assert!(
+            seed.identities
+                .iter()
+                .any(|i| i.client_id == "5a1d3e0c-6f0e-4c55-9a57-3c2f1b7d9e21"
+                    && i.kind == IdentityKind::ManagedIdentity)
+        );
     }
 
     #[test]

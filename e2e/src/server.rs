@@ -72,7 +72,9 @@ pub async fn serve(listener: TcpListener, service: Service, shared: Arc<Shared>)
                     Err(e) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
                 },
                 Service::Imds => serve_connection(tcp, peer, dup, shared, Kind::Imds).await,
-                Service::Admin(info) => serve_connection(tcp, peer, dup, shared, Kind::Admin(info)).await,
+                Service::Admin(info) => {
+                    serve_connection(tcp, peer, dup, shared, Kind::Admin(info)).await
+                }
             }
         });
     }
@@ -88,7 +90,7 @@ enum Kind {
 async fn serve_connection<S>(
     io: S,
     peer: SocketAddr,
-        dup: Option<OwnedFd>,
+    dup: Option<OwnedFd>,
     shared: Arc<Shared>,
     kind: Kind,
 ) where
@@ -121,11 +123,19 @@ async fn serve_connection<S>(
     drop(dup);
 }
 
-async fn read_request(req: Request<HyperBody>, peer: SocketAddr) -> Result<Incoming, Response<Body>> {
+async fn read_request(
+    req: Request<HyperBody>,
+    peer: SocketAddr,
+) -> Result<Incoming, Response<Body>> {
     let (parts, body) = req.into_parts();
     let body: Bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
-        Err(_) => return Err(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+        Err(_) => {
+            return Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            ));
+        }
     };
     let query = parts
         .uri
@@ -145,7 +155,7 @@ async fn read_request(req: Request<HyperBody>, peer: SocketAddr) -> Result<Incom
 async fn dispatch(
     req: Request<HyperBody>,
     peer: SocketAddr,
-        shared: Arc<Shared>,
+    shared: Arc<Shared>,
     kind: Kind,
     conn: ConnControl,
 ) -> Response<Body> {
@@ -155,7 +165,9 @@ async fn dispatch(
     };
     let handled = match &kind {
         Kind::Admin(info) => {
-            let control = Control { shared: shared.clone() };
+            let control = Control {
+                shared: shared.clone(),
+            };
             return crate::admin::handle(&control, &incoming, info);
         }
         Kind::Imds => crate::imds::handle(&shared, &incoming).await,

@@ -35,7 +35,12 @@ pub struct Shared {
 
 impl Shared {
     /// Assemble the shared state.
-    pub fn new(settings: Settings, directory: Directory, store: Store, tokens: TokenService) -> Self {
+    pub fn new(
+        settings: Settings,
+        directory: Directory,
+        store: Store,
+        tokens: TokenService,
+    ) -> Self {
         Self {
             settings,
             directory,

@@ -206,7 +206,9 @@ pub struct Vault {
 pub fn find_version<'a, T: Versioned>(versions: &'a [T], version: Option<&str>) -> Option<&'a T> {
     match version {
         None | Some("") => versions.last(),
-        Some(v) => versions.iter().find(|x| x.version().eq_ignore_ascii_case(v)),
+        Some(v) => versions
+            .iter()
+            .find(|x| x.version().eq_ignore_ascii_case(v)),
     }
 }
 
@@ -214,8 +216,13 @@ impl Vault {
     /// May the principal (`client_id`/`object_id`) do `op` on `kind`?
     pub fn allows(&self, client_id: &str, object_id: &str, kind: ObjectKind, list: bool) -> bool {
         self.access.iter().any(|a| {
-            (a.client_id.eq_ignore_ascii_case(client_id) || a.object_id.eq_ignore_ascii_case(object_id))
-                && if list { a.perms(kind).list } else { a.perms(kind).get }
+            (a.client_id.eq_ignore_ascii_case(client_id)
+                || a.object_id.eq_ignore_ascii_case(object_id))
+                && if list {
+                    a.perms(kind).list
+                } else {
+                    a.perms(kind).get
+                }
         })
     }
 }
@@ -258,7 +265,10 @@ fn pick_version(requested: &Option<String>) -> Result<String, EmulatorError> {
 }
 
 fn check_name(kind: ObjectKind, name: &str) -> Result<(), EmulatorError> {
-    if name.is_empty() || name.len() > 127 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if name.is_empty()
+        || name.len() > 127
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return Err(EmulatorError::Invalid(format!(
             "{} name '{name}' must match ^[0-9a-zA-Z-]+$",
             kind.noun()
@@ -274,7 +284,9 @@ impl Store {
         let mut store = Store::default();
         for v in &seed.vaults {
             let ok = (3..=24).contains(&v.name.len())
-                && v.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                && v.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-');
             if !ok {
                 return Err(EmulatorError::Seed(format!(
                     "vault name '{}' must be 3-24 characters of [-A-Za-z0-9]",
@@ -293,7 +305,10 @@ impl Store {
             };
             let key = vault.name.clone();
             if store.vaults.insert(key.clone(), vault).is_some() {
-                return Err(EmulatorError::Seed(format!("vault '{}' is declared twice", v.name)));
+                return Err(EmulatorError::Seed(format!(
+                    "vault '{}' is declared twice",
+                    v.name
+                )));
             }
             for s in &v.secrets {
                 let n = s.versions.len() as i64;
@@ -364,7 +379,9 @@ impl Store {
         }
         let version = pick_version(&new.attributes.version)?;
         if versions.iter().any(|s| s.version == version) {
-            return Err(EmulatorError::Invalid(format!("version {version} already exists")));
+            return Err(EmulatorError::Invalid(format!(
+                "version {version} already exists"
+            )));
         }
         versions.push(SecretVersion {
             version: version.clone(),
@@ -405,7 +422,9 @@ impl Store {
         let v = self.vault_mut(vault)?;
         let versions = v.keys.entry(name.to_string()).or_default();
         if versions.first().is_some_and(|k| k.managed) {
-            return Err(EmulatorError::Invalid(format!("key '{name}' backs a certificate")));
+            return Err(EmulatorError::Invalid(format!(
+                "key '{name}' backs a certificate"
+            )));
         }
         versions.push(KeyVersion {
             version: version.clone(),
@@ -438,7 +457,10 @@ impl Store {
     ) -> Result<String, EmulatorError> {
         check_name(ObjectKind::Certificate, name)?;
         let spec = KeySpec::from_seed(seed.kty, seed.key_size, seed.crv.as_deref())?;
-        let content_type = seed.content_type.clone().unwrap_or_else(|| CONTENT_TYPE_PFX.to_string());
+        let content_type = seed
+            .content_type
+            .clone()
+            .unwrap_or_else(|| CONTENT_TYPE_PFX.to_string());
         if content_type != CONTENT_TYPE_PFX && content_type != CONTENT_TYPE_PEM {
             return Err(EmulatorError::Invalid(format!(
                 "certificate content type must be {CONTENT_TYPE_PFX} or {CONTENT_TYPE_PEM}"
@@ -463,42 +485,57 @@ impl Store {
         attributes.nbf = Some(seed.attributes.nbf.unwrap_or(material.not_before));
         attributes.exp = Some(seed.attributes.exp.unwrap_or(material.not_after));
         let v = self.vault_mut(vault)?;
-        if v.secrets.get(name).is_some_and(|s| s.first().is_some_and(|x| x.certificate.is_none())) {
+        if v.secrets
+            .get(name)
+            .is_some_and(|s| s.first().is_some_and(|x| x.certificate.is_none()))
+        {
             return Err(EmulatorError::Invalid(format!(
                 "a plain secret named '{name}' exists; a certificate cannot share its name"
             )));
         }
-        if v.keys.get(name).is_some_and(|k| k.first().is_some_and(|x| !x.managed)) {
+        if v.keys
+            .get(name)
+            .is_some_and(|k| k.first().is_some_and(|x| !x.managed))
+        {
             return Err(EmulatorError::Invalid(format!(
                 "a plain key named '{name}' exists; a certificate cannot share its name"
             )));
         }
-        v.certificates.entry(name.to_string()).or_default().push(CertificateVersion {
-            version: version.clone(),
-            material: material.clone(),
-            tags: seed.attributes.tags.clone(),
-            attributes: attributes.clone(),
-            content_type: content_type.clone(),
-            exportable,
-            spec,
-            validity_months,
-            dns_names: seed.dns_names.clone(),
-        });
-        v.keys.entry(name.to_string()).or_default().push(KeyVersion {
-            version: version.clone(),
-            jwk: material.jwk.clone(),
-            tags: seed.attributes.tags.clone(),
-            attributes: attributes.clone(),
-            managed: true,
-        });
-        v.secrets.entry(name.to_string()).or_default().push(SecretVersion {
-            version: version.clone(),
-            value,
-            content_type: Some(content_type),
-            tags: seed.attributes.tags.clone(),
-            attributes,
-            certificate: Some(material),
-        });
+        v.certificates
+            .entry(name.to_string())
+            .or_default()
+            .push(CertificateVersion {
+                version: version.clone(),
+                material: material.clone(),
+                tags: seed.attributes.tags.clone(),
+                attributes: attributes.clone(),
+                content_type: content_type.clone(),
+                exportable,
+                spec,
+                validity_months,
+                dns_names: seed.dns_names.clone(),
+            });
+        v.keys
+            .entry(name.to_string())
+            .or_default()
+            .push(KeyVersion {
+                version: version.clone(),
+                jwk: material.jwk.clone(),
+                tags: seed.attributes.tags.clone(),
+                attributes: attributes.clone(),
+                managed: true,
+            });
+        v.secrets
+            .entry(name.to_string())
+            .or_default()
+            .push(SecretVersion {
+                version: version.clone(),
+                value,
+                content_type: Some(content_type),
+                tags: seed.attributes.tags.clone(),
+                attributes,
+                certificate: Some(material),
+            });
         Ok(version)
     }
 
@@ -516,12 +553,44 @@ impl Store {
         let v = self.vault_mut(vault)?;
         let now = unix_now();
         let resolved = match kind {
-            ObjectKind::Secret => set_in(&mut v.secrets, &vault_name, kind, name, version, enabled, now)?,
+            ObjectKind::Secret => set_in(
+                &mut v.secrets,
+                &vault_name,
+                kind,
+                name,
+                version,
+                enabled,
+                now,
+            )?,
             ObjectKind::Key => set_in(&mut v.keys, &vault_name, kind, name, version, enabled, now)?,
             ObjectKind::Certificate => {
-                let r = set_in(&mut v.certificates, &vault_name, kind, name, version, enabled, now)?;
-                let _ = set_in(&mut v.secrets, &vault_name, ObjectKind::Secret, name, Some(&r), enabled, now);
-                let _ = set_in(&mut v.keys, &vault_name, ObjectKind::Key, name, Some(&r), enabled, now);
+                let r = set_in(
+                    &mut v.certificates,
+                    &vault_name,
+                    kind,
+                    name,
+                    version,
+                    enabled,
+                    now,
+                )?;
+                let _ = set_in(
+                    &mut v.secrets,
+                    &vault_name,
+                    ObjectKind::Secret,
+                    name,
+                    Some(&r),
+                    enabled,
+                    now,
+                );
+                let _ = set_in(
+                    &mut v.keys,
+                    &vault_name,
+                    ObjectKind::Key,
+                    name,
+                    Some(&r),
+                    enabled,
+                    now,
+                );
                 r
             }
         };
@@ -544,7 +613,13 @@ impl Store {
             ObjectKind::Key => delete_in(&mut v.keys, &vault_name, kind, name, version),
             ObjectKind::Certificate => {
                 delete_in(&mut v.certificates, &vault_name, kind, name, version)?;
-                let _ = delete_in(&mut v.secrets, &vault_name, ObjectKind::Secret, name, version);
+                let _ = delete_in(
+                    &mut v.secrets,
+                    &vault_name,
+                    ObjectKind::Secret,
+                    name,
+                    version,
+                );
                 let _ = delete_in(&mut v.keys, &vault_name, ObjectKind::Key, name, version);
                 Ok(())
             }
@@ -564,15 +639,15 @@ impl Store {
     }
 
     /// The latest certificate version's seed, to issue a renewal like it.
-    pub fn certificate_template(
-        &self,
-        vault: &str,
-        name: &str,
-    ) -> Option<CertificateVersionSeed> {
+    pub fn certificate_template(&self, vault: &str, name: &str) -> Option<CertificateVersionSeed> {
         let c = self.vault(vault)?.certificates.get(name)?.last()?;
         let (kty, key_size, crv) = match c.spec {
             KeySpec::Rsa { bits } => (crate::seed::KeyType::Rsa, Some(bits), None),
-            KeySpec::Ec { curve } => (crate::seed::KeyType::Ec, None, Some(curve.jwk_name().to_string())),
+            KeySpec::Ec { curve } => (
+                crate::seed::KeyType::Ec,
+                None,
+                Some(curve.jwk_name().to_string()),
+            ),
         };
         Some(CertificateVersionSeed {
             subject: Some(c.material.subject.clone()),
@@ -597,14 +672,18 @@ fn set_in<T: Versioned>(
     enabled: bool,
     now: i64,
 ) -> Result<String, EmulatorError> {
-    let versions = map.get_mut(name).ok_or_else(|| EmulatorError::ObjectNotFound {
-        vault: vault.to_string(),
-        kind: kind.noun(),
-        name: name.to_string(),
-    })?;
+    let versions = map
+        .get_mut(name)
+        .ok_or_else(|| EmulatorError::ObjectNotFound {
+            vault: vault.to_string(),
+            kind: kind.noun(),
+            name: name.to_string(),
+        })?;
     let item = match version {
         None | Some("") => versions.last_mut(),
-        Some(want) => versions.iter_mut().find(|x| x.version().eq_ignore_ascii_case(want)),
+        Some(want) => versions
+            .iter_mut()
+            .find(|x| x.version().eq_ignore_ascii_case(want)),
     }
     .ok_or_else(|| EmulatorError::VersionNotFound {
         vault: vault.to_string(),
@@ -652,7 +731,10 @@ fn delete_in<T: Versioned>(
     }
 }
 
-fn resolve_access(access: &[AccessSeed], directory: &Directory) -> Result<Vec<AccessEntry>, EmulatorError> {
+fn resolve_access(
+    access: &[AccessSeed],
+    directory: &Directory,
+) -> Result<Vec<AccessEntry>, EmulatorError> {
     access
         .iter()
         .map(|a| {
@@ -684,20 +766,38 @@ mod tests {
     fn new_version_becomes_latest_and_can_be_disabled_and_deleted() {
         let (mut s, _) = store();
         let v2 = s
-            .add_secret_version("kv-demo", "sql-password", NewSecretVersion {
-                value: "v2".into(),
-                ..Default::default()
-            })
+            .add_secret_version(
+                "kv-demo",
+                "sql-password",
+                NewSecretVersion {
+                    value: "v2".into(),
+                    ..Default::default()
+                },
+            )
             .unwrap();
-        let latest = find_version(&s.vault("kv-demo").unwrap().secrets["sql-password"], None).unwrap();
+        let latest =
+            find_version(&s.vault("kv-demo").unwrap().secrets["sql-password"], None).unwrap();
         assert_eq!(latest.version, v2);
         assert_eq!(latest.value, "v2");
-        s.set_enabled("kv-demo", ObjectKind::Secret, "sql-password", Some(&v2), false).unwrap();
-        assert!(!find_version(&s.vault("kv-demo").unwrap().secrets["sql-password"], Some(&v2))
+        s.set_enabled(
+            "kv-demo",
+            ObjectKind::Secret,
+            "sql-password",
+            Some(&v2),
+            false,
+        )
+        .unwrap();
+        assert!(
+            !find_version(
+                &s.vault("kv-demo").unwrap().secrets["sql-password"],
+                Some(&v2)
+            )
             .unwrap()
             .attributes
-            .enabled);
-        s.delete("kv-demo", ObjectKind::Secret, "sql-password", Some(&v2)).unwrap();
+            .enabled
+        );
+        s.delete("kv-demo", ObjectKind::Secret, "sql-password", Some(&v2))
+            .unwrap();
         assert_eq!(s.vault("kv-demo").unwrap().secrets["sql-password"].len(), 1);
         assert!(matches!(
             s.delete("kv-demo", ObjectKind::Secret, "sql-password", Some(&v2)),
@@ -708,23 +808,33 @@ mod tests {
     #[test]
     fn bad_names_and_versions_are_rejected() {
         let (mut s, _) = store();
-        let bad = NewSecretVersion { value: "x".into(), ..Default::default() };
+        let bad = NewSecretVersion {
+            value: "x".into(),
+            ..Default::default()
+        };
         assert!(s.add_secret_version("kv-demo", "a_b", bad.clone()).is_err());
         let mut bad_version = bad.clone();
         bad_version.attributes.version = Some("XYZ".into());
         assert!(s.add_secret_version("kv-demo", "ok", bad_version).is_err());
-        assert!(matches!(s.add_secret_version("nope", "ok", bad), Err(EmulatorError::VaultNotFound(_))));
+        assert!(matches!(
+            s.add_secret_version("nope", "ok", bad),
+            Err(EmulatorError::VaultNotFound(_))
+        ));
     }
 
     #[test]
     fn certificate_creates_key_and_secret_with_same_version() {
         let (mut s, _) = store();
         let v = s
-            .add_certificate_version("kv-demo", "web", &CertificateVersionSeed {
-                kty: crate::seed::KeyType::Ec,
-                content_type: Some(CONTENT_TYPE_PEM.into()),
-                ..Default::default()
-            })
+            .add_certificate_version(
+                "kv-demo",
+                "web",
+                &CertificateVersionSeed {
+                    kty: crate::seed::KeyType::Ec,
+                    content_type: Some(CONTENT_TYPE_PEM.into()),
+                    ..Default::default()
+                },
+            )
             .unwrap();
         let vault = s.vault("kv-demo").unwrap();
         assert_eq!(vault.keys["web"][0].version, v);
@@ -732,7 +842,10 @@ mod tests {
         let secret = &vault.secrets["web"][0];
         assert_eq!(secret.version, v);
         assert!(secret.value.starts_with("-----BEGIN PRIVATE KEY-----"));
-        assert!(s.add_secret_version("kv-demo", "web", NewSecretVersion::default()).is_err());
+        assert!(
+            s.add_secret_version("kv-demo", "web", NewSecretVersion::default())
+                .is_err()
+        );
     }
 
     #[test]

@@ -53,7 +53,11 @@ impl EmulatorPki {
         dn.push(DnType::OrganizationName, "secretfs");
         ca_params.distinguished_name = dn;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = time::OffsetDateTime::now_utc();
         ca_params.not_before = now - time::Duration::hours(1);
         ca_params.not_after = now + time::Duration::days(30);
@@ -61,13 +65,27 @@ impl EmulatorPki {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(SERVER_DNS_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
-        params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-        params.subject_alt_names.push(SanType::IpAddress(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)));
+        let mut params = CertificateParams::new(
+            SERVER_DNS_NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )?;
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress(std::net::IpAddr::from(
+                std::net::Ipv6Addr::LOCALHOST,
+            )));
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "*.vault.azure.net");
         params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::days(30);

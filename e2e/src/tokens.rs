@@ -67,9 +67,13 @@ pub enum TokenRejection {
     NotBearer,
     #[error("AKV10021: Invalid token signature. {0}")]
     Invalid(JwtError),
-    #[error("AKV10022: Invalid audience. Expected {expected} or {KEYVAULT_APP_ID}, found: {found}.")]
+    #[error(
+        "AKV10022: Invalid audience. Expected {expected} or {KEYVAULT_APP_ID}, found: {found}."
+    )]
     Audience { expected: String, found: String },
-    #[error("AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{expected}/, found: {found}.")]
+    #[error(
+        "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{expected}/, found: {found}."
+    )]
     Tenant { expected: String, found: String },
     #[error("AKV10023: The token is expired.")]
     Expired,
@@ -165,11 +169,23 @@ impl TokenService {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(TokenRejection::NotBearer)?
             .trim();
-        let claims = self.entra_key.verify(token).map_err(TokenRejection::Invalid)?;
-        let s = |k: &str| claims.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let claims = self
+            .entra_key
+            .verify(token)
+            .map_err(TokenRejection::Invalid)?;
+        let s = |k: &str| {
+            claims
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let aud = s("aud");
         if aud != resource && aud != KEYVAULT_APP_ID {
-            return Err(TokenRejection::Audience { expected: resource.to_string(), found: aud });
+            return Err(TokenRejection::Audience {
+                expected: resource.to_string(),
+                found: aud,
+            });
         }
         let now = unix_now();
         let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
@@ -181,7 +197,10 @@ impl TokenService {
         }
         let tid = s("tid");
         if !tid.eq_ignore_ascii_case(tenant) {
-            return Err(TokenRejection::Tenant { expected: tenant.to_string(), found: s("iss") });
+            return Err(TokenRejection::Tenant {
+                expected: tenant.to_string(),
+                found: s("iss"),
+            });
         }
         Ok(Caller {
             client_id: s("appid"),
@@ -193,7 +212,10 @@ impl TokenService {
 
     /// Mint a Kubernetes-like service-account token signed by the emulator's
     /// OIDC issuer key.
-    pub fn mint_service_account_token(&self, req: &ServiceAccountTokenRequest) -> Result<String, EmulatorError> {
+    pub fn mint_service_account_token(
+        &self,
+        req: &ServiceAccountTokenRequest,
+    ) -> Result<String, EmulatorError> {
         let now = unix_now();
         let lifetime = req.expires_in.unwrap_or(3600);
         let claims = json!({
@@ -220,13 +242,18 @@ impl TokenService {
         directory: &Directory,
     ) -> Result<(), AssertionRejection> {
         let parts = decode_parts(assertion).map_err(|_| AssertionRejection::Malformed)?;
-        self.oidc_key.verify(assertion).map_err(|_| AssertionRejection::Signature)?;
+        self.oidc_key
+            .verify(assertion)
+            .map_err(|_| AssertionRejection::Signature)?;
         let claims = parts.claims;
         let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
         let auds: Vec<String> = match claims.get("aud") {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
             _ => vec![],
         };
         let now = unix_now();
@@ -240,10 +267,16 @@ impl TokenService {
             .iter()
             .filter(|f| f.client_id.eq_ignore_ascii_case(client_id))
             .collect();
-        let Some(fed) = candidates.iter().find(|f| f.issuer == iss && f.subject == sub) else {
-            return Err(AssertionRejection::NoMatch { issuer: iss.to_string(), subject: sub.to_string() });
+        let Some(fed) = candidates
+            .iter()
+            .find(|f| f.issuer == iss && f.subject == sub)
+        else {
+            return Err(AssertionRejection::NoMatch {
+                issuer: iss.to_string(),
+                subject: sub.to_string(),
+            });
         };
-        if !auds.iter().any(|a| *a == fed.audience) {
+        if !auds.contains(&fed.audience) {
             return Err(AssertionRejection::Audience(auds.join(",")));
         }
         Ok(())
@@ -272,13 +305,19 @@ pub struct ServiceAccountTokenRequest {
 pub enum AssertionRejection {
     #[error("AADSTS50027: JWT token is invalid or malformed.")]
     Malformed,
-    #[error("AADSTS700213: The client assertion signature could not be validated against the issuer's signing keys.")]
+    #[error(
+        "AADSTS700213: The client assertion signature could not be validated against the issuer's signing keys."
+    )]
     Signature,
     #[error("AADSTS700024: Client assertion is not within its valid time range.")]
     Expired,
-    #[error("AADSTS70021: No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. Assertion Subject: '{subject}'.")]
+    #[error(
+        "AADSTS70021: No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. Assertion Subject: '{subject}'."
+    )]
     NoMatch { issuer: String, subject: String },
-    #[error("AADSTS700212: No matching federated identity record found for presented assertion audience '{0}'.")]
+    #[error(
+        "AADSTS700212: No matching federated identity record found for presented assertion audience '{0}'."
+    )]
     Audience(String),
 }
 

@@ -40,7 +40,9 @@ pub fn new_version_id() -> String {
 
 /// Is `s` a well-formed Key Vault version id (32 lowercase hex characters)?
 pub fn is_version_id(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A random GUID in the usual 8-4-4-4-12 form (request ids, object ids).
@@ -49,7 +51,14 @@ pub fn new_guid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex(&b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Standard base64 with padding (certificate `cer`, PFX secret values).
@@ -98,7 +107,10 @@ pub fn rsa_public_components(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     if tag_n != 0x02 || tag_e != 0x02 {
         return None;
     }
-    Some((strip_leading_zeros(n).to_vec(), strip_leading_zeros(e).to_vec()))
+    Some((
+        strip_leading_zeros(n).to_vec(),
+        strip_leading_zeros(e).to_vec(),
+    ))
 }
 
 fn strip_leading_zeros(mut b: &[u8]) -> &[u8] {
@@ -158,7 +170,9 @@ mod tests {
     #[test]
     fn rsa_public_key_der_is_parsed() {
         // SEQUENCE { INTEGER 0x00c1, INTEGER 0x010001 }
-        let der = [0x30, 0x09, 0x02, 0x02, 0x00, 0xc1, 0x02, 0x03, 0x01, 0x00, 0x01];
+        let der = [
+            0x30, 0x09, 0x02, 0x02, 0x00, 0xc1, 0x02, 0x03, 0x01, 0x00, 0x01,
+        ];
         let (n, e) = rsa_public_components(&der).unwrap();
         assert_eq!(n, vec![0xc1]);
         assert_eq!(e, vec![0x01, 0x00, 0x01]);

@@ -86,14 +86,20 @@ fn run() -> anyhow::Result<()> {
             let https = args.https.context("--https")?;
             let ca_pem = std::fs::read_to_string(args.ca.as_ref().context("--ca")?)?;
             let token = client_rt.block_on(admin_token(admin, &args.identity))?;
-            Target { https, ca_pem, token, _server: None }
+            Target {
+                https,
+                ca_pem,
+                token,
+                _server: None,
+            }
         }
         None => {
             let server_rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(args.server_threads.max(1))
                 .enable_all()
                 .build()?;
-            let handle = server_rt.block_on(Emulator::start(EmulatorConfig::with_seed(Seed::demo())))?;
+            let handle =
+                server_rt.block_on(Emulator::start(EmulatorConfig::with_seed(Seed::demo())))?;
             let token = handle.access_token(&args.identity, "https://vault.azure.net", 3599)?;
             Target {
                 https: handle.https_addr(),
@@ -122,7 +128,10 @@ async fn admin_token(admin: &str, identity: &str) -> anyhow::Result<String> {
     let resp = sender.send_request(req).await?;
     let bytes = resp.into_body().collect().await?.to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&bytes)?;
-    Ok(v["accessToken"].as_str().context("no accessToken in admin answer")?.to_string())
+    Ok(v["accessToken"]
+        .as_str()
+        .context("no accessToken in admin answer")?
+        .to_string())
 }
 
 async fn load(args: &Args, target: &Target) -> anyhow::Result<serde_json::Value> {
@@ -148,7 +157,9 @@ async fn load(args: &Args, target: &Target) -> anyhow::Result<serde_json::Value>
     for _ in 0..args.connections.max(1) {
         let tcp = TcpStream::connect(target.https).await?;
         tcp.set_nodelay(true)?;
-        let tls = connector.connect(ServerName::try_from(host.clone())?, tcp).await?;
+        let tls = connector
+            .connect(ServerName::try_from(host.clone())?, tcp)
+            .await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
         let (ok, errors, stop) = (ok.clone(), errors.clone(), stop.clone());

@@ -88,7 +88,9 @@ fn run() -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let handle = Emulator::start(config).await.context("starting the emulator")?;
+        let handle = Emulator::start(config)
+            .await
+            .context("starting the emulator")?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", handle.info())?;
         out.flush()?;

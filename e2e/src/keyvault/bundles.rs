@@ -33,17 +33,32 @@ fn put_tags(obj: &mut Map<String, Value>, tags: &std::collections::BTreeMap<Stri
 }
 
 /// `SecretBundle` with `value` (already converted if asked).
-pub fn secret_bundle(base: &str, name: &str, s: &SecretVersion, value: &str, content_type: Option<&str>) -> Value {
+pub fn secret_bundle(
+    base: &str,
+    name: &str,
+    s: &SecretVersion,
+    value: &str,
+    content_type: Option<&str>,
+) -> Value {
     let mut o = Map::new();
     o.insert("value".into(), json!(value));
     if let Some(ct) = content_type {
         o.insert("contentType".into(), json!(ct));
     }
-    o.insert("id".into(), json!(format!("{base}/secrets/{name}/{}", s.version)));
-    o.insert("attributes".into(), Value::Object(attributes(&s.attributes)));
+    o.insert(
+        "id".into(),
+        json!(format!("{base}/secrets/{name}/{}", s.version)),
+    );
+    o.insert(
+        "attributes".into(),
+        Value::Object(attributes(&s.attributes)),
+    );
     put_tags(&mut o, &s.tags);
     if s.certificate.is_some() {
-        o.insert("kid".into(), json!(format!("{base}/keys/{name}/{}", s.version)));
+        o.insert(
+            "kid".into(),
+            json!(format!("{base}/keys/{name}/{}", s.version)),
+        );
         o.insert("managed".into(), json!(true));
     }
     Value::Object(o)
@@ -52,8 +67,14 @@ pub fn secret_bundle(base: &str, name: &str, s: &SecretVersion, value: &str, con
 /// `SecretItem` (no value).
 pub fn secret_item(base: &str, name: &str, s: &SecretVersion) -> Value {
     let mut o = Map::new();
-    o.insert("id".into(), json!(format!("{base}/secrets/{name}/{}", s.version)));
-    o.insert("attributes".into(), Value::Object(attributes(&s.attributes)));
+    o.insert(
+        "id".into(),
+        json!(format!("{base}/secrets/{name}/{}", s.version)),
+    );
+    o.insert(
+        "attributes".into(),
+        Value::Object(attributes(&s.attributes)),
+    );
     put_tags(&mut o, &s.tags);
     if let Some(ct) = &s.content_type {
         o.insert("contentType".into(), json!(ct));
@@ -76,7 +97,10 @@ pub fn key_bundle(base: &str, name: &str, k: &KeyVersion) -> Value {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    jwk.insert("kid".into(), json!(format!("{base}/keys/{name}/{}", k.version)));
+    jwk.insert(
+        "kid".into(),
+        json!(format!("{base}/keys/{name}/{}", k.version)),
+    );
     jwk.insert("key_ops".into(), json!(k.jwk.key_ops()));
     let mut o = Map::new();
     o.insert("key".into(), Value::Object(jwk));
@@ -91,7 +115,10 @@ pub fn key_bundle(base: &str, name: &str, k: &KeyVersion) -> Value {
 /// `KeyItem`.
 pub fn key_item(base: &str, name: &str, k: &KeyVersion) -> Value {
     let mut o = Map::new();
-    o.insert("kid".into(), json!(format!("{base}/keys/{name}/{}", k.version)));
+    o.insert(
+        "kid".into(),
+        json!(format!("{base}/keys/{name}/{}", k.version)),
+    );
     o.insert("attributes".into(), key_attributes(k));
     put_tags(&mut o, &k.tags);
     if k.managed {
@@ -134,12 +161,24 @@ fn policy(base: &str, name: &str, c: &CertificateVersion) -> Value {
 /// `kid`/`sid` with the same version, and the policy.
 pub fn certificate_bundle(base: &str, name: &str, c: &CertificateVersion) -> Value {
     let mut o = Map::new();
-    o.insert("id".into(), json!(format!("{base}/certificates/{name}/{}", c.version)));
-    o.insert("kid".into(), json!(format!("{base}/keys/{name}/{}", c.version)));
-    o.insert("sid".into(), json!(format!("{base}/secrets/{name}/{}", c.version)));
+    o.insert(
+        "id".into(),
+        json!(format!("{base}/certificates/{name}/{}", c.version)),
+    );
+    o.insert(
+        "kid".into(),
+        json!(format!("{base}/keys/{name}/{}", c.version)),
+    );
+    o.insert(
+        "sid".into(),
+        json!(format!("{base}/secrets/{name}/{}", c.version)),
+    );
     o.insert("x5t".into(), json!(c.material.x5t()));
     o.insert("cer".into(), json!(c.material.cer_base64()));
-    o.insert("attributes".into(), Value::Object(attributes(&c.attributes)));
+    o.insert(
+        "attributes".into(),
+        Value::Object(attributes(&c.attributes)),
+    );
     put_tags(&mut o, &c.tags);
     o.insert("policy".into(), policy(base, name, c));
     Value::Object(o)
@@ -148,9 +187,15 @@ pub fn certificate_bundle(base: &str, name: &str, c: &CertificateVersion) -> Val
 /// `CertificateItem`.
 pub fn certificate_item(base: &str, name: &str, c: &CertificateVersion) -> Value {
     let mut o = Map::new();
-    o.insert("id".into(), json!(format!("{base}/certificates/{name}/{}", c.version)));
+    o.insert(
+        "id".into(),
+        json!(format!("{base}/certificates/{name}/{}", c.version)),
+    );
     o.insert("x5t".into(), json!(c.material.x5t()));
-    o.insert("attributes".into(), Value::Object(attributes(&c.attributes)));
+    o.insert(
+        "attributes".into(),
+        Value::Object(attributes(&c.attributes)),
+    );
     put_tags(&mut o, &c.tags);
     Value::Object(o)
 }

@@ -82,13 +82,14 @@ impl KvError {
     /// The full response, with Key Vault's headers.
     pub fn response(&self, req: &Incoming, location: &str) -> Response<Body> {
         let mut resp = json_response(self.status, &self.body());
-        if let Some(challenge) = &self.www_authenticate {
-            if let Ok(v) = HeaderValue::from_str(challenge) {
-                resp.headers_mut().insert("www-authenticate", v);
-            }
+        if let Some(challenge) = &self.www_authenticate
+            && let Ok(v) = HeaderValue::from_str(challenge)
+        {
+            resp.headers_mut().insert("www-authenticate", v);
         }
         if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert("retry-after", HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
         }
         add_keyvault_headers(&mut resp, req, location);
         resp
@@ -101,12 +102,18 @@ pub fn add_keyvault_headers(resp: &mut Response<Body>, req: &Incoming, location:
     h.insert("cache-control", HeaderValue::from_static("no-cache"));
     h.insert("pragma", HeaderValue::from_static("no-cache"));
     h.insert("expires", HeaderValue::from_static("-1"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(
         "strict-transport-security",
         HeaderValue::from_static("max-age=31536000;includeSubDomains"),
     );
-    h.insert("x-ms-keyvault-service-version", HeaderValue::from_static("1.9.3187.1"));
+    h.insert(
+        "x-ms-keyvault-service-version",
+        HeaderValue::from_static("1.9.3187.1"),
+    );
     if let Ok(v) = HeaderValue::from_str(location) {
         h.insert("x-ms-keyvault-region", v);
     }

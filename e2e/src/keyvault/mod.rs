@@ -24,7 +24,11 @@ use errors::{KvError, SUPPORTED_API_VERSIONS, add_keyvault_headers};
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
     /// `/{collection}/{name}[/[{version}]]`; `None` = latest.
-    Get { kind: ObjectKind, name: String, version: Option<String> },
+    Get {
+        kind: ObjectKind,
+        name: String,
+        version: Option<String>,
+    },
     /// `/{collection}/{name}/versions`
     Versions { kind: ObjectKind, name: String },
 }
@@ -33,27 +37,56 @@ fn parse_target(segments: &[&str]) -> Option<Target> {
     let kind = ObjectKind::from_collection(segments.first()?)?;
     let name = segments.get(1).filter(|n| !n.is_empty())?.to_string();
     match &segments[2..] {
-        [] | [""] => Some(Target::Get { kind, name, version: None }),
+        [] | [""] => Some(Target::Get {
+            kind,
+            name,
+            version: None,
+        }),
         ["versions"] | ["versions", ""] => Some(Target::Versions { kind, name }),
-        [v] | [v, ""] => Some(Target::Get { kind, name, version: Some(v.to_string()) }),
+        [v] | [v, ""] => Some(Target::Get {
+            kind,
+            name,
+            version: Some(v.to_string()),
+        }),
         _ => None,
     }
 }
 
 fn route_of(t: &Target) -> Route {
     match t {
-        Target::Get { kind: ObjectKind::Secret, .. } => Route::SecretGet,
-        Target::Get { kind: ObjectKind::Key, .. } => Route::KeyGet,
-        Target::Get { kind: ObjectKind::Certificate, .. } => Route::CertificateGet,
-        Target::Versions { kind: ObjectKind::Secret, .. } => Route::SecretVersions,
-        Target::Versions { kind: ObjectKind::Key, .. } => Route::KeyVersions,
-        Target::Versions { kind: ObjectKind::Certificate, .. } => Route::CertificateVersions,
+        Target::Get {
+            kind: ObjectKind::Secret,
+            ..
+        } => Route::SecretGet,
+        Target::Get {
+            kind: ObjectKind::Key,
+            ..
+        } => Route::KeyGet,
+        Target::Get {
+            kind: ObjectKind::Certificate,
+            ..
+        } => Route::CertificateGet,
+        Target::Versions {
+            kind: ObjectKind::Secret,
+            ..
+        } => Route::SecretVersions,
+        Target::Versions {
+            kind: ObjectKind::Key,
+            ..
+        } => Route::KeyVersions,
+        Target::Versions {
+            kind: ObjectKind::Certificate,
+            ..
+        } => Route::CertificateVersions,
     }
 }
 
 /// Is this path a Key Vault data-plane path?
 pub fn is_keyvault_path(req: &Incoming) -> bool {
-    matches!(req.segments().first(), Some(&("secrets" | "keys" | "certificates")))
+    matches!(
+        req.segments().first(),
+        Some(&("secrets" | "keys" | "certificates"))
+    )
 }
 
 /// The Key Vault resource (token audience) of a vault host; IPs and
@@ -70,14 +103,19 @@ pub fn resource_for_host(host: &str) -> &'static str {
 /// (and the other clouds); for any other host the configured default vault,
 /// else the only vault.
 fn vault_name_for_host(shared: &Shared, host: &str) -> Option<String> {
-    if KEYVAULT_RESOURCES.iter().any(|(suffix, _)| host.ends_with(&format!(".{suffix}"))) {
+    if KEYVAULT_RESOURCES
+        .iter()
+        .any(|(suffix, _)| host.ends_with(&format!(".{suffix}")))
+    {
         return host.split('.').next().map(str::to_string);
     }
     if let Some(v) = &shared.settings.default_vault {
         return Some(v.clone());
     }
     let store = shared.store();
-    (store.vaults.len() == 1).then(|| store.vaults.keys().next().cloned()).flatten()
+    (store.vaults.len() == 1)
+        .then(|| store.vaults.keys().next().cloned())
+        .flatten()
 }
 
 fn done(tally: Tally, req: &Incoming, location: &str, err: KvError) -> Handled {
@@ -94,7 +132,12 @@ fn ok(tally: Tally, req: &Incoming, location: &str, body: &Value) -> Handled {
 pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
     let segments = req.segments();
     let target = parse_target(&segments);
-    let mut tally = Tally::new(target.as_ref().map(route_of).unwrap_or(Route::KeyVaultOther));
+    let mut tally = Tally::new(
+        target
+            .as_ref()
+            .map(route_of)
+            .unwrap_or(Route::KeyVaultOther),
+    );
     if let Some(Target::Get { name, .. } | Target::Versions { name, .. }) = &target {
         tally.object = name.clone();
     }
@@ -103,7 +146,9 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
         let err = KvError::new(
             StatusCode::NOT_FOUND,
             "VaultNotFound",
-            format!("No vault is addressed by host '{host}'. Use https://<vault>.vault.azure.net or configure a default vault."),
+            format!(
+                "No vault is addressed by host '{host}'. Use https://<vault>.vault.azure.net or configure a default vault."
+            ),
         );
         return done(tally, req, "", err);
     };
@@ -122,21 +167,38 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
 
     match req.query_ci("api-version") {
         Some(v) if SUPPORTED_API_VERSIONS.contains(&v) => {}
-        other => return done(tally, req, &location, KvError::bad_api_version(other.unwrap_or(""))),
+        other => {
+            return done(
+                tally,
+                req,
+                &location,
+                KvError::bad_api_version(other.unwrap_or("")),
+            );
+        }
     }
 
     let resource = resource_for_host(&host);
-    let caller = match shared.tokens.validate_bearer(req.header("authorization"), resource, &tenant) {
+    let caller = match shared
+        .tokens
+        .validate_bearer(req.header("authorization"), resource, &tenant)
+    {
         Ok(c) => c,
         Err(rejection) => {
-            let mut err = KvError::new(StatusCode::UNAUTHORIZED, "Unauthorized", rejection.to_string());
+            let mut err = KvError::new(
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                rejection.to_string(),
+            );
             err.www_authenticate = Some(format!(
                 "Bearer authorization=\"{}/{}\", resource=\"{}\"",
                 shared.settings.challenge_authority.trim_end_matches('/'),
                 tenant,
                 resource
             ));
-            if matches!(rejection, TokenRejection::Missing | TokenRejection::NotBearer) {
+            if matches!(
+                rejection,
+                TokenRejection::Missing | TokenRejection::NotBearer
+            ) {
                 tracing::debug!(vault = %vault_name, path = %req.path, "challenge");
             }
             return done(tally, req, &location, err);
@@ -155,7 +217,12 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
     }
     if let Some(kind) = decision.answer {
         let err = match kind {
-            FaultKind::ConnectionReset => return Handled { outcome: Outcome::Reset, tally },
+            FaultKind::ConnectionReset => {
+                return Handled {
+                    outcome: Outcome::Reset,
+                    tally,
+                };
+            }
             FaultKind::Throttle { retry_after } => {
                 let mut e = KvError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -170,10 +237,15 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
                 "InternalServerError",
                 "The service encountered an internal error. Please retry the request.",
             ),
-            FaultKind::Forbidden { inner_code, message } => KvError::new(
+            FaultKind::Forbidden {
+                inner_code,
+                message,
+            } => KvError::new(
                 StatusCode::FORBIDDEN,
                 "Forbidden",
-                message.unwrap_or_else(|| format!("Access denied by an injected fault ({inner_code}).")),
+                message.unwrap_or_else(|| {
+                    format!("Access denied by an injected fault ({inner_code}).")
+                }),
             )
             .inner(&inner_code),
             FaultKind::Latency { .. } => unreachable_latency(),
@@ -193,14 +265,21 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
         let err = KvError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
-            format!("The emulator's data plane is read-only; {} is not supported. Use the admin API to write.", req.method),
+            format!(
+                "The emulator's data plane is read-only; {} is not supported. Use the admin API to write.",
+                req.method
+            ),
         );
         return done(tally, req, &location, err);
     }
 
     let store = shared.store();
     let Some(vault) = store.vault(&vault_name) else {
-        let err = KvError::new(StatusCode::NOT_FOUND, "VaultNotFound", "The vault was deleted.");
+        let err = KvError::new(
+            StatusCode::NOT_FOUND,
+            "VaultNotFound",
+            "The vault was deleted.",
+        );
         return done(tally, req, &location, err);
     };
     let (kind, list) = match &target {
@@ -213,7 +292,11 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
     }
     let base = format!("https://{}", req.host());
     let result = match &target {
-        Target::Get { kind, name, version } => get_object(vault, &base, *kind, name, version.as_deref(), req, shared),
+        Target::Get {
+            kind,
+            name,
+            version,
+        } => get_object(vault, &base, *kind, name, version.as_deref(), req, shared),
         Target::Versions { kind, name } => list_versions(vault, &base, *kind, name, req, shared),
     };
     match result {
@@ -225,10 +308,20 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
 fn unreachable_latency() -> KvError {
     // Latency faults only add delay; `Faults::decide` never returns one as
     // the answer. Answer 500 rather than panic if that ever changes.
-    KvError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "unexpected fault")
+    KvError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalServerError",
+        "unexpected fault",
+    )
 }
 
-fn denial(vault: &Vault, caller: &crate::tokens::Caller, kind: ObjectKind, list: bool, name: &str) -> KvError {
+fn denial(
+    vault: &Vault,
+    caller: &crate::tokens::Caller,
+    kind: ObjectKind,
+    list: bool,
+    name: &str,
+) -> KvError {
     let op = if list { "list" } else { "get" };
     match vault.permission_model {
         PermissionModel::AccessPolicy => KvError::new(
@@ -269,7 +362,11 @@ fn not_found(kind: ObjectKind, name: &str, version: Option<&str>, shared: &Share
     let (id, code) = match version {
         Some(v) if !v.is_empty() => (
             format!("{name}/{v}"),
-            if kind == ObjectKind::Secret { shared.settings.secret_version_not_found_code.as_str() } else { code },
+            if kind == ObjectKind::Secret {
+                shared.settings.secret_version_not_found_code.as_str()
+            } else {
+                code
+            },
         ),
         _ => (name.to_string(), code),
     };
@@ -288,8 +385,12 @@ fn disabled(kind: ObjectKind) -> KvError {
         ObjectKind::Key => ("key", "KeyDisabled"),
         ObjectKind::Certificate => ("certificate", "CertificateDisabled"),
     };
-    KvError::new(StatusCode::FORBIDDEN, "Forbidden", format!("Operation get is not allowed on a disabled {noun}."))
-        .inner(inner)
+    KvError::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!("Operation get is not allowed on a disabled {noun}."),
+    )
+    .inner(inner)
 }
 
 fn get_object(
@@ -304,23 +405,30 @@ fn get_object(
     let nf = || not_found(kind, name, version, shared);
     match kind {
         ObjectKind::Secret => {
-            let s = find_version(vault.secrets.get(name).ok_or_else(nf)?, version).ok_or_else(nf)?;
+            let s =
+                find_version(vault.secrets.get(name).ok_or_else(nf)?, version).ok_or_else(nf)?;
             if !s.attributes.enabled {
                 return Err(disabled(kind));
             }
             let stored_ct = s.content_type.as_deref();
             match (req.query_ci("outContentType"), &s.certificate) {
                 (None, _) => Ok(bundles::secret_bundle(base, name, s, &s.value, stored_ct)),
-                (Some(CONTENT_TYPE_PEM), Some(cert)) => {
-                    Ok(bundles::secret_bundle(base, name, s, &cert.pem_bundle(), Some(CONTENT_TYPE_PEM)))
-                }
+                (Some(CONTENT_TYPE_PEM), Some(cert)) => Ok(bundles::secret_bundle(
+                    base,
+                    name,
+                    s,
+                    &cert.pem_bundle(),
+                    Some(CONTENT_TYPE_PEM),
+                )),
                 (Some(CONTENT_TYPE_PFX), Some(_)) if stored_ct == Some(CONTENT_TYPE_PFX) => {
                     Ok(bundles::secret_bundle(base, name, s, &s.value, stored_ct))
                 }
                 (Some(other), _) => Err(KvError::new(
                     StatusCode::BAD_REQUEST,
                     "BadParameter",
-                    format!("Conversion to '{other}' is not supported for this secret. Only certificate-backed PFX secrets can be converted to application/x-pem-file."),
+                    format!(
+                        "Conversion to '{other}' is not supported for this secret. Only certificate-backed PFX secrets can be converted to application/x-pem-file."
+                    ),
                 )),
             }
         }
@@ -332,7 +440,8 @@ fn get_object(
             Ok(bundles::key_bundle(base, name, k))
         }
         ObjectKind::Certificate => {
-            let c = find_version(vault.certificates.get(name).ok_or_else(nf)?, version).ok_or_else(nf)?;
+            let c = find_version(vault.certificates.get(name).ok_or_else(nf)?, version)
+                .ok_or_else(nf)?;
             Ok(bundles::certificate_bundle(base, name, c))
         }
     }
@@ -349,10 +458,20 @@ fn list_versions(
     let p = paging::page_request(req)?;
     let nf = || not_found(kind, name, None, shared);
     let items: Vec<Value> = match kind {
-        ObjectKind::Secret => {
-            vault.secrets.get(name).ok_or_else(nf)?.iter().map(|s| bundles::secret_item(base, name, s)).collect()
-        }
-        ObjectKind::Key => vault.keys.get(name).ok_or_else(nf)?.iter().map(|k| bundles::key_item(base, name, k)).collect(),
+        ObjectKind::Secret => vault
+            .secrets
+            .get(name)
+            .ok_or_else(nf)?
+            .iter()
+            .map(|s| bundles::secret_item(base, name, s))
+            .collect(),
+        ObjectKind::Key => vault
+            .keys
+            .get(name)
+            .ok_or_else(nf)?
+            .iter()
+            .map(|k| bundles::key_item(base, name, k))
+            .collect(),
         ObjectKind::Certificate => vault
             .certificates
             .get(name)
@@ -362,7 +481,13 @@ fn list_versions(
             .collect(),
     };
     let path = format!("/{}/{name}/versions", kind.collection());
-    Ok(paging::page(req, &path, items, p, &shared.settings.next_link_api_version))
+    Ok(paging::page(
+        req,
+        &path,
+        items,
+        p,
+        &shared.settings.next_link_api_version,
+    ))
 }
 
 #[cfg(test)]
@@ -378,10 +503,16 @@ mod tests {
         };
         assert_eq!(parse_target(&["secrets", "x"]), Some(get(None)));
         assert_eq!(parse_target(&["secrets", "x", ""]), Some(get(None)));
-        assert_eq!(parse_target(&["secrets", "x", "abc"]), Some(get(Some("abc"))));
+        assert_eq!(
+            parse_target(&["secrets", "x", "abc"]),
+            Some(get(Some("abc")))
+        );
         assert_eq!(
             parse_target(&["secrets", "x", "versions"]),
-            Some(Target::Versions { kind: ObjectKind::Secret, name: "x".into() })
+            Some(Target::Versions {
+                kind: ObjectKind::Secret,
+                name: "x".into()
+            })
         );
         assert_eq!(parse_target(&["secrets", ""]), None);
         assert_eq!(parse_target(&["secrets", "x", "a", "b"]), None);
@@ -390,8 +521,14 @@ mod tests {
 
     #[test]
     fn resources_follow_the_cloud_suffix() {
-        assert_eq!(resource_for_host("kv.vault.azure.cn"), "https://vault.azure.cn");
-        assert_eq!(resource_for_host("kv.vault.usgovcloudapi.net"), "https://vault.usgovcloudapi.net");
+        assert_eq!(
+            resource_for_host("kv.vault.azure.cn"),
+            "https://vault.azure.cn"
+        );
+        assert_eq!(
+            resource_for_host("kv.vault.usgovcloudapi.net"),
+            "https://vault.usgovcloudapi.net"
+        );
         assert_eq!(resource_for_host("127.0.0.1"), "https://vault.azure.net");
     }
 }

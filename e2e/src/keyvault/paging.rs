@@ -30,7 +30,9 @@ pub fn page_request(req: &Incoming) -> Result<PageRequest, KvError> {
                 return Err(KvError::new(
                     http::StatusCode::BAD_REQUEST,
                     "BadParameter",
-                    format!("Invalid value '{raw}' for maxresults. The value must be between 1 and {MAX_PAGE}."),
+                    format!(
+                        "Invalid value '{raw}' for maxresults. The value must be between 1 and {MAX_PAGE}."
+                    ),
                 ));
             }
         },
@@ -38,15 +40,27 @@ pub fn page_request(req: &Incoming) -> Result<PageRequest, KvError> {
     let offset = match req.query_ci("$skiptoken") {
         None => 0,
         Some(token) => decode_skiptoken(token).ok_or_else(|| {
-            KvError::new(http::StatusCode::BAD_REQUEST, "BadParameter", "The $skiptoken is invalid.")
+            KvError::new(
+                http::StatusCode::BAD_REQUEST,
+                "BadParameter",
+                "The $skiptoken is invalid.",
+            )
         })?,
     };
-    Ok(PageRequest { offset, size: maxresults.unwrap_or(MAX_PAGE), maxresults })
+    Ok(PageRequest {
+        offset,
+        size: maxresults.unwrap_or(MAX_PAGE),
+        maxresults,
+    })
 }
 
 fn encode_skiptoken(offset: usize) -> String {
     // Shaped like the service's tokens: base64 of a small JSON document.
-    b64_std(json!({"NextMarker": format!("2!{offset}!emulator"), "TargetLocation": 0}).to_string().as_bytes())
+    b64_std(
+        json!({"NextMarker": format!("2!{offset}!emulator"), "TargetLocation": 0})
+            .to_string()
+            .as_bytes(),
+    )
 }
 
 fn decode_skiptoken(token: &str) -> Option<usize> {
@@ -61,7 +75,13 @@ fn decode_skiptoken(token: &str) -> Option<usize> {
 
 /// One page of `items` as `{"value":[…],"nextLink":…}`; `path` is the list
 /// path (e.g. `/secrets/x/versions`).
-pub fn page(req: &Incoming, path: &str, items: Vec<Value>, p: PageRequest, stale_api_version: &str) -> Value {
+pub fn page(
+    req: &Incoming,
+    path: &str,
+    items: Vec<Value>,
+    p: PageRequest,
+    stale_api_version: &str,
+) -> Value {
     let total = items.len();
     let start = p.offset.min(total);
     let end = (start + p.size).min(total);

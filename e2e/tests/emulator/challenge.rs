@@ -23,7 +23,10 @@ async fn request_without_token_gets_the_exact_challenge() {
     assert_eq!(r.header("www-authenticate"), Some(CHALLENGE));
     assert_eq!(r.text, MISSING_BODY);
     assert_eq!(r.text.len(), 97);
-    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
     assert_eq!(r.header("x-ms-client-request-id"), Some("client-req-1"));
     assert_eq!(r.header("x-ms-keyvault-region"), Some("eastus"));
     assert!(r.header("x-ms-request-id").is_some_and(|v| v.len() == 36));
@@ -33,7 +36,13 @@ async fn request_without_token_gets_the_exact_challenge() {
     );
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(
-        env.emu.count(&CounterFilter::route(Route::SecretGet).vault("kv-demo").object("sql-password").status(401).identity("")),
+        env.emu.count(
+            &CounterFilter::route(Route::SecretGet)
+                .vault("kv-demo")
+                .object("sql-password")
+                .status(401)
+                .identity("")
+        ),
         1
     );
 }
@@ -45,19 +54,33 @@ async fn challenge_resource_follows_the_cloud_and_authority_is_configurable() {
     let env = start_with(config).await;
     let port = env.emu.https_addr().port();
     let cn = env
-        .get_url(&format!("https://kv-demo.vault.azure.cn:{port}/secrets/sql-password?{API}"), None)
+        .get_url(
+            &format!("https://kv-demo.vault.azure.cn:{port}/secrets/sql-password?{API}"),
+            None,
+        )
         .await;
     assert_eq!(
         cn.header("www-authenticate"),
-        Some("Bearer authorization=\"https://login.microsoftonline.com/9c0d2e7b-1a3f-4b6c-8d5e-7f1a2b3c4d5e\", resource=\"https://vault.azure.cn\"")
+        Some(
+            "Bearer authorization=\"https://login.microsoftonline.com/9c0d2e7b-1a3f-4b6c-8d5e-7f1a2b3c4d5e\", resource=\"https://vault.azure.cn\""
+        )
     );
     // A public-cloud token is the wrong audience for a China-cloud vault.
     let token = env.token("app-sp");
     let r = env
-        .get_url(&format!("https://kv-demo.vault.usgovcloudapi.net:{port}/secrets/sql-password?{API}"), Some(&token))
+        .get_url(
+            &format!("https://kv-demo.vault.usgovcloudapi.net:{port}/secrets/sql-password?{API}"),
+            Some(&token),
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert!(r.kv_error().2.starts_with("AKV10022: Invalid audience. Expected https://vault.usgovcloudapi.net"), "{}", r.text);
+    assert!(
+        r.kv_error()
+            .2
+            .starts_with("AKV10022: Invalid audience. Expected https://vault.usgovcloudapi.net"),
+        "{}",
+        r.text
+    );
 }
 
 #[tokio::test]
@@ -65,15 +88,37 @@ async fn bad_expired_or_misdirected_tokens_get_401_with_the_challenge() {
     let env = start().await;
     let path = format!("/secrets/sql-password?{API}");
     let cases = [
-        ("garbage", env.get("kv-demo", &path, Some("not-a-jwt")).await, "AKV10021"),
+        (
+            "garbage",
+            env.get("kv-demo", &path, Some("not-a-jwt")).await,
+            "AKV10021",
+        ),
         (
             "expired",
-            env.get("kv-demo", &path, Some(&env.emu.access_token("app-sp", "https://vault.azure.net", -60).unwrap())).await,
+            env.get(
+                "kv-demo",
+                &path,
+                Some(
+                    &env.emu
+                        .access_token("app-sp", "https://vault.azure.net", -60)
+                        .unwrap(),
+                ),
+            )
+            .await,
             "AKV10023",
         ),
         (
             "trailing-slash audience",
-            env.get("kv-demo", &path, Some(&env.emu.access_token("app-sp", "https://vault.azure.net/", 600).unwrap())).await,
+            env.get(
+                "kv-demo",
+                &path,
+                Some(
+                    &env.emu
+                        .access_token("app-sp", "https://vault.azure.net/", 600)
+                        .unwrap(),
+                ),
+            )
+            .await,
             "AKV10022: Invalid audience. Expected https://vault.azure.net or cfa8b339-82a2-471a-a3c9-0fc0be7a4093, found: https://vault.azure.net/.",
         ),
     ];
@@ -92,7 +137,15 @@ async fn bad_expired_or_misdirected_tokens_get_401_with_the_challenge() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // The Key Vault app id is an accepted audience.
     let r = env
-        .get("kv-demo", &path, Some(&env.emu.access_token("app-sp", secretfs_e2e::KEYVAULT_APP_ID, 600).unwrap()))
+        .get(
+            "kv-demo",
+            &path,
+            Some(
+                &env.emu
+                    .access_token("app-sp", secretfs_e2e::KEYVAULT_APP_ID, 600)
+                    .unwrap(),
+            ),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
@@ -100,7 +153,9 @@ async fn bad_expired_or_misdirected_tokens_get_401_with_the_challenge() {
 #[tokio::test]
 async fn unknown_and_missing_api_versions_are_rejected_with_the_real_400() {
     let env = start().await;
-    let r = env.get_as_app("kv-demo", "/secrets/sql-password?api-version=1.0").await;
+    let r = env
+        .get_as_app("kv-demo", "/secrets/sql-password?api-version=1.0")
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         r.text,
@@ -109,8 +164,20 @@ async fn unknown_and_missing_api_versions_are_rejected_with_the_real_400() {
     let r = env.get_as_app("kv-demo", "/secrets/sql-password").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.kv_error().0, "BadParameter");
-    for v in ["7.0", "7.2", "7.4", "7.5", "7.6", "2016-10-01", "2025-07-01", "2026-04-01", "7.6-preview.2"] {
-        let r = env.get_as_app("kv-demo", &format!("/secrets/sql-password?api-version={v}")).await;
+    for v in [
+        "7.0",
+        "7.2",
+        "7.4",
+        "7.5",
+        "7.6",
+        "2016-10-01",
+        "2025-07-01",
+        "2026-04-01",
+        "7.6-preview.2",
+    ] {
+        let r = env
+            .get_as_app("kv-demo", &format!("/secrets/sql-password?api-version={v}"))
+            .await;
         assert_eq!(r.status, StatusCode::OK, "api-version {v}");
     }
 }
@@ -118,11 +185,16 @@ async fn unknown_and_missing_api_versions_are_rejected_with_the_real_400() {
 #[tokio::test]
 async fn a_host_that_names_no_known_vault_is_404() {
     let env = start().await;
-    let r = env.get("kv-missing", &format!("/secrets/x?{API}"), None).await;
+    let r = env
+        .get("kv-missing", &format!("/secrets/x?{API}"), None)
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.kv_error().0, "VaultNotFound");
     // 127.0.0.1 with three vaults and no default vault: no vault is addressed.
-    let url = format!("https://127.0.0.1:{}/secrets/x?{API}", env.emu.https_addr().port());
+    let url = format!(
+        "https://127.0.0.1:{}/secrets/x?{API}",
+        env.emu.https_addr().port()
+    );
     let r = env.get_url(&url, None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
@@ -132,9 +204,18 @@ async fn ip_host_reaches_the_default_vault() {
     let mut config = EmulatorConfig::with_seed(conformance_seed());
     config.default_vault = Some("kv-demo".into());
     let env = start_with(config).await;
-    let url = format!("https://127.0.0.1:{}/secrets/sql-password/?{API}", env.emu.https_addr().port());
+    let url = format!(
+        "https://127.0.0.1:{}/secrets/sql-password/?{API}",
+        env.emu.https_addr().port()
+    );
     let r = env.get_url(&url, Some(&env.token("app-sp"))).await;
     assert_eq!(r.status, StatusCode::OK);
     let id = r.json()["id"].as_str().unwrap().to_string();
-    assert!(id.starts_with(&format!("https://127.0.0.1:{}/secrets/sql-password/", env.emu.https_addr().port())), "{id}");
+    assert!(
+        id.starts_with(&format!(
+            "https://127.0.0.1:{}/secrets/sql-password/",
+            env.emu.https_addr().port()
+        )),
+        "{id}"
+    );
 }

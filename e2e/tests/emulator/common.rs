@@ -88,7 +88,11 @@ pub async fn read(resp: reqwest::Response) -> Reply {
     let status = resp.status();
     let headers = resp.headers().clone();
     let text = resp.text().await.expect("body");
-    Reply { status, headers, text }
+    Reply {
+        status,
+        headers,
+        text,
+    }
 }
 
 impl Env {
@@ -99,7 +103,9 @@ impl Env {
 
     /// An access token for an identity (name or client id), minted in process.
     pub fn token(&self, identity: &str) -> String {
-        self.emu.access_token(identity, "https://vault.azure.net", 3599).expect("token")
+        self.emu
+            .access_token(identity, "https://vault.azure.net", 3599)
+            .expect("token")
     }
 
     /// GET a vault path with an optional bearer token.
@@ -143,7 +149,9 @@ impl Env {
     }
 
     pub async fn imds(&self, path_and_query: &str, metadata: bool) -> Reply {
-        let mut req = self.http.get(format!("{}{path_and_query}", self.emu.imds_url()));
+        let mut req = self
+            .http
+            .get(format!("{}{path_and_query}", self.emu.imds_url()));
         if metadata {
             req = req.header("Metadata", "true");
         }
@@ -169,5 +177,7 @@ pub fn enc(s: &str) -> String {
 
 /// Is `s` a 32-character lowercase hex version id?
 pub fn is_version(s: &str) -> bool {
-    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 32
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

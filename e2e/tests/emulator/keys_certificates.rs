@@ -8,13 +8,19 @@ use secretfs_e2e::ObjectKind;
 use crate::common::*;
 
 fn b64url_len(v: &serde_json::Value) -> usize {
-    URL_SAFE_NO_PAD.decode(v.as_str().expect("base64url string")).expect("base64url without padding").len()
+    URL_SAFE_NO_PAD
+        .decode(v.as_str().expect("base64url string"))
+        .expect("base64url without padding")
+        .len()
 }
 
 #[tokio::test]
 async fn rsa_key_has_n_and_e_and_no_private_parts() {
     let env = start().await;
-    let j = env.get_as_app("kv-conformance", &format!("/keys/rsa-key/?{API}")).await.json();
+    let j = env
+        .get_as_app("kv-conformance", &format!("/keys/rsa-key/?{API}"))
+        .await
+        .json();
     let key = &j["key"];
     assert_eq!(key["kty"], "RSA");
     assert_eq!(key["e"], "AQAB");
@@ -28,9 +34,15 @@ async fn rsa_key_has_n_and_e_and_no_private_parts() {
     assert_eq!(j["attributes"]["enabled"], true);
     assert!(j.get("managed").is_none());
     // The first version is RSA-2048.
-    let list = env.get_as_app("kv-conformance", &format!("/keys/rsa-key/versions?{API}")).await.json();
+    let list = env
+        .get_as_app("kv-conformance", &format!("/keys/rsa-key/versions?{API}"))
+        .await
+        .json();
     let first = list["value"][0]["kid"].as_str().unwrap();
-    let j = env.get_url(&format!("{first}?{API}"), Some(&env.token("app-sp"))).await.json();
+    let j = env
+        .get_url(&format!("{first}?{API}"), Some(&env.token("app-sp")))
+        .await
+        .json();
     assert_eq!(b64url_len(&j["key"]["n"]), 256);
 }
 
@@ -38,7 +50,10 @@ async fn rsa_key_has_n_and_e_and_no_private_parts() {
 async fn ec_keys_have_curve_and_coordinates() {
     let env = start().await;
     for (name, crv, len) in [("ec-key", "P-256", 32), ("ec-384-key", "P-384", 48)] {
-        let j = env.get_as_app("kv-conformance", &format!("/keys/{name}?{API}")).await.json();
+        let j = env
+            .get_as_app("kv-conformance", &format!("/keys/{name}?{API}"))
+            .await
+            .json();
         let key = &j["key"];
         assert_eq!(key["kty"], "EC");
         assert_eq!(key["crv"], crv);
@@ -51,14 +66,22 @@ async fn ec_keys_have_curve_and_coordinates() {
 #[tokio::test]
 async fn disabled_key_is_403_key_disabled_and_missing_key_404() {
     let env = start().await;
-    env.emu.set_enabled("kv-conformance", ObjectKind::Key, "ec-key", None, false).unwrap();
-    let r = env.get_as_app("kv-conformance", &format!("/keys/ec-key?{API}")).await;
+    env.emu
+        .set_enabled("kv-conformance", ObjectKind::Key, "ec-key", None, false)
+        .unwrap();
+    let r = env
+        .get_as_app("kv-conformance", &format!("/keys/ec-key?{API}"))
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.kv_error().1.as_deref(), Some("KeyDisabled"));
-    let r = env.get_as_app("kv-conformance", &format!("/keys/nope?{API}")).await;
+    let r = env
+        .get_as_app("kv-conformance", &format!("/keys/nope?{API}"))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.kv_error().0, "KeyNotFound");
-    let r = env.get_as_app("kv-conformance", &format!("/certificates/nope?{API}")).await;
+    let r = env
+        .get_as_app("kv-conformance", &format!("/certificates/nope?{API}"))
+        .await;
     assert_eq!(r.kv_error().0, "CertificateNotFound");
 }
 
@@ -67,55 +90,97 @@ async fn certificate_bundle_links_key_and_secret_of_the_same_version() {
     let env = start().await;
     let port = env.emu.https_addr().port();
     let base = format!("https://kv-conformance.vault.azure.net:{port}");
-    let j = env.get_as_app("kv-conformance", &format!("/certificates/pfx-cert/?{API}")).await.json();
+    let j = env
+        .get_as_app("kv-conformance", &format!("/certificates/pfx-cert/?{API}"))
+        .await
+        .json();
     let id = j["id"].as_str().unwrap();
     let version = id.rsplit('/').next().unwrap();
     assert!(is_version(version));
     assert_eq!(j["kid"], format!("{base}/keys/pfx-cert/{version}"));
     assert_eq!(j["sid"], format!("{base}/secrets/pfx-cert/{version}"));
-    let der = STANDARD.decode(j["cer"].as_str().unwrap()).expect("cer is standard base64");
+    let der = STANDARD
+        .decode(j["cer"].as_str().unwrap())
+        .expect("cer is standard base64");
     let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &der);
-    assert_eq!(j["x5t"].as_str().unwrap(), URL_SAFE_NO_PAD.encode(sha1.as_ref()));
+    assert_eq!(
+        j["x5t"].as_str().unwrap(),
+        URL_SAFE_NO_PAD.encode(sha1.as_ref())
+    );
     let policy = &j["policy"];
     assert_eq!(policy["key_props"]["kty"], "RSA");
     assert_eq!(policy["key_props"]["key_size"], 2048);
-    assert_eq!(policy["secret_props"]["contentType"], "application/x-pkcs12");
+    assert_eq!(
+        policy["secret_props"]["contentType"],
+        "application/x-pkcs12"
+    );
     assert_eq!(policy["x509_props"]["subject"], "CN=pfx.example.test");
     assert_eq!(policy["issuer"]["name"], "Self");
 
     // Backing secret: password-less PFX holding the same certificate.
-    let s = env.get_as_app("kv-conformance", &format!("/secrets/pfx-cert/{version}?{API}")).await.json();
+    let s = env
+        .get_as_app(
+            "kv-conformance",
+            &format!("/secrets/pfx-cert/{version}?{API}"),
+        )
+        .await
+        .json();
     assert_eq!(s["managed"], true);
     assert_eq!(s["kid"], format!("{base}/keys/pfx-cert/{version}"));
     assert_eq!(s["contentType"], "application/x-pkcs12");
     let pfx = STANDARD.decode(s["value"].as_str().unwrap()).unwrap();
-    let store = p12_keystore::KeyStore::from_pkcs12(&pfx, "", p12_keystore::Pkcs12ImportPolicy::Strict).expect("empty-password PFX");
-    let (_, chain) = store.private_key_chain().expect("a private key with its chain");
+    let store =
+        p12_keystore::KeyStore::from_pkcs12(&pfx, "", p12_keystore::Pkcs12ImportPolicy::Strict)
+            .expect("empty-password PFX");
+    let (_, chain) = store
+        .private_key_chain()
+        .expect("a private key with its chain");
     assert_eq!(chain.certs()[0].as_der(), der.as_slice());
 
     // Backing key: same version, managed, same public key type.
-    let k = env.get_as_app("kv-conformance", &format!("/keys/pfx-cert/{version}?{API}")).await.json();
+    let k = env
+        .get_as_app("kv-conformance", &format!("/keys/pfx-cert/{version}?{API}"))
+        .await
+        .json();
     assert_eq!(k["managed"], true);
     assert_eq!(k["key"]["kty"], "RSA");
 
     // PFX → PEM conversion on request.
     let pem = env
-        .get_as_app("kv-conformance", &format!("/secrets/pfx-cert/{version}?{API}&outContentType=application/x-pem-file"))
+        .get_as_app(
+            "kv-conformance",
+            &format!("/secrets/pfx-cert/{version}?{API}&outContentType=application/x-pem-file"),
+        )
         .await
         .json();
     assert_eq!(pem["contentType"], "application/x-pem-file");
     let text = pem["value"].as_str().unwrap();
-    assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n") && text.contains("-----BEGIN CERTIFICATE-----\n"));
+    assert!(
+        text.starts_with("-----BEGIN PRIVATE KEY-----\n")
+            && text.contains("-----BEGIN CERTIFICATE-----\n")
+    );
 }
 
 #[tokio::test]
 async fn pem_certificate_backing_secret_holds_key_and_chain() {
     let env = start().await;
-    let c = env.get_as_app("kv-conformance", &format!("/certificates/pem-cert?{API}")).await.json();
+    let c = env
+        .get_as_app("kv-conformance", &format!("/certificates/pem-cert?{API}"))
+        .await
+        .json();
     assert_eq!(c["policy"]["key_props"]["kty"], "EC");
     assert_eq!(c["policy"]["key_props"]["crv"], "P-256");
-    let version = c["id"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
-    let s = env.get_as_app("kv-conformance", &format!("/secrets/pem-cert?{API}")).await.json();
+    let version = c["id"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let s = env
+        .get_as_app("kv-conformance", &format!("/secrets/pem-cert?{API}"))
+        .await
+        .json();
     assert!(s["id"].as_str().unwrap().ends_with(&version));
     assert_eq!(s["contentType"], "application/x-pem-file");
     let value = s["value"].as_str().unwrap();
@@ -129,7 +194,10 @@ async fn pem_certificate_backing_secret_holds_key_and_chain() {
     assert_eq!(cert_b64, c["cer"].as_str().unwrap());
     // A PEM secret cannot be converted to PFX.
     let r = env
-        .get_as_app("kv-conformance", &format!("/secrets/pem-cert?{API}&outContentType=application/x-pkcs12"))
+        .get_as_app(
+            "kv-conformance",
+            &format!("/secrets/pem-cert?{API}&outContentType=application/x-pkcs12"),
+        )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
@@ -137,10 +205,20 @@ async fn pem_certificate_backing_secret_holds_key_and_chain() {
 #[tokio::test]
 async fn renewing_a_certificate_adds_a_version_to_all_three_objects() {
     let env = start().await;
-    let v2 = env.emu.add_certificate_version("kv-conformance", "pfx-cert", None).unwrap();
+    let v2 = env
+        .emu
+        .add_certificate_version("kv-conformance", "pfx-cert", None)
+        .unwrap();
     for coll in ["certificates", "keys", "secrets"] {
-        let j = env.get_as_app("kv-conformance", &format!("/{coll}/pfx-cert?{API}")).await.json();
-        let id = j["id"].as_str().or(j["key"]["kid"].as_str()).unwrap().to_string();
+        let j = env
+            .get_as_app("kv-conformance", &format!("/{coll}/pfx-cert?{API}"))
+            .await
+            .json();
+        let id = j["id"]
+            .as_str()
+            .or(j["key"]["kid"].as_str())
+            .unwrap()
+            .to_string();
         assert!(id.ends_with(&v2), "{coll}: {id}");
     }
 }

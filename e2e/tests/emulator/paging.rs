@@ -10,7 +10,10 @@ async fn versions_page_with_maxresults_and_a_quirky_next_link() {
     let env = start().await;
     let port = env.emu.https_addr().port();
     let token = env.token("app-sp");
-    let mut url = env.url("kv-conformance", &format!("/secrets/rotating/versions?{API}&maxresults=2"));
+    let mut url = env.url(
+        "kv-conformance",
+        &format!("/secrets/rotating/versions?{API}&maxresults=2"),
+    );
     let mut pages = 0;
     let mut items: Vec<Value> = Vec::new();
     loop {
@@ -24,7 +27,9 @@ async fn versions_page_with_maxresults_and_a_quirky_next_link() {
         match &j["nextLink"] {
             Value::Null => break,
             Value::String(next) => {
-                let prefix = format!("https://kv-conformance.vault.azure.net:{port}/secrets/rotating/versions?api-version=7.2&$skiptoken=");
+                let prefix = format!(
+                    "https://kv-conformance.vault.azure.net:{port}/secrets/rotating/versions?api-version=7.2&$skiptoken="
+                );
                 assert!(next.starts_with(&prefix), "{next}");
                 assert!(next.ends_with("&maxresults=2"), "{next}");
                 // Follow it with our own api-version, as the SDKs do.
@@ -36,16 +41,25 @@ async fn versions_page_with_maxresults_and_a_quirky_next_link() {
     }
     assert_eq!(pages, 3);
     let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
-    let versions: Vec<&str> = ids.iter().map(|id| id.rsplit('/').next().unwrap()).collect();
-    assert_eq!(versions, [
-        "00000000000000000000000000000001",
-        "00000000000000000000000000000002",
-        "00000000000000000000000000000003",
-        "00000000000000000000000000000004",
-        "00000000000000000000000000000005",
-    ]);
+    let versions: Vec<&str> = ids
+        .iter()
+        .map(|id| id.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            "00000000000000000000000000000001",
+            "00000000000000000000000000000002",
+            "00000000000000000000000000000003",
+            "00000000000000000000000000000004",
+            "00000000000000000000000000000005",
+        ]
+    );
     for item in &items {
-        assert!(item.get("value").is_none(), "list items carry no value: {item}");
+        assert!(
+            item.get("value").is_none(),
+            "list items carry no value: {item}"
+        );
         assert!(item["attributes"]["created"].is_i64());
     }
     assert_eq!(items[2]["attributes"]["enabled"], false);
@@ -56,14 +70,23 @@ async fn versions_page_with_maxresults_and_a_quirky_next_link() {
 async fn default_page_is_25() {
     let env = start().await;
     for i in 0..27 {
-        env.emu.set_secret("kv-demo", "many", &format!("v{i}")).unwrap();
+        env.emu
+            .set_secret("kv-demo", "many", &format!("v{i}"))
+            .unwrap();
     }
-    let r = env.get_as_app("kv-demo", &format!("/secrets/many/versions?{API}")).await;
+    let r = env
+        .get_as_app("kv-demo", &format!("/secrets/many/versions?{API}"))
+        .await;
     let j = r.json();
     assert_eq!(j["value"].as_array().unwrap().len(), 25);
     let next = j["nextLink"].as_str().unwrap();
     assert!(!next.contains("maxresults"), "{next}");
-    let r = env.get_url(&next.replace("api-version=7.2", API), Some(&env.token("app-sp"))).await;
+    let r = env
+        .get_url(
+            &next.replace("api-version=7.2", API),
+            Some(&env.token("app-sp")),
+        )
+        .await;
     let j = r.json();
     assert_eq!(j["value"].as_array().unwrap().len(), 2);
     assert!(j["nextLink"].is_null());
@@ -73,13 +96,25 @@ async fn default_page_is_25() {
 async fn out_of_range_maxresults_and_bad_skiptoken_are_400() {
     let env = start().await;
     for bad in ["0", "26", "x"] {
-        let r = env.get_as_app("kv-demo", &format!("/secrets/sql-password/versions?{API}&maxresults={bad}")).await;
+        let r = env
+            .get_as_app(
+                "kv-demo",
+                &format!("/secrets/sql-password/versions?{API}&maxresults={bad}"),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "maxresults={bad}");
         assert_eq!(r.kv_error().0, "BadParameter");
     }
-    let r = env.get_as_app("kv-demo", &format!("/secrets/sql-password/versions?{API}&$skiptoken=bm9wZQ")).await;
+    let r = env
+        .get_as_app(
+            "kv-demo",
+            &format!("/secrets/sql-password/versions?{API}&$skiptoken=bm9wZQ"),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = env.get_as_app("kv-demo", &format!("/secrets/nope/versions?{API}")).await;
+    let r = env
+        .get_as_app("kv-demo", &format!("/secrets/nope/versions?{API}"))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.kv_error().0, "SecretNotFound");
 }
@@ -87,17 +122,32 @@ async fn out_of_range_maxresults_and_bad_skiptoken_are_400() {
 #[tokio::test]
 async fn key_and_certificate_versions_list() {
     let env = start().await;
-    let j = env.get_as_app("kv-conformance", &format!("/keys/rsa-key/versions?{API}")).await.json();
+    let j = env
+        .get_as_app("kv-conformance", &format!("/keys/rsa-key/versions?{API}"))
+        .await
+        .json();
     let items = j["value"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert!(items[0]["kid"].as_str().unwrap().contains("/keys/rsa-key/"));
     assert!(j["nextLink"].is_null());
-    let j = env.get_as_app("kv-conformance", &format!("/certificates/pfx-cert/versions?{API}")).await.json();
+    let j = env
+        .get_as_app(
+            "kv-conformance",
+            &format!("/certificates/pfx-cert/versions?{API}"),
+        )
+        .await
+        .json();
     let items = j["value"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["x5t"].as_str().unwrap().len(), 27);
     // The backing secret shows up as managed in secret listings.
-    let j = env.get_as_app("kv-conformance", &format!("/secrets/pfx-cert/versions?{API}")).await.json();
+    let j = env
+        .get_as_app(
+            "kv-conformance",
+            &format!("/secrets/pfx-cert/versions?{API}"),
+        )
+        .await
+        .json();
     assert_eq!(j["value"][0]["managed"], true);
     assert_eq!(j["value"][0]["contentType"], "application/x-pkcs12");
 }
