@@ -1,0 +1,22 @@
+//! `secretfs-csi`: the CSI v1 Identity and Node services of a node-only,
+//! ephemeral-volume plugin, over a [`VolumeManager`] trait, on a Unix
+//! socket. It knows nothing of FUSE, vaults or Kubernetes objects.
+
+pub mod manager;
+pub mod node;
+pub mod server;
+
+pub mod proto {
+    //! Generated from `proto/*.proto`.
+    #![allow(missing_docs, clippy::all, missing_debug_implementations)]
+    pub mod csi {
+        tonic::include_proto!("csi.v1");
+    }
+}
+
+pub use manager::{
+    ErrorCode, PublishRequest, Readiness, SecretMap, UnpublishRequest, VolumeContext, VolumeError,
+    VolumeManager, keys,
+};
+pub use node::{IdentityService, NodeService};
+pub use server::{ServerError, bind, serve, services, socket_path};
