@@ -74,6 +74,12 @@ impl PartialEq for SecretBytes {
 
 impl Eq for SecretBytes {}
 
+impl Default for SecretBytes {
+    fn default() -> Self {
+        Self(Box::default())
+    }
+}
+
 impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretBytes(<redacted {} bytes>)", self.0.len())

@@ -52,47 +52,13 @@ impl fmt::Debug for SecretString {
     }
 }
 
-/// File contents or other secret bytes.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct SecretBytes(Zeroizing<Vec<u8>>);
-
-impl SecretBytes {
-    /// Takes ownership of `value`; its buffer is zeroized when dropped.
-    pub fn new(value: Vec<u8>) -> Self {
-        SecretBytes(Zeroizing::new(value))
-    }
-
-    /// The bytes. Do not log them.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// The number of bytes (not secret: file sizes are visible to readers).
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl From<Vec<u8>> for SecretBytes {
-    fn from(value: Vec<u8>) -> Self {
-        SecretBytes::new(value)
-    }
-}
+/// File contents or other secret bytes: the file system's own type, so
+/// fetched bytes reach a volume without another copy.
+pub use secretfs_fuse::SecretBytes;
 
 impl From<SecretString> for SecretBytes {
     fn from(value: SecretString) -> Self {
         SecretBytes::new(value.expose().as_bytes().to_vec())
-    }
-}
-
-impl fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretBytes(<redacted {} bytes>)", self.0.len())
     }
 }
 
