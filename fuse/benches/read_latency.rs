@@ -103,7 +103,8 @@ fn torn_share(fs: &Fs, replaces: usize) -> (usize, usize) {
     let reads = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = (0..4)
         .map(|_| {
-            let (path, stop, torn, reads) = (path.clone(), stop.clone(), torn.clone(), reads.clone());
+            let (path, stop, torn, reads) =
+                (path.clone(), stop.clone(), torn.clone(), reads.clone());
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 8192];
                 while !stop.load(Ordering::Relaxed) {
@@ -136,7 +137,11 @@ fn torn_share(fs: &Fs, replaces: usize) -> (usize, usize) {
 
 /// Lengths vary between replaces (that is what exposes tearing).
 fn len_of(version: usize) -> usize {
-    if version == 0 { 1024 } else { 100 + (version * 7919) % 3000 }
+    if version == 0 {
+        1024
+    } else {
+        100 + (version * 7919) % 3000
+    }
 }
 
 fn main() {
@@ -172,17 +177,31 @@ fn main() {
             dir: tmpfs_dir.clone(),
             mounted: None,
         },
-        secretfs("secretfs page-cache", root.path().join("pc"), ReadMode::PageCache, &rt),
-        secretfs("secretfs atomic", root.path().join("atomic"), ReadMode::Atomic, &rt),
+        secretfs(
+            "secretfs page-cache",
+            root.path().join("pc"),
+            ReadMode::PageCache,
+            &rt,
+        ),
+        secretfs(
+            "secretfs atomic",
+            root.path().join("atomic"),
+            ReadMode::Atomic,
+            &rt,
+        ),
     ];
 
     let mut buf = vec![0u8; 128 * 1024];
-    println!(
-        "open+read+close, {warm_n} warm and {replace_n} after-replace samples per row (µs)\n"
-    );
+    println!("open+read+close, {warm_n} warm and {replace_n} after-replace samples per row (µs)\n");
     println!(
         "{:<22} {:>5} {:>9} {:>9} {:>13} {:>13} {:>14}",
-        "file system", "file", "warm p50", "warm p99", "replace p50", "replace p99", "requests/warm"
+        "file system",
+        "file",
+        "warm p50",
+        "warm p99",
+        "replace p50",
+        "replace p99",
+        "requests/warm"
     );
     let mut baseline = std::collections::HashMap::new();
     let mut ratios = Vec::new();
@@ -192,8 +211,15 @@ fn main() {
             for _ in 0..200 {
                 open_read_close(&path, &mut buf);
             }
-            let before = fs.mounted.as_ref().map(|m| m.volume().core().counters().snapshot());
-            let warm = stats((0..warm_n).map(|_| open_read_close(&path, &mut buf)).collect());
+            let before = fs
+                .mounted
+                .as_ref()
+                .map(|m| m.volume().core().counters().snapshot());
+            let warm = stats(
+                (0..warm_n)
+                    .map(|_| open_read_close(&path, &mut buf))
+                    .collect(),
+            );
             let requests = match (&fs.mounted, before) {
                 (Some(m), Some(b)) => {
                     let after = m.volume().core().counters().snapshot();

@@ -57,17 +57,28 @@ struct Model {
 
 impl Model {
     fn is_dir(&self, path: &str) -> bool {
-        path.is_empty() || self.files.keys().any(|f| f.starts_with(&format!("{path}/")))
+        path.is_empty()
+            || self
+                .files
+                .keys()
+                .any(|f| f.starts_with(&format!("{path}/")))
     }
 
     fn can_add(&self, path: &str) -> bool {
         !self.files.contains_key(path)
             && !self.is_dir(path)
-            && !self.files.keys().any(|f| path.starts_with(&format!("{f}/")))
+            && !self
+                .files
+                .keys()
+                .any(|f| path.starts_with(&format!("{f}/")))
     }
 
     fn children(&self, dir: &str) -> Vec<String> {
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let mut names: Vec<String> = self
             .files
             .keys()
@@ -117,7 +128,11 @@ fn run(ops: Vec<Op>) {
             }
             Op::Remove(p) => {
                 let result = volume.remove(&p);
-                assert_eq!(result.is_ok(), model.files.remove(&p).is_some(), "remove {p}");
+                assert_eq!(
+                    result.is_ok(),
+                    model.files.remove(&p).is_some(),
+                    "remove {p}"
+                );
             }
             Op::Replace(p, b) => {
                 let result = volume.replace(&p, Arc::new(SecretBytes::from_slice(&b)));
@@ -141,8 +156,12 @@ fn run(ops: Vec<Op>) {
             Op::Readdir(p) => {
                 let listed = walk(&volume, &p).and_then(|(ino, _)| volume.core().readdir(ino, 0));
                 if model.is_dir(&p) {
-                    let names: Vec<String> =
-                        listed.unwrap().into_iter().skip(2).map(|e| e.name).collect();
+                    let names: Vec<String> = listed
+                        .unwrap()
+                        .into_iter()
+                        .skip(2)
+                        .map(|e| e.name)
+                        .collect();
                     assert_eq!(names, model.children(&p), "listing of {p:?}");
                 } else {
                     assert!(listed.is_err(), "{p} is not a directory");
