@@ -10,13 +10,15 @@
 //! - [`SecretString`]/[`SecretBytes`]: zeroizing holders with a redacting `Debug`
 //!   for tokens, client secrets and file contents.
 //!
-//! The `Provider` trait that sits on top of these is designed separately.
+//! - [`Provider`] (in `api.rs`): what the volume manager asks of a provider.
 
+mod api;
 pub mod azure;
 mod error;
 mod plan;
 mod secret;
 
+pub use api::{MountError, MountRequest, MountResponse, MountedFile, ObjectVersion, PodRef, Provider};
 pub use error::{ErrorKind, ObjectError, ObjectErrors};
 pub use plan::{
     FileMode, MAX_FILE_NAME_LEN, MAX_PATH_LEN, PathError, Plan, PlanError, PlannedFile,

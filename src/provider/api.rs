@@ -1,0 +1,135 @@
+//! The `Provider` trait: what the volume manager asks of a vault provider.
+//!
+//! A provider turns a SecretProviderClass's parameters plus the pod's
+//! identity into the files of one volume. Built-in providers (Azure) fetch
+//! through the shared, identity-keyed cache; external providers speak the
+//! upstream provider protocol. Rotation calls `mount` again for a mounted
+//! volume with the versions it currently shows, and swaps only the files
+//! whose bytes changed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use secretfs_csi::SecretMap;
+
+use super::{ErrorKind, FileMode, ObjectErrors, SecretBytes, SecretString};
+
+/// The pod a volume is for (kubelet's `podInfoOnMount` keys).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodRef {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub service_account: String,
+}
+
+/// One object's id and version, as upstream reports them
+/// (`secret/sql-password` → `c55925c29c6743dcb9bb4bf091be03b0`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectVersion {
+    pub id: String,
+    pub version: String,
+}
+
+/// Everything a provider gets for one mount (or one rotation check).
+#[derive(Clone)]
+pub struct MountRequest {
+    /// `SecretProviderClass.spec.parameters`, exactly as written. Volume
+    /// attributes never override them.
+    pub parameters: BTreeMap<String, String>,
+    pub pod: PodRef,
+    /// The service-account tokens JSON from kubelet
+    /// (`csi.storage.k8s.io/serviceAccount.tokens`, or the request secrets
+    /// on Kubernetes ≥ 1.35), if any.
+    pub service_account_tokens: Option<SecretString>,
+    /// `NodePublishVolumeRequest.secrets` (the nodePublishSecretRef data).
+    pub secrets: SecretMap,
+    /// Mode for files whose object sets no `filePermission`.
+    pub default_mode: FileMode,
+    /// What the volume shows now (empty on the first mount).
+    pub current: Vec<ObjectVersion>,
+    /// This node's name.
+    pub node_name: String,
+}
+
+impl fmt::Debug for MountRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MountRequest")
+            .field("parameters", &self.parameters)
+            .field("pod", &self.pod)
+            .field(
+                "service_account_tokens",
+                &self.service_account_tokens.as_ref().map(|_| "<redacted>"),
+            )
+            .field("secrets", &self.secrets)
+            .field("default_mode", &self.default_mode)
+            .field("current", &self.current)
+            .finish()
+    }
+}
+
+/// One file of a mounted volume.
+#[derive(Debug, Clone)]
+pub struct MountedFile {
+    /// Relative path, checked by the plan rules.
+    pub path: String,
+    pub mode: FileMode,
+    pub contents: Arc<SecretBytes>,
+    /// The object this file shows (`ObjectVersion::id`).
+    pub object_id: String,
+}
+
+/// What a provider returns.
+#[derive(Debug, Clone, Default)]
+pub struct MountResponse {
+    pub files: Vec<MountedFile>,
+    /// One per object, sorted by id (written to the pod status).
+    pub versions: Vec<ObjectVersion>,
+    /// Things the user should be told (deprecated settings, chain order…);
+    /// the driver turns them into events and log lines. No secrets.
+    pub warnings: Vec<String>,
+}
+
+/// Why a mount failed: a configuration problem, or the objects that could
+/// not be fetched (all of them, not just the first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountError {
+    /// Parameters, identity or request problems: the message names the
+    /// field and the fix.
+    #[error("{message}")]
+    Config { kind: ErrorKind, message: String },
+    /// One or more objects failed (never empty).
+    #[error("{0}")]
+    Objects(ObjectErrors),
+}
+
+impl MountError {
+    pub fn config(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::Config {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The kind that decides the gRPC code and metric label: for several
+    /// objects, the least retryable one.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Config { kind, .. } => *kind,
+            Self::Objects(errors) => errors.kind().unwrap_or(ErrorKind::Transient),
+        }
+    }
+}
+
+/// A vault provider.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// The `spec.provider` name it serves (`azure`).
+    fn name(&self) -> &str;
+
+    /// Validates the parameters, authenticates as the pod's identity and
+    /// returns the volume's files. Must not return partial results: either
+    /// every required object, or an error naming every failing one.
+    async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError>;
+}
