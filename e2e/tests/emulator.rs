@@ -18,5 +18,7 @@ mod imds;
 mod keys_certificates;
 #[path = "emulator/paging.rs"]
 mod paging;
+#[path = "emulator/rust_sdk.rs"]
+mod rust_sdk;
 #[path = "emulator/secrets.rs"]
 mod secrets;
