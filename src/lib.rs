@@ -6,6 +6,8 @@ pub mod cli;
 pub mod demo;
 pub mod logging;
 pub mod provider;
+pub mod spc;
+pub mod volume;
 
 pub use cli::{Cli, Command};
 

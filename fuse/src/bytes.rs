@@ -10,6 +10,7 @@ use zeroize::Zeroize;
 /// length, and there is no `Display`. Contents are shared between volumes as
 /// `Arc<SecretBytes>`, so a replaced value is wiped when its last reader lets
 /// go of it.
+#[derive(Default)]
 pub struct SecretBytes(Box<[u8]>);
 
 impl SecretBytes {
@@ -74,11 +75,6 @@ impl PartialEq for SecretBytes {
 
 impl Eq for SecretBytes {}
 
-impl Default for SecretBytes {
-    fn default() -> Self {
-        Self(Box::default())
-    }
-}
 
 impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

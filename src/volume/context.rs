@@ -1,0 +1,225 @@
+//! Reading a NodePublishVolume: who the pod is, which class it names, its
+//! tokens, and whether the target path is really this pod's.
+
+use std::path::{Component, Path};
+
+use secretfs_csi::{ErrorCode, PublishRequest, VolumeError, keys};
+
+use crate::provider::{PodRef, SecretString};
+
+/// Volume-context keys a pod spec may set. Everything else is refused:
+/// provider parameters come only from the SecretProviderClass, so a pod
+/// cannot point a class at another vault or identity.
+const POD_KEYS: [&str; 2] = [keys::SECRET_PROVIDER_CLASS, "providerName"];
+
+/// What the publish flow needs from the request.
+#[derive(Debug, Clone)]
+pub struct PublishContext {
+    pub pod: PodRef,
+    /// The SecretProviderClass name, in the pod's namespace.
+    pub class: String,
+    pub tokens: Option<SecretString>,
+}
+
+fn missing(key: &str, fix: &str) -> VolumeError {
+    VolumeError::new(
+        ErrorCode::InvalidArgument,
+        "PodInfoMissing",
+        format!("{key} is missing from the volume context: {fix}"),
+    )
+}
+
+/// Checks the volume context and the target path of `request`.
+pub fn read(request: &PublishRequest) -> Result<PublishContext, VolumeError> {
+    let ctx = &request.volume_context;
+    for (key, _) in ctx.iter() {
+        if !key.starts_with("csi.storage.k8s.io/") && !POD_KEYS.contains(&key) {
+            return Err(VolumeError::new(
+                ErrorCode::InvalidArgument,
+                "VolumeAttributeNotAllowed",
+                format!(
+                    "volume attribute {key:?} is not allowed: provider parameters come only from the \
+                     SecretProviderClass; move it to spec.parameters of the class and keep only \
+                     secretProviderClass in the pod's volumeAttributes"
+                ),
+            ));
+        }
+    }
+    let pod_info = "the CSIDriver must set podInfoOnMount: true (the secretfs chart does)";
+    let get = |key: &str| ctx.get(key).filter(|v| !v.is_empty());
+    let pod = PodRef {
+        name: get(keys::POD_NAME)
+            .ok_or_else(|| missing(keys::POD_NAME, pod_info))?
+            .to_owned(),
+        namespace: get(keys::POD_NAMESPACE)
+            .ok_or_else(|| missing(keys::POD_NAMESPACE, pod_info))?
+            .to_owned(),
+        uid: get(keys::POD_UID)
+            .ok_or_else(|| missing(keys::POD_UID, pod_info))?
+            .to_owned(),
+        service_account: get(keys::SERVICE_ACCOUNT_NAME)
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let class = get(keys::SECRET_PROVIDER_CLASS)
+        .ok_or_else(|| {
+            missing(
+                keys::SECRET_PROVIDER_CLASS,
+                "set volumeAttributes.secretProviderClass on the pod's csi volume to the name of a SecretProviderClass in its namespace",
+            )
+        })?
+        .to_owned();
+    check_target(&request.target_path, &pod.uid)?;
+    // Kubernetes ≥ 1.35 may put the tokens in the request secrets instead.
+    let tokens = request
+        .secrets
+        .get(keys::SERVICE_ACCOUNT_TOKENS)
+        .or_else(|| ctx.get(keys::SERVICE_ACCOUNT_TOKENS))
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from);
+    Ok(PublishContext { pod, class, tokens })
+}
+
+/// The target must be `…/pods/<pod uid>/volumes/kubernetes.io~csi/<name>/mount`
+/// with the uid of the pod in the request (upstream's CVE-2020-8568 rule).
+pub fn check_target(target: &Path, pod_uid: &str) -> Result<(), VolumeError> {
+    let names: Vec<&str> = target
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => n.to_str(),
+            _ => None,
+        })
+        .collect();
+    let clean = target.is_absolute()
+        && !target
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir));
+    let shape = match names.as_slice() {
+        [
+            ..,
+            "pods",
+            uid,
+            "volumes",
+            "kubernetes.io~csi",
+            volume,
+            "mount",
+        ] if !volume.is_empty() => Some(*uid),
+        _ => None,
+    };
+    match shape {
+        Some(uid) if clean && uid == pod_uid => Ok(()),
+        _ => Err(VolumeError::new(
+            ErrorCode::InvalidArgument,
+            "UnexpectedTargetPath",
+            format!(
+                "target path {target:?} is not a volume of pod {pod_uid}: expected \
+                 <kubelet dir>/pods/{pod_uid}/volumes/kubernetes.io~csi/<volume>/mount"
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secretfs_csi::{SecretMap, VolumeContext};
+
+    const UID: &str = "0d5cb5a2-1f6b-4d8c-9a57-4f0c3e2b1a90";
+
+    fn target() -> String {
+        format!("/var/lib/kubelet/pods/{UID}/volumes/kubernetes.io~csi/secrets-store-inline/mount")
+    }
+
+    fn request(extra: &[(&str, &str)]) -> PublishRequest {
+        let mut ctx = vec![
+            (keys::POD_NAME, "nginx-secrets-store-inline"),
+            (keys::POD_NAMESPACE, "default"),
+            (keys::POD_UID, UID),
+            (keys::SERVICE_ACCOUNT_NAME, "default"),
+            (keys::EPHEMERAL, "true"),
+            (keys::SECRET_PROVIDER_CLASS, "azure-kvname"),
+        ];
+        ctx.extend_from_slice(extra);
+        PublishRequest {
+            volume_id: "csi-1".into(),
+            target_path: target().into(),
+            volume_context: VolumeContext::new(
+                ctx.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())),
+            ),
+            secrets: SecretMap::default(),
+            mount_group: None,
+            mount_flags: vec![],
+        }
+    }
+
+    #[test]
+    fn the_seed_pod_reads_fine() {
+        let ctx = read(&request(&[])).unwrap();
+        assert_eq!(ctx.pod.name, "nginx-secrets-store-inline");
+        assert_eq!(ctx.pod.namespace, "default");
+        assert_eq!(ctx.class, "azure-kvname");
+        assert!(ctx.tokens.is_none());
+    }
+
+    #[test]
+    fn pod_attributes_cannot_set_provider_parameters() {
+        for key in ["keyvaultName", "clientID", "objects", "tenantId"] {
+            let err = read(&request(&[(key, "evil")])).unwrap_err();
+            assert_eq!(err.error_type, "VolumeAttributeNotAllowed");
+            assert!(
+                err.message.contains(key) && err.message.contains("SecretProviderClass"),
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn missing_pod_info_names_the_key_and_the_fix() {
+        let mut req = request(&[]);
+        req.volume_context = VolumeContext::new(
+            req.volume_context
+                .iter()
+                .filter(|(k, _)| *k != keys::POD_UID)
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
+        let err = read(&req).unwrap_err();
+        assert!(
+            err.message.contains("pod.uid") && err.message.contains("podInfoOnMount"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn tokens_come_from_secrets_first_then_the_context() {
+        let mut req = request(&[(keys::SERVICE_ACCOUNT_TOKENS, "{\"from\":\"context\"}")]);
+        assert_eq!(
+            read(&req).unwrap().tokens.unwrap().expose(),
+            "{\"from\":\"context\"}"
+        );
+        req.secrets = SecretMap::new([(
+            keys::SERVICE_ACCOUNT_TOKENS.to_owned(),
+            "{\"from\":\"secrets\"}".to_owned(),
+        )]);
+        assert_eq!(
+            read(&req).unwrap().tokens.unwrap().expose(),
+            "{\"from\":\"secrets\"}"
+        );
+    }
+
+    #[test]
+    fn the_target_must_belong_to_the_pod() {
+        assert!(check_target(Path::new(&target()), UID).is_ok());
+        for bad in [
+            "/var/lib/kubelet/pods/other-uid/volumes/kubernetes.io~csi/v/mount".to_owned(),
+            format!("/var/lib/kubelet/pods/{UID}/volumes/kubernetes.io~csi/v/mount/../../x/mount"),
+            format!("/var/lib/kubelet/pods/{UID}/volumes/kubernetes.io~empty-dir/v/mount"),
+            format!("pods/{UID}/volumes/kubernetes.io~csi/v/mount"),
+            "/etc".to_owned(),
+        ] {
+            let err = check_target(Path::new(&bad), UID).unwrap_err();
+            assert_eq!(err.error_type, "UnexpectedTargetPath", "{bad}");
+        }
+    }
+}

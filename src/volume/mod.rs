@@ -1,0 +1,322 @@
+//! The volume manager: NodePublishVolume and NodeUnpublishVolume for
+//! secretfs volumes (DESIGN.md, "Data flow").
+//!
+//! Publish: read the request (pod, class, tokens, target path) → load the
+//! SecretProviderClass from the pod's namespace → the provider authenticates
+//! as the pod and returns the files → mount them read-only with the pod's
+//! fsGroup. A publish of a target that is already mounted (kubelet's
+//! periodic republish) only refreshes the pod's tokens. Unpublish unmounts
+//! and removes the directory; it succeeds for unknown targets.
+
+mod context;
+mod errors;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use secretfs_csi::{
+    ErrorCode, PublishRequest, Readiness, UnpublishRequest, VolumeError, VolumeManager,
+};
+use secretfs_fuse::{
+    Content, FS_TYPE, FileSpec, MountOptions, MountedVolume, ReadMode, VolumeId, VolumeSpec,
+};
+use tokio::sync::Mutex;
+
+use crate::provider::{FileMode, MountRequest, ObjectVersion, Provider};
+use crate::spc::SpcSource;
+
+pub use context::{PublishContext, check_target};
+
+/// Settings of the volume manager.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// This node's name (`--nodeid`).
+    pub node_name: String,
+    pub read_mode: ReadMode,
+}
+
+/// One published volume.
+struct Published {
+    mounted: MountedVolume,
+    /// What the provider was last asked, with the newest tokens; rotation
+    /// asks again with it.
+    request: MountRequest,
+    versions: Vec<ObjectVersion>,
+}
+
+/// Per-target slot: operations on one target run one at a time; different
+/// targets run in parallel.
+type Slot = Arc<Mutex<Option<Published>>>;
+
+/// The volume manager.
+pub struct Driver {
+    config: DriverConfig,
+    classes: Arc<dyn SpcSource>,
+    providers: BTreeMap<String, Arc<dyn Provider>>,
+    targets: std::sync::Mutex<HashMap<PathBuf, Slot>>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("config", &self.config)
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    pub fn new(
+        config: DriverConfig,
+        classes: Arc<dyn SpcSource>,
+        providers: impl IntoIterator<Item = Arc<dyn Provider>>,
+    ) -> Self {
+        Self {
+            config,
+            classes,
+            providers: providers
+                .into_iter()
+                .map(|p| (p.name().to_owned(), p))
+                .collect(),
+            targets: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, target: &Path) -> Slot {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        targets.entry(target.to_owned()).or_default().clone()
+    }
+
+    /// Target paths of the volumes mounted now.
+    pub async fn published(&self) -> Vec<PathBuf> {
+        let slots: Vec<(PathBuf, Slot)> = {
+            let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+            targets
+                .iter()
+                .map(|(p, s)| (p.clone(), s.clone()))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (path, slot) in slots {
+            if slot.lock().await.is_some() {
+                out.push(path);
+            }
+        }
+        out.sort();
+        out
+    }
+
+    async fn publish_new(
+        &self,
+        request: &PublishRequest,
+        ctx: PublishContext,
+    ) -> Result<Published, VolumeError> {
+        let class = self
+            .classes
+            .get(&ctx.pod.namespace, &ctx.class)
+            .await
+            .map_err(|e| {
+                VolumeError::new(
+                    ErrorCode::Unavailable,
+                    "SecretProviderClassUnavailable",
+                    e.to_string(),
+                )
+            })?
+            .ok_or_else(|| errors::class_not_found(&ctx.pod.namespace, &ctx.class))?;
+        let spec = class.spec;
+        let provider = self.providers.get(&spec.provider).cloned().ok_or_else(|| {
+            errors::unknown_provider(&ctx.class, &spec.provider, self.providers.keys())
+        })?;
+
+        // Files are readable by the pod's fsGroup, not by everyone.
+        let (gid, default_mode) = match request.mount_group {
+            Some(group) => (group, FileMode::new(0o640).unwrap_or_default()),
+            None => (0, FileMode::DEFAULT),
+        };
+        let mount_request = MountRequest {
+            parameters: spec.parameters,
+            pod: ctx.pod,
+            service_account_tokens: ctx.tokens,
+            secrets: request.secrets.clone(),
+            default_mode,
+            current: Vec::new(),
+            node_name: self.config.node_name.clone(),
+        };
+        let response = provider
+            .mount(&mount_request)
+            .await
+            .map_err(|e| errors::provider_failed(&ctx.class, &e))?;
+        for warning in &response.warnings {
+            tracing::warn!(pod = %mount_request.pod.name, namespace = %mount_request.pod.namespace, class = %ctx.class, "{warning}");
+        }
+
+        let files = response
+            .files
+            .iter()
+            .map(|f| {
+                FileSpec::new(
+                    &f.path,
+                    f.mode.bits(),
+                    0,
+                    gid,
+                    Content::Ready(f.contents.clone()),
+                )
+                .map_err(|e| {
+                    VolumeError::new(
+                        ErrorCode::InvalidArgument,
+                        "FileWriteError",
+                        format!("object {}: {e}", f.object_id),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let spec = VolumeSpec {
+            id: VolumeId::new(&request.volume_id),
+            dir_uid: 0,
+            dir_gid: gid,
+            files,
+        };
+        let target = request.target_path.clone();
+        let options = MountOptions {
+            read_mode: self.config.read_mode,
+            ..MountOptions::default()
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let mounted = tokio::task::spawn_blocking(move || -> Result<MountedVolume, VolumeError> {
+            std::fs::create_dir_all(&target).map_err(|e| {
+                VolumeError::new(
+                    ErrorCode::Internal,
+                    "FailedToEnsureMountPoint",
+                    format!("cannot create target path {target:?}: {e}"),
+                )
+            })?;
+            MountedVolume::mount(spec, &target, &options, runtime).map_err(|e| {
+                VolumeError::new(
+                    ErrorCode::Internal,
+                    "FailedToMount",
+                    format!("mounting {target:?} failed: {e}"),
+                )
+            })
+        })
+        .await
+        .map_err(|e| {
+            VolumeError::new(
+                ErrorCode::Internal,
+                "FailedToMount",
+                format!("mount task failed: {e}"),
+            )
+        })??;
+        Ok(Published {
+            mounted,
+            request: mount_request,
+            versions: response.versions,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl VolumeManager for Driver {
+    async fn publish(&self, request: PublishRequest) -> Result<(), VolumeError> {
+        let ctx = context::read(&request)?;
+        let slot = self.slot(&request.target_path);
+        let mut published = slot.lock().await;
+        if let Some(existing) = published.as_mut() {
+            // Kubelet's periodic republish: fresh tokens, no remount, no
+            // vault call (rotation runs on its own schedule).
+            if existing.request.pod.uid != ctx.pod.uid {
+                return Err(VolumeError::new(
+                    ErrorCode::FailedPrecondition,
+                    "UnexpectedTargetPath",
+                    format!(
+                        "target path {:?} is already mounted for another pod",
+                        request.target_path
+                    ),
+                ));
+            }
+            existing.request.service_account_tokens = ctx.tokens;
+            existing.request.secrets = request.secrets;
+            tracing::debug!(target = ?request.target_path, "republish: tokens refreshed");
+            return Ok(());
+        }
+        let new = self.publish_new(&request, ctx).await?;
+        tracing::info!(
+            target = ?request.target_path,
+            pod = %new.request.pod.name,
+            namespace = %new.request.pod.namespace,
+            objects = new.versions.len(),
+            "published"
+        );
+        *published = Some(new);
+        Ok(())
+    }
+
+    async fn unpublish(&self, request: UnpublishRequest) -> Result<(), VolumeError> {
+        let slot = self.slot(&request.target_path);
+        let mut published = slot.lock().await;
+        let target = request.target_path.clone();
+        let taken = published.take();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), VolumeError> {
+            match taken {
+                Some(p) => p.mounted.unmount().map_err(|e| {
+                    VolumeError::new(
+                        ErrorCode::Internal,
+                        "FailedToUnmount",
+                        format!("unmounting {target:?} failed: {e}"),
+                    )
+                })?,
+                // Not ours (a previous process, or already gone): unmount a
+                // leftover secretfs mount, leave anything else alone.
+                None => unmount_stale(&target)?,
+            }
+            match std::fs::remove_dir(&target) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(VolumeError::new(
+                    ErrorCode::Internal,
+                    "FailedToCleanupMountPoint",
+                    format!("cannot remove target path {target:?}: {e}"),
+                )),
+            }
+        })
+        .await
+        .map_err(|e| {
+            VolumeError::new(
+                ErrorCode::Internal,
+                "FailedToUnmount",
+                format!("unmount task failed: {e}"),
+            )
+        })?;
+        drop(published);
+        if result.is_ok() {
+            let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+            targets.remove(&request.target_path);
+        }
+        result
+    }
+
+    async fn readiness(&self) -> Readiness {
+        self.classes.readiness().await
+    }
+}
+
+/// Unmounts `target` if it is a secretfs mount; anything else is left.
+fn unmount_stale(target: &Path) -> Result<(), VolumeError> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let wanted = target.to_string_lossy();
+    let ours = mounts.lines().any(|line| {
+        let mut fields = line.split(' ');
+        let (_, mount_point, fs_type) = (fields.next(), fields.next(), fields.next());
+        mount_point == Some(wanted.as_ref()) && fs_type == Some(FS_TYPE)
+    });
+    if !ours {
+        return Ok(());
+    }
+    rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH).map_err(|e| {
+        VolumeError::new(
+            ErrorCode::Internal,
+            "FailedToUnmount",
+            format!("unmounting stale {target:?} failed: {e}"),
+        )
+    })
+}

@@ -1,0 +1,312 @@
+//! The volume manager with real mounts and a fake provider: the publish
+//! flow, its errors (each a clear message and no mount), republish and
+//! unpublish. Needs root and /dev/fuse (SECRETFS_SKIP_FUSE_TESTS=1 skips).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use secretfs::provider::{
+    ErrorKind, MountError, MountRequest, MountResponse, MountedFile, ObjectError, ObjectErrors,
+    ObjectVersion, Provider, SecretBytes,
+};
+use secretfs::spc::SpcDir;
+use secretfs::volume::{Driver, DriverConfig};
+use secretfs_csi::{
+    ErrorCode, PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeManager, keys,
+};
+use secretfs_fuse::ReadMode;
+
+fn fuse_available() -> bool {
+    let ok = rustix::process::geteuid().is_root() && Path::new("/dev/fuse").exists();
+    if !ok && std::env::var_os("SECRETFS_SKIP_FUSE_TESTS").is_none() {
+        panic!("these tests need root and /dev/fuse; set SECRETFS_SKIP_FUSE_TESTS=1 to skip");
+    }
+    ok
+}
+
+/// Serves files named by parameters `file:<path>` with their values;
+/// parameter `fail` makes it fail with that kind.
+#[derive(Default)]
+struct FakeProvider {
+    calls: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Provider for FakeProvider {
+    fn name(&self) -> &str {
+        "fake"
+    }
+
+    async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(kind) = request.parameters.get("fail") {
+            let kind = match kind.as_str() {
+                "notfound" => ErrorKind::NotFound,
+                "denied" => ErrorKind::Denied,
+                _ => ErrorKind::Transient,
+            };
+            let errors: ObjectErrors = [ObjectError::new("secret/a", kind, "vault said no")]
+                .into_iter()
+                .collect();
+            return Err(MountError::Objects(errors));
+        }
+        let mut response = MountResponse::default();
+        for (key, value) in &request.parameters {
+            if let Some(path) = key.strip_prefix("file:") {
+                response.files.push(MountedFile {
+                    path: path.to_owned(),
+                    mode: request.default_mode,
+                    contents: Arc::new(SecretBytes::from_slice(value.as_bytes())),
+                    object_id: format!("secret/{path}"),
+                });
+                response.versions.push(ObjectVersion {
+                    id: format!("secret/{path}"),
+                    version: "1".into(),
+                });
+            }
+        }
+        Ok(response)
+    }
+}
+
+struct Setup {
+    driver: Driver,
+    provider: Arc<FakeProvider>,
+    kubelet: tempfile::TempDir,
+    _classes: tempfile::TempDir,
+}
+
+fn class(name: &str, provider: &str, parameters: &[(&str, &str)]) -> String {
+    let params: BTreeMap<&str, &str> = parameters.iter().copied().collect();
+    format!(
+        "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  provider: {provider}\n  parameters: {}\n---\n",
+        serde_json::to_string(&params).unwrap()
+    )
+}
+
+fn setup() -> Setup {
+    let classes = tempfile::tempdir().unwrap();
+    let manifests = [
+        class(
+            "ok",
+            "fake",
+            &[("file:SECRET_1", "s3cr3t"), ("file:db/pass", "hunter2")],
+        ),
+        class("denied", "fake", &[("fail", "denied")]),
+        class("elsewhere", "vault", &[]),
+    ]
+    .concat();
+    std::fs::write(classes.path().join("classes.yaml"), manifests).unwrap();
+    let provider = Arc::new(FakeProvider::default());
+    let driver = Driver::new(
+        DriverConfig {
+            node_name: "node-1".into(),
+            read_mode: ReadMode::Atomic,
+        },
+        Arc::new(SpcDir::new(classes.path())),
+        [provider.clone() as Arc<dyn Provider>],
+    );
+    Setup {
+        driver,
+        provider,
+        kubelet: tempfile::tempdir().unwrap(),
+        _classes: classes,
+    }
+}
+
+impl Setup {
+    fn target(&self, uid: &str) -> PathBuf {
+        self.kubelet.path().join(format!(
+            "pods/{uid}/volumes/kubernetes.io~csi/secrets-store-inline/mount"
+        ))
+    }
+
+    fn request(&self, uid: &str, class: &str) -> PublishRequest {
+        PublishRequest {
+            volume_id: format!("csi-{uid}"),
+            target_path: self.target(uid),
+            volume_context: VolumeContext::new(
+                [
+                    (keys::POD_NAME, "pod"),
+                    (keys::POD_NAMESPACE, "default"),
+                    (keys::POD_UID, uid),
+                    (keys::SERVICE_ACCOUNT_NAME, "default"),
+                    (keys::SECRET_PROVIDER_CLASS, class),
+                ]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+            ),
+            secrets: SecretMap::default(),
+            mount_group: Some(2000),
+            mount_flags: vec![],
+        }
+    }
+
+    async fn unpublish(&self, uid: &str) {
+        self.driver
+            .unpublish(UnpublishRequest {
+                volume_id: format!("csi-{uid}"),
+                target_path: self.target(uid),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+fn is_mounted(target: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(target.to_str().unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_mounts_the_files_with_the_pods_fs_group() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup();
+    s.driver.publish(s.request("uid-1", "ok")).await.unwrap();
+    let target = s.target("uid-1");
+    assert_eq!(std::fs::read(target.join("SECRET_1")).unwrap(), b"s3cr3t");
+    assert_eq!(std::fs::read(target.join("db/pass")).unwrap(), b"hunter2");
+    let meta = std::fs::metadata(target.join("SECRET_1")).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o777, meta.uid(), meta.gid()),
+        (0o640, 0, 2000)
+    );
+
+    // Without an fsGroup: root-owned, world-readable like upstream.
+    let mut plain = s.request("uid-2", "ok");
+    plain.mount_group = None;
+    s.driver.publish(plain).await.unwrap();
+    let meta = std::fs::metadata(s.target("uid-2").join("SECRET_1")).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o644, 0));
+
+    s.unpublish("uid-1").await;
+    s.unpublish("uid-2").await;
+    assert!(!is_mounted(&target));
+    assert!(!target.exists(), "unpublish removes the target directory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republish_neither_remounts_nor_asks_the_provider() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup();
+    s.driver.publish(s.request("uid-1", "ok")).await.unwrap();
+    let held = std::fs::File::open(s.target("uid-1").join("SECRET_1")).unwrap();
+    for _ in 0..3 {
+        s.driver.publish(s.request("uid-1", "ok")).await.unwrap();
+    }
+    assert_eq!(s.provider.calls.load(Ordering::SeqCst), 1);
+    let mut buf = [0u8; 6];
+    std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0).unwrap();
+    assert_eq!(&buf, b"s3cr3t", "the original mount still serves");
+    drop(held);
+    s.unpublish("uid-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublish_of_unknown_or_gone_targets_succeeds() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup();
+    s.unpublish("never-published").await;
+    s.driver.publish(s.request("uid-1", "ok")).await.unwrap();
+    s.unpublish("uid-1").await;
+    s.unpublish("uid-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_publishes_are_clear_errors_and_mount_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup();
+    let mut cases: Vec<(PublishRequest, ErrorCode, &str)> = vec![
+        (
+            s.request("u1", "missing"),
+            ErrorCode::NotFound,
+            "SecretProviderClass default/missing not found",
+        ),
+        (
+            s.request("u2", "elsewhere"),
+            ErrorCode::InvalidArgument,
+            "provider \"vault\"",
+        ),
+        (
+            s.request("u3", "denied"),
+            ErrorCode::PermissionDenied,
+            "vault said no",
+        ),
+    ];
+    let mut other_pod = s.request("u4", "ok");
+    other_pod.target_path = s.target("someone-else");
+    cases.push((
+        other_pod,
+        ErrorCode::InvalidArgument,
+        "is not a volume of pod u4",
+    ));
+    let mut override_attr = s.request("u5", "ok");
+    override_attr.volume_context = VolumeContext::new(
+        override_attr
+            .volume_context
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .chain([("keyvaultName".to_owned(), "evil".to_owned())]),
+    );
+    cases.push((override_attr, ErrorCode::InvalidArgument, "keyvaultName"));
+
+    for (request, code, message) in cases {
+        let target = request.target_path.clone();
+        let err = s.driver.publish(request).await.unwrap_err();
+        assert_eq!(err.code, code, "{}", err.message);
+        assert!(
+            err.message.contains(message),
+            "{message:?} not in {:?}",
+            err.message
+        );
+        assert!(!is_mounted(&target), "nothing mounted at {target:?}");
+    }
+    assert!(s.driver.published().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_pods_publish_concurrently_and_unpublish() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Arc::new(setup());
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(
+                async move { s.driver.publish(s.request(&format!("pod-{i}"), "ok")).await },
+            )
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(s.driver.published().await.len(), 100);
+    for i in 0..100 {
+        let target = s.target(&format!("pod-{i}"));
+        assert_eq!(std::fs::read(target.join("SECRET_1")).unwrap(), b"s3cr3t");
+    }
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.unpublish(&format!("pod-{i}")).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(s.driver.published().await.is_empty());
+    assert!(!is_mounted(&s.target("pod-0")));
+}
