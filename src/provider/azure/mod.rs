@@ -1,5 +1,12 @@
-//! The Azure Key Vault provider: the pure, network-free half.
+//! The Azure Key Vault provider.
 //!
+//! The network half: [`AzureProvider`] ([`provider`]) with its
+//! [`AzureProviderConfig`] ([`config`]); the HTTP client and SDK clients
+//! ([`clients`]); credentials per identity ([`credentials`], [`imds`] for
+//! IMDS and NMI); fetching with retries and user-facing errors ([`fetch`],
+//! [`retry`]).
+//!
+//! The pure, network-free half:
 //! - [`params`]: SecretProviderClass parameters → [`AzureParameters`]
 //!   (vault, tenant, cloud, identity flags, [`objects`]), and the [`Plan`]
 //!   of files.
@@ -38,16 +45,23 @@
 //! [`Plan`]: crate::provider::Plan
 
 pub mod chain;
+pub mod clients;
 pub mod cloud;
+pub mod config;
 pub mod content;
+pub mod credentials;
+pub mod fetch;
 pub mod file_ref;
 pub mod history;
 pub mod identity;
+pub mod imds;
 pub mod jwk;
 pub mod objects;
 pub mod params;
 pub mod pem;
 pub mod pfx;
+pub mod provider;
+pub mod retry;
 
 #[cfg(test)]
 mod identity_tests;
@@ -57,6 +71,10 @@ mod objects_tests;
 mod params_tests;
 
 pub use cloud::{CloudEnvironment, CloudError, CloudName};
+pub use config::{
+    AzureProviderConfig, ConfigError, DEFAULT_API_VERSION, DEFAULT_IMDS_URL, DEFAULT_NMI_URL,
+    HostOverride, RetryConfig,
+};
 pub use content::{
     Content, ContentError, Fetched, FetchedSecret, cert_content, decode_value, key_content,
     object_content, secret_content,
@@ -73,3 +91,4 @@ pub use objects::{
     parse_objects,
 };
 pub use params::{AzureParameters, ParamError, ParamsError, ParseOptions, VaultName};
+pub use provider::AzureProvider;

@@ -1,0 +1,333 @@
+//! [`AzureProvider`]: the Azure Key Vault [`Provider`].
+//!
+//! Per mount: parse the parameters, check the plan, resolve the identity,
+//! take (or build) that identity's credential and the vault's clients from
+//! the cache, fetch every object concurrently (bounded), and either return
+//! all files or an error naming every failing object.
+//!
+//! Reuse: one credential per [`IdentityKey`] and one set of clients per
+//! identity and vault, kept in an LRU of `max_identities` entries. Tokens
+//! live in the credential until shortly before they expire; each client
+//! pays its 401 challenge once. A workload identity's assertion (the pod's
+//! service-account token, new on every kubelet republish) is stored in the
+//! entry's slot on each mount. An entry that gets a denial is dropped, so a
+//! fixed configuration takes effect on the next mount.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::Transport;
+use futures::StreamExt as _;
+use lru::LruCache;
+use tokio::time::Instant;
+
+use super::clients::{VaultClients, http_client, vault_url};
+use super::config::{AzureProviderConfig, ConfigError};
+use super::credentials::{AssertionSlot, CredentialEnv, build_credential};
+use super::fetch::{FetchContext, fetch_object};
+use super::identity::{
+    IdentityConfig, IdentityInputs, IdentityKey, IdentityKeySalt, PodInfo, resolve_identity,
+};
+use super::params::{AzureParameters, ParseOptions, read_cloud_env_file};
+use crate::provider::{
+    ErrorKind, MountError, MountRequest, MountResponse, ObjectErrors, Provider, SecretString,
+};
+
+/// The credential and clients of one identity.
+struct IdentityEntry {
+    credential: Arc<dyn TokenCredential>,
+    assertion: Option<Arc<AssertionSlot>>,
+    vaults: Mutex<HashMap<String, Arc<VaultClients>>>,
+}
+
+impl Drop for IdentityEntry {
+    fn drop(&mut self) {
+        // The last user is gone (evicted and no mount in flight).
+        if let Some(slot) = &self.assertion {
+            slot.wipe();
+        }
+    }
+}
+
+/// The Azure Key Vault provider.
+pub struct AzureProvider {
+    config: AzureProviderConfig,
+    transport: Transport,
+    credential_env: CredentialEnv,
+    salt: IdentityKeySalt,
+    identities: Mutex<LruCache<IdentityKey, Arc<IdentityEntry>>>,
+}
+
+impl fmt::Debug for AzureProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureProvider")
+            .field("config", &self.config)
+            .field("cached_identities", &self.cached_identities())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Who a mount authenticates as, for messages (no secrets).
+fn describe(identity: &IdentityConfig) -> String {
+    match identity {
+        IdentityConfig::WorkloadIdentity { client_id, .. } => {
+            format!("workload identity {client_id}")
+        }
+        IdentityConfig::ServicePrincipal { client_id, .. } => {
+            format!("service principal {client_id}")
+        }
+        IdentityConfig::ManagedIdentity {
+            user_assigned_client_id: Some(id),
+        } => format!("the node's user-assigned managed identity {id}"),
+        IdentityConfig::ManagedIdentity {
+            user_assigned_client_id: None,
+        } => "the node's system-assigned managed identity".to_owned(),
+        IdentityConfig::PodIdentity {
+            pod_name,
+            pod_namespace,
+        } => format!("the pod identity of {pod_namespace}/{pod_name} (NMI)"),
+    }
+}
+
+impl AzureProvider {
+    /// A provider with `config`; the HTTP client is built here (no request
+    /// is sent until the first mount).
+    pub fn new(config: AzureProviderConfig) -> Result<Self, ConfigError> {
+        if let Some(authority) = &config.authority_host {
+            let url = reqwest::Url::parse(authority).map_err(|e| ConfigError::Url {
+                field: "authority_host",
+                value: authority.clone(),
+                reason: e.to_string(),
+            })?;
+            if url.scheme() != "https" {
+                return Err(ConfigError::AuthorityNotHttps(authority.clone()));
+            }
+        }
+        for (field, value) in [("imds_url", &config.imds_url), ("nmi_url", &config.nmi_url)] {
+            reqwest::Url::parse(value).map_err(|e| ConfigError::Url {
+                field,
+                value: value.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let http = http_client(&config)?;
+        let transport = Transport::new(Arc::new(http.clone()));
+        let salt = IdentityKeySalt::random().map_err(|_| ConfigError::Random)?;
+        let capacity = NonZeroUsize::new(config.max_identities.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Ok(AzureProvider {
+            credential_env: CredentialEnv {
+                http,
+                transport: transport.clone(),
+                imds_url: config.imds_url.clone(),
+                nmi_url: config.nmi_url.clone(),
+            },
+            transport,
+            salt,
+            identities: Mutex::new(LruCache::new(capacity)),
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AzureProviderConfig {
+        &self.config
+    }
+
+    /// How many identities have a cached credential.
+    pub fn cached_identities(&self) -> usize {
+        lock(&self.identities).len()
+    }
+
+    /// Drops every cached credential and client.
+    pub fn clear_cache(&self) {
+        lock(&self.identities).clear();
+    }
+
+    /// The cached entry of `key`, or a new one. A workload identity's slot
+    /// gets the newest token.
+    fn entry(
+        &self,
+        key: &IdentityKey,
+        identity: &IdentityConfig,
+        authority: &str,
+    ) -> Result<Arc<IdentityEntry>, MountError> {
+        let mut cache = lock(&self.identities);
+        if let Some(entry) = cache.get(key) {
+            if let (Some(slot), IdentityConfig::WorkloadIdentity { token, .. }) =
+                (&entry.assertion, identity)
+            {
+                slot.set(token.clone());
+            }
+            return Ok(entry.clone());
+        }
+        let built = build_credential(&self.credential_env, identity, authority).map_err(|e| {
+            MountError::config(
+                ErrorKind::Invalid,
+                format!(
+                    "failed to build the credential of {}: {}",
+                    describe(identity),
+                    super::retry::classify(&e).message
+                ),
+            )
+        })?;
+        let entry = Arc::new(IdentityEntry {
+            credential: built.credential,
+            assertion: built.assertion,
+            vaults: Mutex::new(HashMap::new()),
+        });
+        if let Some((evicted_key, evicted)) = cache.push(key.clone(), entry.clone())
+            && evicted_key != *key
+        {
+            tracing::debug!(identity = ?evicted_key, "evicting a cached identity");
+            drop(evicted);
+        }
+        Ok(entry)
+    }
+
+    fn forget(&self, key: &IdentityKey, entry: &Arc<IdentityEntry>) {
+        let mut cache = lock(&self.identities);
+        if cache.peek(key).is_some_and(|e| Arc::ptr_eq(e, entry)) {
+            cache.pop(key);
+        }
+    }
+
+    fn clients(&self, entry: &IdentityEntry, url: &str) -> Result<Arc<VaultClients>, MountError> {
+        let mut vaults = lock(&entry.vaults);
+        if let Some(c) = vaults.get(url) {
+            return Ok(c.clone());
+        }
+        let clients =
+            VaultClients::new(url, entry.credential.clone(), &self.transport, &self.config)
+                .map(Arc::new)
+                .map_err(|e| {
+                    MountError::config(
+                        ErrorKind::Invalid,
+                        format!(
+                            "failed to create the Key Vault clients for {url}: {}",
+                            super::retry::classify(&e).message
+                        ),
+                    )
+                })?;
+        vaults.insert(url.to_owned(), clients.clone());
+        Ok(clients)
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for AzureProvider {
+    fn name(&self) -> &str {
+        "azure"
+    }
+
+    async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
+        let started = Instant::now();
+        let deadline = started + self.config.deadline;
+        let params = {
+            let options = ParseOptions {
+                default_cloud: self.config.default_cloud,
+                load_cloud_env: &read_cloud_env_file,
+            };
+            AzureParameters::parse(&request.parameters, &options)
+                .map_err(|e| MountError::config(e.kind(), e.to_string()))?
+        };
+        params
+            .plan(request.default_mode)
+            .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
+
+        let secrets: BTreeMap<String, SecretString> = request
+            .secrets
+            .expose()
+            .map(|(k, v)| (k.to_owned(), SecretString::from(v)))
+            .collect();
+        let pod = PodInfo {
+            name: request.pod.name.clone(),
+            namespace: request.pod.namespace.clone(),
+            service_account: request.pod.service_account.clone(),
+        };
+        let inputs = IdentityInputs {
+            secrets: &secrets,
+            service_account_tokens: request.service_account_tokens.as_ref(),
+            pod: &pod,
+            node_name: &request.node_name,
+        };
+        let resolved = resolve_identity(&params, &inputs, &self.salt)
+            .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
+        let identity = describe(&resolved.config);
+        let authority = self
+            .config
+            .authority_host
+            .clone()
+            .unwrap_or_else(|| params.cloud.authority_host.clone());
+        let entry = self.entry(&resolved.key, &resolved.config, &authority)?;
+        let url = vault_url(
+            params.vault_name.as_str(),
+            &params.cloud.key_vault_dns_suffix,
+            self.config.vault_port,
+        );
+        let clients = self.clients(&entry, &url)?;
+
+        let ctx = FetchContext {
+            clients: &clients,
+            vault: params.vault_name.as_str(),
+            identity: &identity,
+            retry: &self.config.retry,
+            deadline,
+            deadline_total: self.config.deadline,
+            request_timeout: self.config.request_timeout,
+            default_mode: request.default_mode,
+        };
+        let ctx = &ctx;
+        let fetches: Vec<_> = params
+            .objects
+            .iter()
+            .map(|object| fetch_object(ctx, object))
+            .collect();
+        let results: Vec<_> = futures::stream::iter(fetches)
+            .buffered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+
+        let mut response = MountResponse::default();
+        response.warnings.extend(params.warnings.iter().cloned());
+        response.warnings.extend(resolved.warnings.iter().cloned());
+        let mut errors = ObjectErrors::new();
+        let mut identity_refused = false;
+        for result in results {
+            match result {
+                Ok(fetched) => {
+                    response.files.extend(fetched.files);
+                    response.versions.extend(fetched.versions);
+                    response.warnings.extend(fetched.warnings);
+                }
+                Err(e) => {
+                    identity_refused |= e.identity_refused;
+                    errors.push(e.error);
+                }
+            }
+        }
+        tracing::debug!(
+            vault = params.vault_name.as_str(),
+            identity = %identity,
+            objects = params.objects.len(),
+            failed = errors.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "azure mount"
+        );
+        if !errors.is_empty() {
+            if identity_refused {
+                // Build anew next time: a fixed secret or federation applies.
+                self.forget(&resolved.key, &entry);
+            }
+            return Err(MountError::Objects(errors));
+        }
+        response.versions.sort();
+        Ok(response)
+    }
+}
