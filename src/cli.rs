@@ -16,6 +16,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the CSI node plugin (what the DaemonSet runs).
+    Node(Box<NodeArgs>),
     /// Show a secretfs volume on this machine, with no cloud and no cluster
     /// (needs root and /dev/fuse).
     Demo(DemoArgs),
@@ -46,4 +48,73 @@ pub struct DemoArgs {
     /// Where to mount (default: a new temporary directory).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+/// `secretfs node`. Flags shared with the upstream driver keep its names.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// CSI endpoint kubelet connects to.
+    #[arg(long, default_value = "unix:///csi/csi.sock")]
+    pub endpoint: String,
+    /// This node's name (the DaemonSet passes spec.nodeName).
+    #[arg(long = "nodeid", env = "NODE_NAME")]
+    pub node_id: String,
+    /// CSI driver name.
+    #[arg(long = "drivername", default_value = "secrets-store.csi.k8s.io")]
+    pub driver_name: String,
+    /// Read SecretProviderClass manifests from this directory instead of the
+    /// Kubernetes API (for running without a cluster).
+    #[arg(long, value_name = "DIR")]
+    pub spc_dir: Option<PathBuf>,
+    /// How reads are served: `atomic` (every read returns one whole version)
+    /// or `page-cache` (faster warm reads; a read that overlaps a rotation
+    /// can be torn). See docs/SEMANTICS.md.
+    #[arg(long, value_enum, default_value = "atomic")]
+    pub read_mode: ReadModeArg,
+    #[command(flatten)]
+    pub azure: AzureArgs,
+}
+
+/// `--read-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadModeArg {
+    Atomic,
+    PageCache,
+}
+
+/// Options of the built-in Azure Key Vault provider.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Azure provider")]
+pub struct AzureArgs {
+    /// Cloud used when a SecretProviderClass leaves `cloudName` empty.
+    #[arg(long = "azure-cloud-name", default_value = "AzurePublicCloud")]
+    pub cloud_name: String,
+    /// Extra CA certificates (PEM) to trust for Key Vault and Entra ID.
+    #[arg(long = "azure-ca-file", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Resolve a host name (or `*.suffix`) to an address, e.g.
+    /// `*.vault.azure.net=127.0.0.1:8443` (repeatable; for private
+    /// endpoints and emulators).
+    #[arg(long = "azure-resolve", value_name = "HOST=ADDR")]
+    pub resolve: Vec<String>,
+    /// Port of the Key Vault endpoints (default: the URL's, 443).
+    #[arg(long = "azure-vault-port", value_name = "PORT")]
+    pub vault_port: Option<u16>,
+    /// Entra ID authority host, e.g. `https://login.microsoftonline.com`.
+    #[arg(long = "azure-authority-host", value_name = "URL")]
+    pub authority_host: Option<String>,
+    /// IMDS base URL (managed identity).
+    #[arg(
+        long = "azure-imds-endpoint",
+        value_name = "URL",
+        default_value = "http://169.254.169.254"
+    )]
+    pub imds_endpoint: String,
+    /// aad-pod-identity NMI base URL (deprecated pod identity).
+    #[arg(
+        long = "azure-nmi-endpoint",
+        value_name = "URL",
+        default_value = "http://localhost:2579"
+    )]
+    pub nmi_endpoint: String,
 }

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod demo;
 pub mod logging;
+pub mod node;
 pub mod provider;
 pub mod spc;
 pub mod volume;
@@ -15,5 +16,6 @@ pub use cli::{Cli, Command};
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
         Command::Demo(args) => demo::run(&args).map_err(Into::into),
+        Command::Node(args) => node::run(&args).map_err(Into::into),
     }
 }

@@ -32,6 +32,8 @@ fn fuse_available() -> bool {
 #[derive(Default)]
 struct FakeProvider {
     calls: AtomicUsize,
+    /// Path → new value (`None`: the object is gone), over the parameters.
+    overrides: std::sync::Mutex<BTreeMap<String, Option<String>>>,
 }
 
 #[async_trait::async_trait]
@@ -54,8 +56,14 @@ impl Provider for FakeProvider {
             return Err(MountError::Objects(errors));
         }
         let mut response = MountResponse::default();
-        for (key, value) in &request.parameters {
-            if let Some(path) = key.strip_prefix("file:") {
+        let mut files: BTreeMap<String, Option<String>> = request
+            .parameters
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("file:")?.to_owned(), Some(v.clone()))))
+            .collect();
+        files.extend(self.overrides.lock().unwrap().clone());
+        for (path, value) in &files {
+            if let Some(value) = value {
                 response.files.push(MountedFile {
                     path: path.to_owned(),
                     mode: request.default_mode,
@@ -309,4 +317,50 @@ async fn a_hundred_pods_publish_concurrently_and_unpublish() {
     }
     assert!(s.driver.published().await.is_empty());
     assert!(!is_mounted(&s.target("pod-0")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_rotates_files_in_place_with_no_remount() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup();
+    s.driver.publish(s.request("uid-1", "ok")).await.unwrap();
+    let target = s.target("uid-1");
+    let held = std::fs::File::open(target.join("SECRET_1")).unwrap();
+
+    let unchanged = s.driver.refresh(&target).await.unwrap();
+    assert!(!unchanged.changed(), "{unchanged:?}");
+
+    s.provider.overrides.lock().unwrap().extend([
+        (
+            "SECRET_1".to_owned(),
+            Some("rotated, and longer".to_owned()),
+        ),
+        ("db/pass".to_owned(), None),
+        ("new/file".to_owned(), Some("appeared".to_owned())),
+    ]);
+    let outcome = s.driver.refresh(&target).await.unwrap();
+    assert_eq!(
+        (outcome.replaced, outcome.added, outcome.removed),
+        (1, 1, 1)
+    );
+    let mut buf = [0u8; 64];
+    let n = std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"rotated, and longer",
+        "seen through the descriptor opened before"
+    );
+    assert_eq!(std::fs::read(target.join("new/file")).unwrap(), b"appeared");
+    assert!(
+        !target.join("db").exists(),
+        "the emptied directory went away"
+    );
+    let meta = std::fs::metadata(target.join("new/file")).unwrap();
+    assert_eq!(meta.gid(), 2000, "added files get the pod's fsGroup too");
+    drop(held);
+    s.unpublish("uid-1").await;
+    let err = s.driver.refresh(&target).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
 }

@@ -75,7 +75,6 @@ impl PartialEq for SecretBytes {
 
 impl Eq for SecretBytes {}
 
-
 impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretBytes(<redacted {} bytes>)", self.0.len())

@@ -366,6 +366,18 @@ impl FsCore {
         result.map_err(FsError::Load)
     }
 
+    /// The newest contents of `path`, if known now (not loading).
+    pub fn contents_now(&self, path: &str) -> Option<Arc<SecretBytes>> {
+        let tree = self.read_tree();
+        match &tree.node(tree.ino_of(path)?)?.kind {
+            NodeKind::File(file) => match &file.state {
+                ContentState::Ready(bytes) => Some(bytes.clone()),
+                _ => None,
+            },
+            NodeKind::Dir { .. } => None,
+        }
+    }
+
     /// Swaps the contents of `path`; returns its inode for invalidation.
     pub(crate) fn replace(&self, path: &str, bytes: Arc<SecretBytes>) -> Result<u64, TreeError> {
         let mut tree = self.write_tree();

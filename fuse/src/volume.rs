@@ -123,6 +123,11 @@ impl Volume {
         self.inner.core.file_paths()
     }
 
+    /// The newest contents of the file at `path`, if known now.
+    pub fn contents(&self, path: &str) -> Option<Arc<SecretBytes>> {
+        self.inner.core.contents_now(path)
+    }
+
     /// Replaces the contents of the file at `path`.
     pub fn replace(&self, path: &str, bytes: Arc<SecretBytes>) -> Result<(), VolumeError> {
         let ino = self.inner.core.replace(path, bytes)?;

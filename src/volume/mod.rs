@@ -39,6 +39,9 @@ pub struct DriverConfig {
 /// One published volume.
 struct Published {
     mounted: MountedVolume,
+    provider: Arc<dyn Provider>,
+    /// Group of the files (the pod's fsGroup, or 0).
+    gid: u32,
     /// What the provider was last asked, with the newest tokens; rotation
     /// asks again with it.
     request: MountRequest,
@@ -105,6 +108,45 @@ impl Driver {
         }
         out.sort();
         out
+    }
+
+    /// Asks the provider again for the volume at `target` (with the pod's
+    /// newest tokens) and swaps in place every file whose bytes changed;
+    /// files that appeared or disappeared are added or removed. Readers see
+    /// the new bytes at the same paths, with no remount.
+    pub async fn refresh(&self, target: &Path) -> Result<RefreshOutcome, VolumeError> {
+        let slot = self.slot(target);
+        let mut guard = slot.lock().await;
+        let Some(published) = guard.as_mut() else {
+            return Err(VolumeError::new(
+                ErrorCode::NotFound,
+                "VolumeNotFound",
+                format!("no volume is published at {target:?}"),
+            ));
+        };
+        let mut request = published.request.clone();
+        request.current = published.versions.clone();
+        let response = published
+            .provider
+            .mount(&request)
+            .await
+            .map_err(|e| errors::provider_failed(&format!("of {target:?}"), &e))?;
+        let volume = published.mounted.volume().clone();
+        let gid = published.gid;
+        let outcome = tokio::task::spawn_blocking(move || apply(&volume, gid, &response.files))
+            .await
+            .map_err(|e| {
+                VolumeError::new(
+                    ErrorCode::Internal,
+                    "FailedToRotate",
+                    format!("refresh task failed: {e}"),
+                )
+            })??;
+        published.versions = response.versions;
+        if outcome.changed() {
+            tracing::info!(target = ?target, replaced = outcome.replaced, added = outcome.added, removed = outcome.removed, "rotated");
+        }
+        Ok(outcome)
     }
 
     async fn publish_new(
@@ -209,6 +251,8 @@ impl Driver {
         })??;
         Ok(Published {
             mounted,
+            provider,
+            gid,
             request: mount_request,
             versions: response.versions,
         })
@@ -298,6 +342,75 @@ impl VolumeManager for Driver {
     async fn readiness(&self) -> Readiness {
         self.classes.readiness().await
     }
+}
+
+/// What a refresh changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefreshOutcome {
+    pub replaced: usize,
+    pub added: usize,
+    pub removed: usize,
+}
+
+impl RefreshOutcome {
+    pub fn changed(&self) -> bool {
+        self.replaced + self.added + self.removed > 0
+    }
+}
+
+/// Makes `volume` show exactly `files`, touching only what differs.
+fn apply(
+    volume: &secretfs_fuse::Volume,
+    gid: u32,
+    files: &[crate::provider::MountedFile],
+) -> Result<RefreshOutcome, VolumeError> {
+    let rotate_error = |e: secretfs_fuse::VolumeError| {
+        VolumeError::new(ErrorCode::Internal, "FailedToRotate", e.to_string())
+    };
+    let mut outcome = RefreshOutcome::default();
+    let wanted: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    for path in volume.file_paths() {
+        if !wanted.contains(path.as_str()) {
+            volume.remove(&path).map_err(rotate_error)?;
+            outcome.removed += 1;
+        }
+    }
+    for file in files {
+        match volume.contents(&file.path) {
+            Some(current) if *current == *file.contents => {}
+            Some(_) => {
+                volume
+                    .replace(&file.path, file.contents.clone())
+                    .map_err(rotate_error)?;
+                outcome.replaced += 1;
+            }
+            None if volume.file_paths().iter().any(|p| p == &file.path) => {
+                volume
+                    .replace(&file.path, file.contents.clone())
+                    .map_err(rotate_error)?;
+                outcome.replaced += 1;
+            }
+            None => {
+                let spec = FileSpec::new(
+                    &file.path,
+                    file.mode.bits(),
+                    0,
+                    gid,
+                    Content::Ready(file.contents.clone()),
+                )
+                .map_err(|e| {
+                    VolumeError::new(
+                        ErrorCode::Internal,
+                        "FailedToRotate",
+                        format!("object {}: {e}", file.object_id),
+                    )
+                })?;
+                volume.add(spec).map_err(rotate_error)?;
+                outcome.added += 1;
+            }
+        }
+    }
+    Ok(outcome)
 }
 
 /// Unmounts `target` if it is a secretfs mount; anything else is left.

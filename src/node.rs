@@ -1,0 +1,138 @@
+//! `secretfs node`: the CSI node plugin process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use secretfs_fuse::ReadMode;
+use thiserror::Error;
+
+use crate::cli::{AzureArgs, NodeArgs, ReadModeArg};
+use crate::provider::Provider;
+use crate::provider::azure::config::{AzureProviderConfig, HostOverride};
+use crate::provider::azure::{AzureProvider, CloudName};
+use crate::spc::{SpcDir, SpcSource};
+use crate::volume::{Driver, DriverConfig};
+
+/// The version reported to kubelet.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the node plugin could not start or stopped.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(
+        "--azure-resolve {value:?}: expected HOST=IP:PORT, e.g. *.vault.azure.net=127.0.0.1:8443"
+    )]
+    Resolve { value: String },
+    #[error("--azure-cloud-name {value:?}: {message}")]
+    Cloud { value: String, message: String },
+    #[error("cannot read --azure-ca-file {path:?}: {source}")]
+    CaFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Azure provider: {0}")]
+    Azure(String),
+    #[error(
+        "no --spc-dir given: reading SecretProviderClasses from the Kubernetes API is not built yet; \
+         pass --spc-dir DIR with the manifests"
+    )]
+    NoClassSource,
+    #[error(transparent)]
+    Server(#[from] secretfs_csi::ServerError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// The Azure provider's configuration from the command line.
+pub fn azure_config(args: &AzureArgs) -> Result<AzureProviderConfig, NodeError> {
+    let mut config = AzureProviderConfig::default();
+    config.default_cloud = CloudName::parse(&args.cloud_name)
+        .map_err(|e| NodeError::Cloud {
+            value: args.cloud_name.clone(),
+            message: e.to_string(),
+        })?
+        .unwrap_or(CloudName::Public);
+    if let Some(path) = &args.ca_file {
+        let pem = std::fs::read_to_string(path).map_err(|source| NodeError::CaFile {
+            path: path.clone(),
+            source,
+        })?;
+        config.extra_ca_pem = Some(pem);
+    }
+    for value in &args.resolve {
+        let (host, addr) = value
+            .split_once('=')
+            .and_then(|(h, a)| Some((h, a.parse::<SocketAddr>().ok()?)))
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| NodeError::Resolve {
+                value: value.clone(),
+            })?;
+        config.resolve.push(HostOverride::new(host, addr));
+    }
+    config.vault_port = args.vault_port;
+    config.authority_host = args.authority_host.clone();
+    config.imds_url = args.imds_endpoint.clone();
+    config.nmi_url = args.nmi_endpoint.clone();
+    Ok(config)
+}
+
+/// The volume manager with the built-in providers.
+pub fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
+    let classes: Arc<dyn SpcSource> = match &args.spc_dir {
+        Some(dir) => Arc::new(SpcDir::new(dir)),
+        None => return Err(NodeError::NoClassSource),
+    };
+    let azure = AzureProvider::new(azure_config(&args.azure)?)
+        .map_err(|e| NodeError::Azure(e.to_string()))?;
+    let providers: Vec<Arc<dyn Provider>> = vec![Arc::new(azure)];
+    let read_mode = match args.read_mode {
+        ReadModeArg::Atomic => ReadMode::Atomic,
+        ReadModeArg::PageCache => ReadMode::PageCache,
+    };
+    Ok(Driver::new(
+        DriverConfig {
+            node_name: args.node_id.clone(),
+            read_mode,
+        },
+        classes,
+        providers,
+    ))
+}
+
+/// Serves CSI on `--endpoint` until SIGTERM or SIGINT.
+pub fn run(args: &NodeArgs) -> Result<(), NodeError> {
+    let runtime = tokio::runtime::Runtime::new().map_err(NodeError::Runtime)?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
+    let driver = Arc::new(driver(args)?);
+    let path = secretfs_csi::socket_path(&args.endpoint)?;
+    let listener = secretfs_csi::bind(&path)?;
+    let (identity, node) =
+        secretfs_csi::services(&args.driver_name, VERSION, &args.node_id, driver.clone());
+    tracing::info!(endpoint = %args.endpoint, driver = %args.driver_name, node = %args.node_id, "serving CSI");
+    secretfs_csi::serve(listener, identity, node, shutdown_signal()).await?;
+    let left = driver.published().await;
+    if !left.is_empty() {
+        tracing::warn!(
+            volumes = left.len(),
+            "stopping with volumes mounted: their pods lose access until they restart (restart survival is not built yet)"
+        );
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
