@@ -46,35 +46,43 @@ pub enum NodeError {
 
 /// The Azure provider's configuration from the command line.
 pub fn azure_config(args: &AzureArgs) -> Result<AzureProviderConfig, NodeError> {
-    let mut config = AzureProviderConfig::default();
-    config.default_cloud = CloudName::parse(&args.cloud_name)
+    let default_cloud = CloudName::parse(&args.cloud_name)
         .map_err(|e| NodeError::Cloud {
             value: args.cloud_name.clone(),
             message: e.to_string(),
         })?
         .unwrap_or(CloudName::Public);
-    if let Some(path) = &args.ca_file {
-        let pem = std::fs::read_to_string(path).map_err(|source| NodeError::CaFile {
+    let extra_ca_pem = match &args.ca_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|source| NodeError::CaFile {
             path: path.clone(),
             source,
-        })?;
-        config.extra_ca_pem = Some(pem);
-    }
-    for value in &args.resolve {
-        let (host, addr) = value
-            .split_once('=')
-            .and_then(|(h, a)| Some((h, a.parse::<SocketAddr>().ok()?)))
-            .filter(|(h, _)| !h.is_empty())
-            .ok_or_else(|| NodeError::Resolve {
-                value: value.clone(),
-            })?;
-        config.resolve.push(HostOverride::new(host, addr));
-    }
-    config.vault_port = args.vault_port;
-    config.authority_host = args.authority_host.clone();
-    config.imds_url = args.imds_endpoint.clone();
-    config.nmi_url = args.nmi_endpoint.clone();
-    Ok(config)
+        })?),
+        None => None,
+    };
+    let resolve = args
+        .resolve
+        .iter()
+        .map(|value| {
+            value
+                .split_once('=')
+                .and_then(|(h, a)| Some((h, a.parse::<SocketAddr>().ok()?)))
+                .filter(|(h, _)| !h.is_empty())
+                .map(|(host, addr)| HostOverride::new(host, addr))
+                .ok_or_else(|| NodeError::Resolve {
+                    value: value.clone(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AzureProviderConfig {
+        default_cloud,
+        extra_ca_pem,
+        resolve,
+        vault_port: args.vault_port,
+        authority_host: args.authority_host.clone(),
+        imds_url: args.imds_endpoint.clone(),
+        nmi_url: args.nmi_endpoint.clone(),
+        ..AzureProviderConfig::default()
+    })
 }
 
 /// The volume manager with the built-in providers.
