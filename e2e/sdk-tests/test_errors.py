@@ -87,3 +87,14 @@ def test_connection_reset_is_retried(emulator, secret_client):
     emulator.fault(kind="connectionReset", count=1, route="secrets.get")
     assert client.get_secret("sql-password").value == "Sql-Passw0rd-from-kv-demo"
     assert emulator.count(route="secrets.get", status=0) == 1
+
+
+def test_cae_claims_challenge_gets_a_fresh_token(emulator, secret_client):
+    client = secret_client("kv-demo")
+    client.get_secret("sql-password")
+    emulator.fault(kind="claimsChallenge", count=1, vault="kv-demo", route="secrets.get")
+    assert client.get_secret("sql-password").value == "Sql-Passw0rd-from-kv-demo"
+    # The claims challenge made the credential ask Entra again.
+    assert emulator.count(route="entra.token", identity=APP_SP, status=200) == 2
+    assert emulator.count(route="secrets.get", identity=APP_SP, status=401) == 1
+    assert emulator.count(route="secrets.get", identity=APP_SP, status=200) == 2

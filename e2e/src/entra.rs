@@ -154,6 +154,12 @@ fn discovery_tenant<'a>(req: &'a Incoming, fallback: &'a str) -> &'a str {
 
 fn fault_answer(tally: Tally, kind: FaultKind) -> Handled {
     let resp = match kind {
+        FaultKind::ClaimsChallenge => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "interaction_required",
+            50076,
+            "Due to a configuration change or continuous access evaluation, you must present additional claims.",
+        ),
         FaultKind::ConnectionReset => {
             return Handled {
                 outcome: Outcome::Reset,

@@ -33,6 +33,9 @@ pub enum FaultKind {
     Latency { millis: u64 },
     /// Drop the TCP connection with a reset, without a response.
     ConnectionReset,
+    /// A continuous-access-evaluation 401: `error="insufficient_claims"`
+    /// with a `claims` challenge (Key Vault routes; 401 elsewhere).
+    ClaimsChallenge,
     /// 403 `Forbidden` with this inner code (e.g. `ForbiddenByPolicy`).
     #[serde(rename_all = "camelCase")]
     Forbidden {

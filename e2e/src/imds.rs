@@ -58,6 +58,11 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
     }
     if let Some(kind) = decision.answer {
         let resp = match kind {
+            FaultKind::ClaimsChallenge => imds_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request",
+                "claims challenge",
+            ),
             FaultKind::ConnectionReset => {
                 return Handled {
                     outcome: Outcome::Reset,

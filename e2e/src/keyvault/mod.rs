@@ -217,6 +217,24 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
     }
     if let Some(kind) = decision.answer {
         let err = match kind {
+            FaultKind::ClaimsChallenge => {
+                let claims = crate::util::b64_std(
+                    format!(
+                        r#"{{"access_token":{{"nbf":{{"essential":true,"value":"{}"}}}}}}"#,
+                        crate::util::unix_now()
+                    )
+                    .as_bytes(),
+                );
+                let mut e = KvError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "Continuous access evaluation resulted in challenge with result: InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp",
+                );
+                e.www_authenticate = Some(format!(
+                    "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"{claims}\""
+                ));
+                e
+            }
             FaultKind::ConnectionReset => {
                 return Handled {
                     outcome: Outcome::Reset,

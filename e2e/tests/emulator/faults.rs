@@ -230,3 +230,31 @@ async fn token_endpoints_can_be_faulted_too() {
         1
     );
 }
+
+#[tokio::test]
+async fn claims_challenge_is_a_cae_401() {
+    use base64::Engine as _;
+    let env = start().await;
+    env.emu
+        .add_fault(FaultSpec::new(FaultKind::ClaimsChallenge).times(1));
+    let r = env
+        .get_as_app("kv-demo", &format!("/secrets/sql-password?{API}"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let header = r.header("www-authenticate").unwrap();
+    let prefix = "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"";
+    assert!(header.starts_with(prefix), "{header}");
+    let claims = header[prefix.len()..].trim_end_matches('"');
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(claims)
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&decoded).unwrap();
+    assert_eq!(j["access_token"]["nbf"]["essential"], true);
+    assert_eq!(r.kv_error().0, "Unauthorized");
+    assert_eq!(
+        env.get_as_app("kv-demo", &format!("/secrets/sql-password?{API}"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
