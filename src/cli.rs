@@ -18,8 +18,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the CSI node plugin (what the DaemonSet runs).
     Node(Box<NodeArgs>),
-    /// Show a secretfs volume on this machine, with no cloud and no cluster
-    /// (needs root and /dev/fuse).
+    /// Run the seed example end to end on this machine: Key Vault emulator,
+    /// CSI node plugin, a kubelet stand-in; no cloud, no cluster (needs root
+    /// and /dev/fuse).
     Demo(DemoArgs),
 }
 
@@ -45,7 +46,7 @@ pub struct DemoArgs {
     /// Leave the volume mounted until Ctrl-C so you can explore it.
     #[arg(long)]
     pub keep: bool,
-    /// Where to mount (default: a new temporary directory).
+    /// Directory playing /var/lib/kubelet (default: a new temporary one).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }

@@ -1,64 +1,93 @@
-//! `secretfs demo`: a volume like the seed example's, on this machine.
+//! `secretfs demo`: the seed example end to end on this machine, with no
+//! cloud and no cluster.
 //!
-//! It mounts a secretfs volume holding the seed's `SECRET_1`, shows it the
-//! way a container would (`ls -la`, `cat`), rotates the value in place and
-//! shows it again at the same path, then unmounts.
+//! It starts the Key Vault + Entra ID + IMDS emulator seeded like the seed
+//! example (vault `kv-demo` with `sql-password`, the node's managed
+//! identity), serves the CSI node plugin on a temporary socket, and plays
+//! kubelet for the seed pod with the seed SecretProviderClass (both
+//! unchanged, from `tests/fixtures/seed/`): NodePublishVolume, `ls -la`, `cat`;
+//! then writes a new version into the vault, refreshes, shows the same path
+//! again (no remount), and unpublishes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use secretfs_fuse::{
-    Content, FileSpec, MountError, MountOptions, MountedVolume, SecretBytes, VolumeError, VolumeId,
-    VolumeSpec,
-};
+use secretfs_e2e::kubelet::{Kubelet, KubeletError, PublishExtras, parse_pod};
+use secretfs_e2e::{Emulator, EmulatorConfig, EmulatorError, EmulatorHandle, Seed};
+use secretfs_fuse::ReadMode;
 use thiserror::Error;
 
 use crate::cli::DemoArgs;
+use crate::provider::Provider;
+use crate::provider::azure::AzureProvider;
+use crate::provider::azure::config::{AzureProviderConfig, HostOverride};
+use crate::spc::SpcDir;
+use crate::volume::{Driver, DriverConfig};
+
+const SEED_CLASS: &str = include_str!("../tests/fixtures/seed/secretproviderclass.yaml");
+const SEED_POD: &str = include_str!("../tests/fixtures/seed/pod.yaml");
+const VOLUME: &str = "secrets-store-inline";
+const NEW_VALUE: &str = "Sql-Passw0rd-rotated-v2";
 
 /// Why the demo stopped.
 #[derive(Debug, Error)]
 pub enum DemoError {
     #[error("the demo mounts a FUSE file system: run it as root on a machine with /dev/fuse")]
     NotPrivileged,
-    #[error("cannot prepare the mount directory {path:?}: {source}")]
-    Directory {
-        path: PathBuf,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
         #[source]
         source: std::io::Error,
     },
+    #[error("emulator: {0}")]
+    Emulator(#[from] EmulatorError),
+    #[error("kubelet: {0}")]
+    Kubelet(#[from] KubeletError),
+    #[error("Azure provider: {0}")]
+    Provider(String),
     #[error(transparent)]
-    Mount(#[from] MountError),
-    #[error(transparent)]
-    Volume(#[from] VolumeError),
-    #[error("cannot run {program}: {source}")]
-    Command {
-        program: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot start the async runtime: {0}")]
-    Runtime(#[source] std::io::Error),
+    Server(#[from] secretfs_csi::ServerError),
+    #[error("refresh: {0}")]
+    Refresh(#[from] secretfs_csi::VolumeError),
 }
 
-const FS_GROUP: u32 = 2000;
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
+    let what = what.into();
+    move |source| DemoError::Io { what, source }
+}
 
-fn show(step: &str, program: &str, args: &[&Path]) -> Result<(), DemoError> {
-    println!(
-        "\n$ {program} {}   # {step}",
-        args.iter()
-            .map(|a| a.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+/// The Azure provider's configuration for talking to `emulator`: the real
+/// host names (`kv-demo.vault.azure.net`, `login.microsoftonline.com`)
+/// resolved to it, and its CA trusted.
+pub fn emulator_azure_config(emulator: &EmulatorHandle) -> AzureProviderConfig {
+    let addr = emulator.https_addr();
+    AzureProviderConfig {
+        extra_ca_pem: Some(emulator.ca_pem().to_owned()),
+        resolve: vec![
+            HostOverride::new("*.vault.azure.net", addr),
+            HostOverride::new("login.microsoftonline.com", addr),
+        ],
+        vault_port: Some(addr.port()),
+        authority_host: Some(emulator.authority_url()),
+        imds_url: emulator.imds_url(),
+        nmi_url: emulator.imds_url(),
+        ..AzureProviderConfig::default()
+    }
+}
+
+fn show(comment: &str, program: &str, args: &[&str], path: &Path) -> Result<(), DemoError> {
+    let mut shown: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    shown.push(path.display().to_string());
+    println!("\n$ {program} {}   # {comment}", shown.join(" "));
     let out = Command::new(program)
         .args(args)
+        .arg(path)
         .output()
-        .map_err(|source| DemoError::Command {
-            program: program.to_owned(),
-            source,
-        })?;
+        .map_err(io(format!("cannot run {program}")))?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
+    print!("{}", String::from_utf8_lossy(&out.stderr));
     if !out.stdout.ends_with(b"\n") {
         println!();
     }
@@ -70,72 +99,106 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
         return Err(DemoError::NotPrivileged);
     }
-    let runtime = tokio::runtime::Runtime::new().map_err(DemoError::Runtime)?;
-    let temp;
-    let target = match &args.dir {
-        Some(dir) => dir.clone(),
-        None => {
-            temp = tempfile::Builder::new()
-                .prefix("secretfs-demo-")
-                .tempdir()
-                .map_err(|source| DemoError::Directory {
-                    path: std::env::temp_dir(),
-                    source,
-                })?;
-            temp.path().join("secrets-store")
-        }
-    };
-    std::fs::create_dir_all(&target).map_err(|source| DemoError::Directory {
-        path: target.clone(),
-        source,
-    })?;
+    let runtime = tokio::runtime::Runtime::new().map_err(io("cannot start the async runtime"))?;
+    runtime.block_on(demo(args))
+}
 
-    let spec = VolumeSpec {
-        id: VolumeId::new("demo"),
-        dir_uid: 0,
-        dir_gid: FS_GROUP,
-        files: vec![
-            FileSpec::new(
-                "SECRET_1",
-                0o640,
-                0,
-                FS_GROUP,
-                Content::bytes(&b"s3cr3t-from-kv-demo\n"[..]),
-            )
-            .map_err(|e| MountError::Tree(e.into()))?,
-        ],
+async fn demo(args: &DemoArgs) -> Result<(), DemoError> {
+    let work = tempfile::Builder::new()
+        .prefix("secretfs-demo-")
+        .tempdir()
+        .map_err(io("cannot create a temporary directory"))?;
+    let kubelet_root = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => work.path().join("kubelet"),
     };
-    let mounted = MountedVolume::mount(
-        spec,
-        &target,
-        &MountOptions::default(),
-        runtime.handle().clone(),
-    )?;
-    println!("mounted a secretfs volume at {}", target.display());
-    let secret = target.join("SECRET_1");
+    let classes = work.path().join("classes");
+    std::fs::create_dir_all(&classes).map_err(io(format!("cannot create {classes:?}")))?;
+    std::fs::write(classes.join("secretproviderclass.yaml"), SEED_CLASS)
+        .map_err(io("cannot write the SecretProviderClass"))?;
+
+    let emulator = Emulator::start(EmulatorConfig::with_seed(Seed::demo())).await?;
+    println!(
+        "Key Vault emulator: https://kv-demo.vault.azure.net (at {}), Entra ID and IMDS (at {})",
+        emulator.https_addr(),
+        emulator.imds_addr()
+    );
+
+    let azure = AzureProvider::new(emulator_azure_config(&emulator))
+        .map_err(|e| DemoError::Provider(e.to_string()))?;
+    let driver = Arc::new(Driver::new(
+        DriverConfig {
+            node_name: "demo-node".into(),
+            read_mode: ReadMode::Atomic,
+        },
+        Arc::new(SpcDir::new(&classes)),
+        [Arc::new(azure) as Arc<dyn Provider>],
+    ));
+    let socket = work.path().join("csi/csi.sock");
+    let listener = secretfs_csi::bind(&socket)?;
+    let (identity, node) = secretfs_csi::services(
+        "secrets-store.csi.k8s.io",
+        crate::node::VERSION,
+        "demo-node",
+        driver.clone(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(secretfs_csi::serve(listener, identity, node, async {
+        let _ = stopped.await;
+    }));
+
+    let kubelet = Kubelet::connect(&socket, &kubelet_root).await?;
+    let (name, version) = kubelet.plugin_info().await?;
+    println!("CSI node plugin {name} {version} on {}", socket.display());
+
+    let mut pod = parse_pod(SEED_POD)?;
+    pod.metadata.uid = Some("7f3c1b2a-0d4e-4f5a-9b6c-8d7e6f5a4b3c".into());
+    let target = kubelet
+        .publish(&pod, VOLUME, &PublishExtras::default())
+        .await?;
+    println!(
+        "NodePublishVolume for pod default/{} (SecretProviderClass azure-kvname): mounted",
+        pod.metadata.name.as_deref().unwrap_or_default()
+    );
     show(
-        "the pod's view: one file per vault object, group = fsGroup 2000",
+        "what the container sees at /mnt/secrets-store",
         "ls",
-        &[Path::new("-la"), &target],
+        &["-la"],
+        &target,
     )?;
-    show("its contents", "cat", &[&secret])?;
-    mounted.volume().replace(
-        "SECRET_1",
-        Arc::new(SecretBytes::from_slice(b"rotated-value-v2\n")),
+    show(
+        "the secret, fetched with the node's managed identity",
+        "cat",
+        &[],
+        &target.join("SECRET_1"),
     )?;
-    println!("\n(a new version was written: the file changes in place, no remount)");
-    show("same path, new contents", "cat", &[&secret])?;
+
+    let new_version = emulator
+        .control()
+        .set_secret("kv-demo", "sql-password", NEW_VALUE)?;
+    println!("\nwrote version {new_version} of sql-password into the vault");
+    let outcome = driver.refresh(&target).await?;
+    println!(
+        "rotation check: {} file(s) replaced in place, no remount",
+        outcome.replaced
+    );
+    show("same path, new value", "cat", &[], &target.join("SECRET_1"))?;
 
     if args.keep {
         println!(
-            "\nthe volume stays mounted at {}; press Ctrl-C to unmount and exit",
+            "\nthe volume stays mounted at {}; press Ctrl-C to unpublish and exit",
             target.display()
         );
-        runtime.block_on(async {
-            let _ = tokio::signal::ctrl_c().await;
-        });
+        let _ = tokio::signal::ctrl_c().await;
     }
-    mounted.unmount()?;
-    println!("\nunmounted {}", target.display());
+    kubelet.unpublish(&pod, VOLUME).await?;
+    println!(
+        "\nNodeUnpublishVolume: unmounted and removed {}",
+        target.display()
+    );
+    let _ = stop.send(());
+    if let Ok(result) = server.await {
+        result?;
+    }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! line and calls [`run`].
 
 pub mod cli;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod logging;
 pub mod node;
@@ -15,7 +16,10 @@ pub use cli::{Cli, Command};
 /// Runs one command to completion.
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(&args).map_err(Into::into),
+        #[cfg(not(feature = "demo"))]
+        Command::Demo(_) => Err("this build has no demo: rebuild with the `demo` feature".into()),
         Command::Node(args) => node::run(&args).map_err(Into::into),
     }
 }

@@ -37,6 +37,7 @@ mod http;
 mod imds;
 mod jwt;
 mod keyvault;
+pub mod kubelet;
 mod pki;
 mod route;
 mod seed;
