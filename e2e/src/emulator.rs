@@ -217,6 +217,27 @@ impl EmulatorHandle {
         Self::url_for("login.microsoftonline.com", self.https_addr.port())
     }
 
+    /// Host names to resolve to [`https_addr`](Self::https_addr) in a client:
+    /// every seeded vault in the three clouds, and the Entra authority hosts.
+    /// Feed them to e.g. reqwest's `ClientBuilder::resolve`.
+    pub fn resolve_overrides(&self) -> Vec<(String, SocketAddr)> {
+        let mut hosts: Vec<String> = Vec::new();
+        for vault in self.control.shared.store().vaults.keys() {
+            for (suffix, _) in crate::tokens::KEYVAULT_RESOURCES {
+                hosts.push(format!("{vault}.{suffix}"));
+            }
+        }
+        for entra in [
+            "login.microsoftonline.com",
+            "login.windows.net",
+            "login.chinacloudapi.cn",
+            "login.microsoftonline.us",
+        ] {
+            hosts.push(entra.to_string());
+        }
+        hosts.into_iter().map(|h| (h, self.https_addr)).collect()
+    }
+
     fn url_for(host: &str, port: u16) -> String {
         if port == 443 {
             format!("https://{host}")

@@ -215,6 +215,13 @@ impl Kubelet {
         Ok(target)
     }
 
+    /// Sends a NodePublishVolume as given (for requests kubelet would not
+    /// build, in tests of the driver's validation).
+    pub async fn send_publish(&self, request: NodePublishVolumeRequest) -> Result<(), KubeletError> {
+        NodeClient::new(self.channel.clone()).node_publish_volume(request).await?;
+        Ok(())
+    }
+
     /// Unpublishes `volume` of `pod`.
     pub async fn unpublish(&self, pod: &Pod, volume: &str) -> Result<(), KubeletError> {
         let request = self.publish_request(pod, volume, &PublishExtras::default())?;

@@ -60,17 +60,11 @@ pub fn client_for(emu: &EmulatorHandle) -> Client {
     let mut b = Client::builder()
         .tls_certs_only([Certificate::from_pem(emu.ca_pem().as_bytes()).expect("CA PEM")])
         .timeout(Duration::from_secs(20));
-    for host in [
-        "kv-demo.vault.azure.net",
-        "kv-conformance.vault.azure.net",
-        "kv-rbac.vault.azure.net",
-        "kv-missing.vault.azure.net",
-        "kv-demo.vault.azure.cn",
-        "kv-demo.vault.usgovcloudapi.net",
-        "login.microsoftonline.com",
-    ] {
-        b = b.resolve(host, addr);
+    for (host, addr) in emu.resolve_overrides() {
+        b = b.resolve(&host, addr);
     }
+    // A vault the seed does not have, for VaultNotFound tests.
+    b = b.resolve("kv-missing.vault.azure.net", addr);
     b.build().expect("client")
 }
 
