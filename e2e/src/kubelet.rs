@@ -217,8 +217,13 @@ impl Kubelet {
 
     /// Sends a NodePublishVolume as given (for requests kubelet would not
     /// build, in tests of the driver's validation).
-    pub async fn send_publish(&self, request: NodePublishVolumeRequest) -> Result<(), KubeletError> {
-        NodeClient::new(self.channel.clone()).node_publish_volume(request).await?;
+    pub async fn send_publish(
+        &self,
+        request: NodePublishVolumeRequest,
+    ) -> Result<(), KubeletError> {
+        NodeClient::new(self.channel.clone())
+            .node_publish_volume(request)
+            .await?;
         Ok(())
     }
 

@@ -1,0 +1,192 @@
+//! The seed case (fixtures/seed/README.md, files part) through the binary.
+
+use std::process::Command;
+
+use secretfs_e2e::kubelet::PublishExtras;
+use secretfs_e2e::{CounterFilter, Route};
+
+use super::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_pod_sees_secret_1_as_a_file() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::start(&[]).await;
+    let (name, _) = env.kubelet.plugin_info().await.unwrap();
+    assert_eq!(name, "secrets-store.csi.k8s.io");
+    let pod = pod("11111111-1111-4111-8111-111111111111", None, None, None);
+    let target = env
+        .kubelet
+        .publish(&pod, VOLUME, &PublishExtras::default())
+        .await
+        .unwrap();
+    let names: Vec<String> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["SECRET_1"]);
+    assert_eq!(
+        std::fs::read_to_string(target.join("SECRET_1")).unwrap(),
+        "Sql-Passw0rd-from-kv-demo"
+    );
+
+    // As a non-root user, as in a container without fsGroup: 0644, readable.
+    let out = Command::new("setpriv")
+        .args(["--reuid=1000", "--regid=1000", "--clear-groups", "cat"])
+        .arg(target.join("SECRET_1"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"Sql-Passw0rd-from-kv-demo");
+
+    env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
+    assert!(!is_mounted(&target));
+    assert!(!target.exists());
+}
+
+/// The container's view: the target bind-mounted at /mnt/secrets-store in a
+/// private mount namespace, read as uid 1000 with gid = fsGroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_with_the_fs_group_reads_it_and_others_are_refused() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::start(&[]).await;
+    let pod = pod(
+        "22222222-2222-4222-8222-222222222222",
+        None,
+        None,
+        Some(2000),
+    );
+    let target = env
+        .kubelet
+        .publish(&pod, VOLUME, &PublishExtras::default())
+        .await
+        .unwrap();
+    let container = env.root.join("container-root/mnt/secrets-store");
+    std::fs::create_dir_all(&container).unwrap();
+    let view = |gid: u32| {
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount --bind '{}' '{}' && setpriv --reuid=1000 --regid={gid} --clear-groups sh -c 'ls -la {c} && cat {c}/SECRET_1'",
+                target.display(),
+                container.display(),
+                c = container.display()
+            ))
+            .output()
+            .unwrap()
+    };
+    let allowed = view(2000);
+    let stdout = String::from_utf8_lossy(&allowed.stdout);
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert!(
+        stdout.contains("-rw-r-----") && stdout.contains("2000"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("Sql-Passw0rd-from-kv-demo"), "{stdout}");
+    let refused = view(3000);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Permission denied"));
+    // The bind lived only in the private namespace.
+    assert!(!is_mounted(&container));
+    env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republish_does_not_remount_or_call_the_vault() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::start(&[]).await;
+    let pod = pod("33333333-3333-4333-8333-333333333333", None, None, None);
+    let target = env
+        .kubelet
+        .publish(&pod, VOLUME, &PublishExtras::default())
+        .await
+        .unwrap();
+    let held = std::fs::File::open(target.join("SECRET_1")).unwrap();
+    let control = env.emulator.control();
+    control.reset_counters();
+    for _ in 0..5 {
+        env.kubelet
+            .publish(&pod, VOLUME, &PublishExtras::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(control.count(&CounterFilter::route(Route::SecretGet)), 0);
+    assert_eq!(
+        control.count(&CounterFilter::default()),
+        0,
+        "no request of any kind"
+    );
+    let mut buf = [0u8; 64];
+    let n = std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"Sql-Passw0rd-from-kv-demo",
+        "the first mount still serves"
+    );
+    drop(held);
+    env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_pods_publish_concurrently_and_unpublish() {
+    if !fuse_available() {
+        return;
+    }
+    let env = std::sync::Arc::new(Env::start(&[]).await);
+    let pods: Vec<_> = (0..100)
+        .map(|i| {
+            pod(
+                &format!("aaaaaaaa-0000-4000-8000-{i:012}"),
+                None,
+                None,
+                None,
+            )
+        })
+        .collect();
+    let tasks: Vec<_> = pods
+        .iter()
+        .cloned()
+        .map(|p| {
+            let env = env.clone();
+            tokio::spawn(async move {
+                env.kubelet
+                    .publish(&p, VOLUME, &PublishExtras::default())
+                    .await
+            })
+        })
+        .collect();
+    let mut targets = Vec::new();
+    for task in tasks {
+        targets.push(task.await.unwrap().unwrap());
+    }
+    for target in &targets {
+        assert_eq!(
+            std::fs::read(target.join("SECRET_1")).unwrap(),
+            b"Sql-Passw0rd-from-kv-demo"
+        );
+    }
+    let tasks: Vec<_> = pods
+        .into_iter()
+        .map(|p| {
+            let env = env.clone();
+            tokio::spawn(async move { env.kubelet.unpublish(&p, VOLUME).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert!(targets.iter().all(|t| !is_mounted(t)));
+}
