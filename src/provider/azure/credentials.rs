@@ -14,7 +14,8 @@ use std::sync::{Arc, RwLock};
 
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{AccessToken, Secret, TokenCredential};
-use azure_core::http::{ClientMethodOptions, ClientOptions};
+use azure_core::http::policies::{Policy, PolicyResult};
+use azure_core::http::{ClientMethodOptions, ClientOptions, Context, Request};
 use azure_core::time::{Duration as AzDuration, OffsetDateTime};
 use azure_identity::{
     ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
@@ -142,8 +143,82 @@ impl CredentialEnv {
             transport: Some(self.transport.clone()),
             retry: azure_core::http::RetryOptions::none(),
             cloud: Some(Arc::new(CloudConfiguration::Custom(custom))),
+            per_try_policies: vec![Arc::new(EntraErrorPolicy)],
             ..Default::default()
         }
+    }
+}
+
+/// Turns an Entra error answer into an `HttpResponse` error with its status,
+/// `AADSTS` code and description, before the SDK reads it.
+///
+/// azure_identity 1.0.0 parses error bodies into borrowed strings, so any
+/// `error_description` with an escape (real ones carry `\r\n` before the
+/// trace id) fails as a `DataConversion` error that has lost the status and
+/// the reason. With this policy the status survives, and 429/5xx from Entra
+/// are retried like the vault's.
+#[derive(Debug)]
+struct EntraErrorPolicy;
+
+#[derive(serde::Deserialize)]
+struct EntraError {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    error_description: Option<String>,
+    #[serde(default)]
+    error_codes: Vec<i64>,
+}
+
+#[async_trait::async_trait]
+impl Policy for EntraErrorPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        let response = next[0].send(ctx, request, &next[1..]).await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let raw = response.try_into_raw_response().await?;
+        let parsed: Option<EntraError> = serde_json::from_slice(raw.body().as_ref()).ok();
+        let (code, message) = match parsed {
+            Some(e) => {
+                let code = if e.error_codes.is_empty() {
+                    e.error.clone()
+                } else {
+                    Some(
+                        e.error_codes
+                            .iter()
+                            .map(|c| format!("AADSTS{c}"))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    )
+                };
+                let description = e
+                    .error_description
+                    .map(|d| d.lines().next().unwrap_or_default().trim().to_owned())
+                    .unwrap_or_default();
+                let message = match e.error {
+                    Some(err) if !description.is_empty() => format!("{err}: {description}"),
+                    Some(err) => err,
+                    None => description,
+                };
+                (code, message)
+            }
+            None => (None, format!("Entra ID answered {status}")),
+        };
+        Err(azure_core::Error::with_message(
+            azure_core::error::ErrorKind::HttpResponse {
+                status,
+                error_code: code,
+                raw_response: Some(Box::new(raw)),
+            },
+            message,
+        ))
     }
 }
 

@@ -87,7 +87,10 @@ impl TokenCredential for ImdsCredential {
         scopes: &[&str],
         _options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
-        self.cache.get(scopes, || self.fetch(scopes)).await
+        self.cache
+            .get(scopes, || self.fetch(scopes))
+            .await
+            .map_err(credential_error)
     }
 }
 
@@ -154,7 +157,10 @@ impl TokenCredential for NmiCredential {
         scopes: &[&str],
         _options: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
-        self.cache.get(scopes, || self.fetch(scopes)).await
+        self.cache
+            .get(scopes, || self.fetch(scopes))
+            .await
+            .map_err(credential_error)
     }
 }
 
@@ -170,6 +176,13 @@ fn resource_of(scopes: &[&str]) -> azure_core::Result<String> {
             ),
         )),
     }
+}
+
+/// Marks a token failure as a credential error (as the SDK's credentials
+/// do), keeping the HTTP error inside for classification.
+fn credential_error(e: Error) -> Error {
+    let message = e.to_string();
+    Error::with_error(AzErrorKind::Credential, e, message)
 }
 
 fn parse_url(url: &str) -> azure_core::Result<reqwest::Url> {
