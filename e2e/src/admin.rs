@@ -166,6 +166,12 @@ fn respond(
         }
         (&Method::POST, ["admin", "faults"]) => {
             let spec: FaultSpec = parse_body(req)?;
+            if spec.count == Some(0) {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "count must be at least 1 (omit it for a fault until removed)",
+                ));
+            }
             Ok(json_response(
                 StatusCode::CREATED,
                 &json!({"id": control.add_fault(spec)}),

@@ -203,4 +203,20 @@ async fn faults_counters_and_tokens_over_http() {
             .status,
         StatusCode::NOT_FOUND
     );
+    let r = admin(
+        &env,
+        reqwest::Method::POST,
+        "/faults",
+        Some(json!({"kind": "throttle", "count": 0})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = admin(
+        &env,
+        reqwest::Method::POST,
+        "/faults",
+        Some(json!({"kind": "explode"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
