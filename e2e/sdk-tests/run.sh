@@ -41,7 +41,7 @@ else
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kv-sdk-tests.XXXXXX")
-"$bin" --listen "$listen" --seed "$repo/e2e/seeds/conformance.yaml" --ca-path "$work/ca.pem" \
+KV_EMULATOR_LOG=${KV_EMULATOR_LOG:-debug} "$bin" --listen "$listen" --seed "$repo/e2e/seeds/conformance.yaml" --ca-path "$work/ca.pem" \
     > "$work/info.json" 2> "$work/emulator.log" &
 pid=$!
 cleanup() {
@@ -69,5 +69,14 @@ KV_EMULATOR_INFO="$work/info.json" "$venv/bin/python" -m pytest -v -p no:cachepr
 if [ "$status" != 0 ]; then
     echo "--- kv-emulator log ---" >&2
     tail -n 50 "$work/emulator.log" >&2
+fi
+# The emulator's debug log must never hold a token, a client secret or a
+# secret value (the suite used all of them).
+if grep -nE 'eyJ[A-Za-z0-9_-]{20,}|emulator-test-client-secret|outsider-test-client-secret|Sql-Passw0rd|second-value|expired-but-readable' "$work/emulator.log" >&2; then
+    echo "run.sh: FAILED: secret material in the kv-emulator log" >&2
+    status=1
+elif [ "$(wc -l < "$work/emulator.log")" -lt 10 ]; then
+    echo "run.sh: FAILED: the kv-emulator debug log is unexpectedly empty" >&2
+    status=1
 fi
 exit "$status"
