@@ -1,0 +1,54 @@
+{{/* Chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "secretfs.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-scoped name of every namespaced object and cluster object. */}}
+{{- define "secretfs.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "secretfs.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "secretfs.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "secretfs.labels" -}}
+{{ include "secretfs.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: secretfs
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "secretfs.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "secretfs.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository[:tag][@digest] from an image dict; tag defaults to the second argument. */}}
+{{- define "secretfs.image" -}}
+{{- $image := index . 0 -}}
+{{- $defaultTag := index . 1 -}}
+{{- $tag := default $defaultTag $image.tag -}}
+{{- $image.repository -}}
+{{- if $tag }}:{{ $tag }}{{ end -}}
+{{- if $image.digest }}@{{ $image.digest }}{{ end -}}
+{{- end -}}
+
+{{/* kubeletRootDir without a trailing slash. */}}
+{{- define "secretfs.kubeletDir" -}}
+{{- .Values.kubeletRootDir | trimSuffix "/" -}}
+{{- end -}}
+
+{{/* Directory of the driver's CSI socket on the host. */}}
+{{- define "secretfs.pluginDir" -}}
+{{- printf "%s/plugins/csi-secrets-store" (include "secretfs.kubeletDir" .) -}}
+{{- end -}}
