@@ -266,6 +266,7 @@ impl std::ops::Deref for EmulatorHandle {
 
 impl Drop for EmulatorHandle {
     fn drop(&mut self) {
+        self.control.shared.shutdown.send_replace(true);
         for t in &self.tasks {
             t.abort();
         }

@@ -96,6 +96,7 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let mut stop = shared.shutdown.subscribe();
     let conn_control = ConnControl::default();
     let reset = conn_control.reset.clone();
     let svc = service_fn(move |req: Request<HyperBody>| {
@@ -112,6 +113,9 @@ async fn serve_connection<S>(
             if let Err(e) = r {
                 tracing::debug!(error = %e, %peer, "connection ended with error");
             }
+        }
+        _ = stop.wait_for(|stopped| *stopped) => {
+            // The emulator was stopped: close keep-alive connections too.
         }
         _ = reset.notified() => {
             if let Some(fd) = &dup {

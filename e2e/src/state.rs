@@ -31,6 +31,8 @@ pub struct Shared {
     pub tokens: TokenService,
     pub counters: Counters,
     pub faults: Faults,
+    /// Set to true when the emulator stops: open connections close.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -48,6 +50,7 @@ impl Shared {
             tokens,
             counters: Counters::default(),
             faults: Faults::default(),
+            shutdown: tokio::sync::watch::Sender::new(false),
         }
     }
 

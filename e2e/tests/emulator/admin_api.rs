@@ -220,3 +220,18 @@ async fn faults_counters_and_tokens_over_http() {
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn dropping_the_handle_closes_keep_alive_connections() {
+    let Env { emu, http } = start().await;
+    let url = format!("{}/secrets/sql-password?{API}", emu.vault_url("kv-demo"));
+    let token = emu
+        .access_token("app-sp", "https://vault.azure.net", 600)
+        .unwrap();
+    let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(emu);
+    tokio::task::yield_now().await;
+    let err = http.get(&url).bearer_auth(&token).send().await;
+    assert!(err.is_err(), "a stopped emulator must not answer: {err:?}");
+}
