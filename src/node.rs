@@ -10,7 +10,7 @@ use crate::cli::{AzureArgs, NodeArgs, ReadModeArg};
 use crate::provider::Provider;
 use crate::provider::azure::config::{AzureProviderConfig, HostOverride};
 use crate::provider::azure::{AzureProvider, CloudName};
-use crate::spc::{SpcDir, SpcSource};
+use crate::spc::{KubeSpcs, SpcDir, SpcSource};
 use crate::volume::{Driver, DriverConfig};
 
 /// The version reported to kubelet.
@@ -34,10 +34,10 @@ pub enum NodeError {
     #[error("Azure provider: {0}")]
     Azure(String),
     #[error(
-        "no --spc-dir given: reading SecretProviderClasses from the Kubernetes API is not built yet; \
-         pass --spc-dir DIR with the manifests"
+        "cannot reach the Kubernetes API ({0}): run in a pod with a service account, set KUBECONFIG, \
+         or pass --spc-dir DIR to read SecretProviderClass manifests from a directory"
     )]
-    NoClassSource,
+    Kube(String),
     #[error(transparent)]
     Server(#[from] secretfs_csi::ServerError),
     #[error("cannot start the async runtime: {0}")]
@@ -53,10 +53,12 @@ pub fn azure_config(args: &AzureArgs) -> Result<AzureProviderConfig, NodeError> 
         })?
         .unwrap_or(CloudName::Public);
     let extra_ca_pem = match &args.ca_file {
-        Some(path) => Some(std::fs::read_to_string(path).map_err(|source| NodeError::CaFile {
-            path: path.clone(),
-            source,
-        })?),
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|source| NodeError::CaFile {
+                path: path.clone(),
+                source,
+            })?,
+        ),
         None => None,
     };
     let resolve = args
@@ -85,11 +87,16 @@ pub fn azure_config(args: &AzureArgs) -> Result<AzureProviderConfig, NodeError> 
     })
 }
 
-/// The volume manager with the built-in providers.
-pub fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
+/// The volume manager with the built-in providers (inside a runtime).
+pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
     let classes: Arc<dyn SpcSource> = match &args.spc_dir {
         Some(dir) => Arc::new(SpcDir::new(dir)),
-        None => return Err(NodeError::NoClassSource),
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| NodeError::Kube(e.to_string()))?;
+            Arc::new(KubeSpcs::start(client))
+        }
     };
     let azure = AzureProvider::new(azure_config(&args.azure)?)
         .map_err(|e| NodeError::Azure(e.to_string()))?;
@@ -115,7 +122,7 @@ pub fn run(args: &NodeArgs) -> Result<(), NodeError> {
 }
 
 async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
-    let driver = Arc::new(driver(args)?);
+    let driver = Arc::new(driver(args).await?);
     let path = secretfs_csi::socket_path(&args.endpoint)?;
     let listener = secretfs_csi::bind(&path)?;
     let (identity, node) =

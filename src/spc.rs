@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -204,6 +206,82 @@ impl SpcSource for SpcDir {
             Readiness::Ready
         } else {
             Readiness::NotReady(format!("--spc-dir {:?} is not a directory", self.dir))
+        }
+    }
+}
+
+/// SecretProviderClasses from the Kubernetes API: a watch cache of every
+/// class in the cluster (classes are looked up in the pod's namespace), with
+/// a live read when a class is not in the cache yet (just created).
+#[derive(Clone)]
+pub struct KubeSpcs {
+    api: kube::Api<SecretProviderClass>,
+    store: kube::runtime::reflector::Store<SecretProviderClass>,
+    synced: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for KubeSpcs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSpcs")
+            .field("cached", &self.store.state().len())
+            .field("synced", &self.synced.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl KubeSpcs {
+    /// Starts watching; must be called inside a Tokio runtime.
+    pub fn start(client: kube::Client) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, reflector, watcher};
+
+        let api = kube::Api::<SecretProviderClass>::all(client);
+        let (store, writer) = reflector::store();
+        let synced = Arc::new(AtomicBool::new(false));
+        let stream = reflector(writer, watcher(api.clone(), watcher::Config::default()))
+            .default_backoff()
+            .applied_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(err) = event {
+                    tracing::warn!(error = %err, "watching SecretProviderClasses");
+                }
+            }
+        });
+        let ready = store.clone();
+        let flag = synced.clone();
+        tokio::spawn(async move {
+            if ready.wait_until_ready().await.is_ok() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+        Self { api, store, synced }
+    }
+}
+
+#[async_trait::async_trait]
+impl SpcSource for KubeSpcs {
+    async fn get(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<SecretProviderClass>, SpcError> {
+        let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+        if let Some(class) = self.store.get(&key) {
+            return Ok(Some((*class).clone()));
+        }
+        kube::Api::<SecretProviderClass>::namespaced(self.api.clone().into_client(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| SpcError::Api(e.to_string()))
+    }
+
+    async fn readiness(&self) -> Readiness {
+        if self.synced.load(Ordering::Relaxed) {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady("the SecretProviderClass watch has not listed yet".into())
         }
     }
 }
