@@ -1,0 +1,668 @@
+"""What the secretfs chart must render, checked offline (pytest; run by charts/check.sh).
+
+Every test renders the real chart through Helm's Go SDK (chartlib) with some
+values and asserts what a cluster operator or kubelet would notice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import pytest
+import yaml
+
+import chartlib
+from chartlib import container, find, manifests
+
+ALL_FEATURES = chartlib.load_values_file(chartlib.CHART / "ci" / "all-features-values.yaml")
+MINIMAL = chartlib.load_values_file(chartlib.CHART / "ci" / "minimal-values.yaml")
+
+# The metric names the driver exports (the contract with src/metrics.rs).
+METRICS = [
+    "node_publish_total",
+    "node_publish_error_total",
+    "node_unpublish_total",
+    "node_unpublish_error_total",
+    "rotation_reconcile_total",
+    "rotation_reconcile_error_total",
+    "sync_k8s_secret_total",
+    "secretfs_vault_requests_total",
+    "secretfs_vault_request_duration_seconds",
+    "secretfs_cache_hits_total",
+    "secretfs_cache_misses_total",
+    "secretfs_cache_bytes",
+    "secretfs_sync_errors_total",
+    "secretfs_fuse_requests_total",
+    "secretfs_fuse_errors_total",
+]
+
+
+@pytest.fixture(scope="module")
+def default_docs() -> list[dict[str, Any]]:
+    return manifests()
+
+
+@pytest.fixture(scope="module")
+def all_docs() -> list[dict[str, Any]]:
+    return manifests(ALL_FEATURES)
+
+
+def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return find(docs, "DaemonSet")["spec"]["template"]["spec"]
+
+
+def volume(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(v for v in pod_spec(docs)["volumes"] if v["name"] == name)
+
+
+def mount(c: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(m for m in c["volumeMounts"] if m["name"] == name)
+
+
+def args_dict(c: dict[str, Any]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for a in c["args"]:
+        key, _, value = a.partition("=")
+        out[key] = value if _ else None
+    return out
+
+
+# ---------------------------------------------------------------- objects
+
+
+def test_default_install_objects(default_docs):
+    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in default_docs)
+    assert kinds == [
+        ("CSIDriver", "secrets-store.csi.k8s.io"),
+        ("ClusterRole", "secretfs-node"),
+        ("ClusterRoleBinding", "secretfs-node"),
+        ("DaemonSet", "secretfs"),
+        ("ServiceAccount", "secretfs"),
+    ]
+    for d in default_docs:
+        if d["kind"] in ("DaemonSet", "ServiceAccount"):
+            assert d["metadata"]["namespace"] == chartlib.NAMESPACE
+
+
+def test_all_features_objects(all_docs):
+    kinds = sorted(d["kind"] for d in all_docs)
+    assert kinds == sorted(
+        [
+            "CSIDriver",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+        ]
+    )
+
+
+def test_selector_matches_pod_labels_and_service_account(default_docs):
+    ds = find(default_docs, "DaemonSet")
+    selector = ds["spec"]["selector"]["matchLabels"]
+    labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= labels.items()
+    assert ds["spec"]["template"]["spec"]["serviceAccountName"] == find(default_docs, "ServiceAccount")["metadata"]["name"]
+
+
+def test_existing_service_account_is_used_not_created():
+    docs = manifests(MINIMAL)
+    assert not [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert pod_spec(docs)["serviceAccountName"] == "secretfs-preexisting"
+    for b in (d for d in docs if d["kind"] == "ClusterRoleBinding"):
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": "secretfs-preexisting", "namespace": "kube-system"}]
+
+
+# ---------------------------------------------------------------- the driver container
+
+
+def test_driver_is_privileged_root_and_sidecars_are_not(default_docs):
+    driver = container(default_docs, "secrets-store")
+    assert driver["securityContext"]["privileged"] is True
+    assert driver["securityContext"]["runAsUser"] == 0
+    for name in ("node-driver-registrar", "liveness-probe"):
+        sc = container(default_docs, name)["securityContext"]
+        assert not sc.get("privileged", False)
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+
+
+def test_driver_args_with_defaults(default_docs):
+    assert container(default_docs, "secrets-store")["args"] == [
+        "node",
+        "--endpoint=unix:///csi/csi.sock",
+        "--nodeid=$(NODE_NAME)",
+        "--drivername=secrets-store.csi.k8s.io",
+        "--metrics-addr=:8095",
+        "--rotation-poll-interval=2m",
+        "--log=info",
+        "--read-mode=atomic",
+        "--sync-secrets=false",
+        "--provider-volume=/var/run/secrets-store-csi-providers",
+        "--additional-provider-volume-paths=/etc/kubernetes/secrets-store-csi-providers",
+    ]
+
+
+def test_driver_args_follow_values(all_docs):
+    args = args_dict(container(all_docs, "secrets-store"))
+    assert args["--metrics-addr"] == ":9095"
+    assert args["--rotation-poll-interval"] == "90s"
+    assert args["--log"] == "secretfs=debug,info"
+    assert "--log-format-json" in args and args["--log-format-json"] is None
+    assert args["--read-mode"] == "page-cache"
+    assert args["--sync-secrets"] == "true"
+    assert args["--provider-volume"] == "/var/run/secrets-store-csi-providers"
+    # the duplicate of providersDir is dropped, order kept
+    assert args["--additional-provider-volume-paths"] == "/etc/kubernetes/secrets-store-csi-providers,/opt/providers"
+
+
+def test_driver_name_is_passed_everywhere():
+    docs = manifests({"driverName": "secretfs.example.com"})
+    assert args_dict(container(docs, "secrets-store"))["--drivername"] == "secretfs.example.com"
+    assert find(docs, "CSIDriver")["metadata"]["name"] == "secretfs.example.com"
+    csidrivers = [r for r in find(docs, "ClusterRole", "-node")["rules"] if "csidrivers" in r["resources"]]
+    assert csidrivers == [
+        {"apiGroups": ["storage.k8s.io"], "resources": ["csidrivers"], "resourceNames": ["secretfs.example.com"], "verbs": ["get"]}
+    ]
+
+
+def test_without_external_providers_no_provider_flags_or_mounts():
+    docs = manifests(MINIMAL)
+    driver = container(docs, "secrets-store")
+    assert not [a for a in driver["args"] if "provider" in a]
+    assert not [v for v in pod_spec(docs)["volumes"] if v["name"].startswith("providers-dir")]
+    assert "--log-format-json" not in driver["args"]
+
+
+def test_provider_dirs_mounted_at_their_host_paths(all_docs):
+    driver = container(all_docs, "secrets-store")
+    mounts = {m["name"]: m["mountPath"] for m in driver["volumeMounts"] if m["name"].startswith("providers-dir")}
+    hosts = {v["name"]: v["hostPath"]["path"] for v in pod_spec(all_docs)["volumes"] if v["name"].startswith("providers-dir")}
+    assert mounts == hosts
+    assert sorted(hosts.values()) == [
+        "/etc/kubernetes/secrets-store-csi-providers",
+        "/opt/providers",
+        "/var/run/secrets-store-csi-providers",
+    ]
+
+
+def test_node_name_from_downward_api(default_docs):
+    env = container(default_docs, "secrets-store")["env"]
+    assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in env
+
+
+@pytest.mark.parametrize(
+    "root, expected",
+    [
+        (None, "/var/lib/kubelet"),
+        ("/var/snap/microk8s/common/var/lib/kubelet/", "/var/snap/microk8s/common/var/lib/kubelet"),
+        ("/opt/rke/var/lib/kubelet", "/opt/rke/var/lib/kubelet"),
+    ],
+)
+def test_kubelet_dirs_and_bidirectional_mount(root, expected):
+    docs = manifests(None if root is None else {"kubeletRootDir": root})
+    driver = container(docs, "secrets-store")
+    pods = mount(driver, "mountpoint-dir")
+    # target paths arrive as host paths, so the mount must sit at the same path
+    assert pods["mountPath"] == f"{expected}/pods"
+    assert pods["mountPropagation"] == "Bidirectional"
+    assert volume(docs, "mountpoint-dir")["hostPath"]["path"] == f"{expected}/pods"
+    assert volume(docs, "plugin-dir")["hostPath"]["path"] == f"{expected}/plugins/csi-secrets-store/"
+    assert volume(docs, "registration-dir")["hostPath"]["path"] == f"{expected}/plugins_registry/"
+    registrar = container(docs, "node-driver-registrar")
+    assert f"--kubelet-registration-path={expected}/plugins/csi-secrets-store/csi.sock" in registrar["args"]
+    assert mount(registrar, "registration-dir")["mountPath"] == "/registration"
+    # only the driver propagates mounts
+    for c in pod_spec(docs)["containers"]:
+        if c["name"] != "secrets-store":
+            assert all("mountPropagation" not in m for m in c["volumeMounts"])
+
+
+def test_dev_fuse_is_the_host_char_device(default_docs):
+    assert volume(default_docs, "fuse-device")["hostPath"] == {"path": "/dev/fuse", "type": "CharDevice"}
+    assert mount(container(default_docs, "secrets-store"), "fuse-device")["mountPath"] == "/dev/fuse"
+
+
+def test_csi_socket_dir_shared_by_the_three_containers(default_docs):
+    for name in ("secrets-store", "node-driver-registrar", "liveness-probe"):
+        assert mount(container(default_docs, name), "plugin-dir")["mountPath"] == "/csi"
+
+
+def test_probes(default_docs):
+    driver = container(default_docs, "secrets-store")
+    ports = {p["name"]: p["containerPort"] for p in driver["ports"]}
+    live = driver["livenessProbe"]
+    assert live["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert (live["failureThreshold"], live["initialDelaySeconds"], live["timeoutSeconds"], live["periodSeconds"]) == (5, 30, 10, 15)
+    # healthz is the livenessprobe sidecar's endpoint
+    lp = container(default_docs, "liveness-probe")
+    assert lp["args"] == ["--csi-address=/csi/csi.sock", "--probe-timeout=3s", f"--http-endpoint=0.0.0.0:{ports['healthz']}"]
+    assert ports["healthz"] == 9808
+    assert driver["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert ports["metrics"] == 8095
+
+
+def test_sidecar_images(default_docs):
+    assert container(default_docs, "node-driver-registrar")["image"] == "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.16.0"
+    assert container(default_docs, "liveness-probe")["image"] == "registry.k8s.io/sig-storage/livenessprobe:v2.18.0"
+
+
+def test_image_reference(default_docs, all_docs):
+    assert container(default_docs, "secrets-store")["image"] == "secretfs:0.1.0"
+    assert container(all_docs, "secrets-store")["image"] == (
+        "registry.example.com/secretfs:0.1.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    )
+    assert container(all_docs, "secrets-store")["imagePullPolicy"] == "Always"
+    assert pod_spec(all_docs)["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_resources_default_to_upstream(default_docs):
+    expected = {
+        "secrets-store": ({"cpu": "200m", "memory": "200Mi"}, {"cpu": "50m", "memory": "100Mi"}),
+        "node-driver-registrar": ({"cpu": "100m", "memory": "100Mi"}, {"cpu": "10m", "memory": "20Mi"}),
+        "liveness-probe": ({"cpu": "100m", "memory": "100Mi"}, {"cpu": "10m", "memory": "20Mi"}),
+    }
+    for name, (limits, requests) in expected.items():
+        res = container(default_docs, name)["resources"]
+        assert (res["limits"], res["requests"]) == (limits, requests), name
+
+
+def test_placement_defaults(default_docs):
+    spec = pod_spec(default_docs)
+    assert spec["tolerations"] == [{"operator": "Exists"}]
+    assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert spec["priorityClassName"] == "system-node-critical"
+    assert spec["terminationGracePeriodSeconds"] == 30
+    assert find(default_docs, "DaemonSet")["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+    assert "hostNetwork" not in spec
+
+
+def test_placement_overrides(all_docs):
+    ds = find(all_docs, "DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert spec["terminationGracePeriodSeconds"] == 60
+    assert ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "10%"
+    meta = ds["spec"]["template"]["metadata"]
+    assert meta["labels"]["team"] == "platform"
+    assert meta["annotations"]["example.com/owner"] == "platform"
+    minimal = pod_spec(manifests(MINIMAL))
+    assert "tolerations" not in minimal and "affinity" not in minimal and "priorityClassName" not in minimal
+
+
+# ---------------------------------------------------------------- CSIDriver
+
+
+def test_csidriver_fields(default_docs):
+    spec = find(default_docs, "CSIDriver")["spec"]
+    assert spec["attachRequired"] is False
+    assert spec["podInfoOnMount"] is True
+    assert spec["volumeLifecycleModes"] == ["Ephemeral"]
+    assert spec["requiresRepublish"] is True
+    assert spec["fsGroupPolicy"] == "File"
+    assert spec["tokenRequests"] == [{"audience": "api://AzureADTokenExchange"}]
+
+
+def test_rotation_off_means_no_republish():
+    assert find(manifests({"enableSecretRotation": False}), "CSIDriver")["spec"]["requiresRepublish"] is False
+
+
+@pytest.mark.parametrize("version", chartlib.KUBE_VERSIONS)
+def test_token_in_secrets_only_from_1_35(version):
+    spec = find(manifests(kube_version=version), "CSIDriver")["spec"]
+    on = tuple(map(int, version.split("."))) >= (1, 35)
+    assert spec.get("serviceAccountTokenInSecrets") is (True if on else None)
+
+
+@pytest.mark.parametrize("version", ["1.35", "1.37"])
+def test_token_in_secrets_needs_token_requests(version):
+    spec = find(manifests({"tokenRequests": []}, kube_version=version), "CSIDriver")["spec"]
+    assert "tokenRequests" not in spec
+    assert "serviceAccountTokenInSecrets" not in spec
+
+
+def test_token_requests_passed_through(all_docs):
+    assert find(all_docs, "CSIDriver")["spec"]["tokenRequests"] == [
+        {"audience": "api://AzureADTokenExchange"},
+        {"audience": "api://AKSIdentityBinding", "expirationSeconds": 3600},
+    ]
+
+
+# ---------------------------------------------------------------- RBAC
+
+
+def rules(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [(d["metadata"]["name"], r) for d in docs if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]]
+
+
+def grants(docs, resource: str) -> set[str]:
+    verbs: set[str] = set()
+    for _, r in rules(docs):
+        if resource in r["resources"] or "*" in r["resources"]:
+            verbs |= set(r["verbs"])
+    return verbs
+
+
+@pytest.mark.parametrize("values", [None, MINIMAL, {"syncSecret": {"enabled": False}}])
+def test_no_secret_access_without_sync(values):
+    docs = manifests(values)
+    assert grants(docs, "secrets") == set()
+    assert not [r for _, r in rules(docs) if "*" in r["verbs"] or "*" in r["resources"] or "*" in r["apiGroups"]]
+
+
+def test_sync_adds_secret_access_in_its_own_bound_role():
+    docs = manifests({"syncSecret": {"enabled": True}})
+    assert grants(docs, "secrets") == {"create", "get", "list", "watch", "patch", "update", "delete"}
+    role = find(docs, "ClusterRole", "-sync")
+    assert [r["resources"] for r in role["rules"]] == [["secrets"]]
+    binding = find(docs, "ClusterRoleBinding", "-sync")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == pod_spec(docs)["serviceAccountName"]
+
+
+def test_node_role_is_least_privilege(default_docs):
+    got = {}
+    for _, r in rules(default_docs):
+        for group in r["apiGroups"]:
+            for res in r["resources"]:
+                got[(group, res)] = sorted(r["verbs"])
+    rw = sorted(["create", "get", "list", "watch", "patch", "update", "delete"])
+    assert got == {
+        ("secrets-store.csi.x-k8s.io", "secretproviderclasses"): ["get", "list", "watch"],
+        ("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses"): rw,
+        ("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses/status"): rw,
+        ("", "pods"): ["get", "list", "watch"],
+        ("", "events"): ["create", "patch"],
+        ("events.k8s.io", "events"): ["create", "patch"],
+        ("storage.k8s.io", "csidrivers"): ["get"],
+    }
+    binding = find(default_docs, "ClusterRoleBinding", "-node")
+    assert binding["roleRef"]["name"] == find(default_docs, "ClusterRole", "-node")["metadata"]["name"]
+
+
+def test_rbac_can_be_left_to_the_operator():
+    docs = manifests({"rbac": {"create": False}, "syncSecret": {"enabled": True}})
+    assert not [d for d in docs if d["kind"].startswith("ClusterRole")]
+
+
+# ---------------------------------------------------------------- values schema
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"readMode": "mmap"},
+        {"rotationPollInterval": "2 minutes"},
+        {"rotationPollInterval": 120},
+        {"kubeletRootDir": "var/lib/kubelet"},
+        {"tokenRequests": [{"audience": "api://x", "expirationSeconds": 60}]},
+        {"tokenRequests": [{"expirationSeconds": 3600}]},
+        {"metrics": {"port": 70000}},
+        {"image": {"digest": "latest"}},
+        {"syncSecret": {"enabled": "yes"}},
+        {"logFormatJSON": "true"},
+        {"enableSecretRotaton": True},  # typo of a real key
+        {"driverName": "Secrets_Store"},
+        {"additionalProvidersDirs": ["/a,/b"]},
+    ],
+    ids=lambda v: json.dumps(v),
+)
+def test_schema_rejects_bad_values(bad):
+    with pytest.raises(helm.HelmValuesError):
+        chartlib.render_files(bad)
+
+
+def test_every_values_file_passes_the_schema():
+    with helm.Chart.load(chartlib.CHART) as chart:
+        for path in chartlib.CI_VALUES:
+            chart.validate_schema(chartlib.load_values_file(path))
+        chart.validate_schema(None)
+
+
+def test_every_value_is_documented():
+    """Each top-level key, and each key of a nested block, has a comment above it (or its block has)."""
+    lines = (chartlib.CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z][\w.-]*):", line)
+        if not m or m.group(1):
+            continue
+        prev = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+        block = []
+        for nxt in lines[i + 1 :]:
+            if nxt and not nxt.startswith(" "):
+                break
+            block.append(nxt)
+        if not prev.lstrip().startswith("#") and not any(b.strip().startswith("#") for b in block):
+            undocumented.append(m.group(2))
+    assert undocumented == []
+    schema = json.loads((chartlib.CHART / "values.schema.json").read_text())
+    assert sorted(yaml.safe_load((chartlib.CHART / "values.yaml").read_text())) == sorted(schema["properties"])
+
+
+# ---------------------------------------------------------------- CRDs
+
+
+@pytest.fixture(scope="module")
+def crds() -> dict[str, dict[str, Any]]:
+    return {c["metadata"]["name"]: c for c in chartlib.crds()}
+
+
+def version(crd: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in crd["spec"]["versions"] if v["name"] == name)
+
+
+DEPRECATION = "secrets-store.csi.x-k8s.io/v1alpha1 is deprecated. Use secrets-store.csi.x-k8s.io/v1 instead."
+
+
+def test_crd_versions(crds):
+    assert sorted(crds) == [
+        "secretproviderclasses.secrets-store.csi.x-k8s.io",
+        "secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io",
+    ]
+    for crd in crds.values():
+        assert crd["spec"]["group"] == "secrets-store.csi.x-k8s.io"
+        assert crd["spec"]["scope"] == "Namespaced"
+        v1, v1alpha1 = version(crd, "v1"), version(crd, "v1alpha1")
+        assert (v1["served"], v1["storage"]) == (True, True)
+        assert v1.get("deprecated") is not True
+        assert (v1alpha1["served"], v1alpha1["storage"], v1alpha1["deprecated"]) == (True, False, True)
+        assert v1alpha1["deprecationWarning"] == DEPRECATION
+
+
+def test_crd_printer_columns(crds):
+    spc = crds["secretproviderclasses.secrets-store.csi.x-k8s.io"]
+    spcps = crds["secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io"]
+    for v in ("v1", "v1alpha1"):
+        assert [(c["name"], c["jsonPath"]) for c in version(spc, v)["additionalPrinterColumns"]] == [
+            ("Provider", ".spec.provider"),
+            ("Age", ".metadata.creationTimestamp"),
+        ]
+        assert [(c["name"], c["type"], c["jsonPath"]) for c in version(spcps, v)["additionalPrinterColumns"]] == [
+            ("Pod", "string", ".status.podName"),
+            ("Class", "string", ".status.secretProviderClassName"),
+            ("Mounted", "boolean", ".status.mounted"),
+            ("Objects", "string", ".status.objects[*].id"),
+            ("Age", "date", ".metadata.creationTimestamp"),
+        ]
+
+
+def schema_of(crd: dict[str, Any], v: str) -> dict[str, Any]:
+    return version(crd, v)["schema"]["openAPIV3Schema"]
+
+
+SEED_SPC = chartlib.REPO / "tests" / "fixtures" / "seed" / "secretproviderclass.yaml"
+
+
+@pytest.mark.parametrize("v", ["v1", "v1alpha1"])
+def test_seed_and_notes_classes_fit_the_schema(crds, v):
+    schema = schema_of(crds["secretproviderclasses.secrets-store.csi.x-k8s.io"], v)
+    examples = [yaml.safe_load(SEED_SPC.read_text())]
+    text = chartlib.notes()
+    manifest = text.split("<<'YAML' | kubectl apply -f -\n", 1)[1].split("\n  YAML\n", 1)[0]
+    examples += [d for d in yaml.safe_load_all(re.sub(r"(?m)^  ", "", manifest)) if d["kind"] == "SecretProviderClass"]
+    assert len(examples) == 2
+    for spc in examples:
+        jsonschema.Draft7Validator(schema).validate(spc)
+    bad = dict(examples[0], spec=dict(examples[0]["spec"], parameters={"keyvaultName": 3}))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(schema).validate(bad)
+
+
+def test_spcps_schema(crds):
+    schema = schema_of(crds["secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io"], "v1")
+    status = schema["properties"]["status"]["properties"]
+    assert {k: v["type"] for k, v in status.items()} == {
+        "podName": "string",
+        "secretProviderClassName": "string",
+        "mounted": "boolean",
+        "targetPath": "string",
+        "objects": "array",
+    }
+    assert sorted(status["objects"]["items"]["properties"]) == ["id", "version"]
+    ok = {
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClassPodStatus",
+        "metadata": {"name": "nginx-default-azure-kvname"},
+        "status": {
+            "podName": "nginx",
+            "secretProviderClassName": "azure-kvname",
+            "mounted": True,
+            "targetPath": "/var/lib/kubelet/pods/0b1c/volumes/kubernetes.io~csi/secrets-store-inline/mount",
+            "objects": [{"id": "secret/sql-password", "version": "c55925c29c6743dcb9bb4bf091be03b0"}],
+        },
+    }
+    jsonschema.Draft7Validator(schema).validate(ok)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(schema).validate({**ok, "status": {**ok["status"], "mounted": "yes"}})
+
+
+# ---------------------------------------------------------------- monitoring
+
+
+def promql_metrics(expr: str) -> set[str]:
+    names = set(re.findall(r"\b([a-z_][a-z0-9_]*)(?=\s*[{\[])", expr))
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names} - {"rate", "increase", "sum", "by", "histogram_quantile"}
+
+
+def test_service_monitor_scrapes_the_driver_pods(all_docs):
+    svc = find(all_docs, "Service", "-metrics")
+    sm = find(all_docs, "ServiceMonitor")
+    ds = find(all_docs, "DaemonSet")
+    pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == [p["name"] for p in svc["spec"]["ports"]] == ["metrics"]
+    assert svc["spec"]["ports"][0]["port"] == 9095
+    driver_ports = {p["name"]: p["containerPort"] for p in container(all_docs, "secrets-store")["ports"]}
+    assert driver_ports["metrics"] == 9095
+
+
+def test_prometheus_rule_uses_exported_metrics(all_docs):
+    rule = find(all_docs, "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert sorted(alerts) == ["SecretfsPublishErrors", "SecretfsRotationFailing", "SecretfsSyncFailing", "SecretfsVaultThrottled"]
+    used = set()
+    for a in alerts.values():
+        used |= promql_metrics(a["expr"])
+        assert a["for"] == "5m"
+        assert "{{ $labels.pod }}" in a["annotations"]["summary"]
+    assert used <= set(METRICS), used - set(METRICS)
+    assert 'outcome="throttled"' in alerts["SecretfsVaultThrottled"]["expr"]
+
+
+def test_dashboard_covers_every_metric_and_ships_in_a_configmap(all_docs):
+    text = (chartlib.CHART / "dashboards" / "secretfs.json").read_text()
+    dash = json.loads(text)
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    used = set().union(*(promql_metrics(e) for e in exprs))
+    assert used == set(METRICS)
+    by_title = {p["title"]: p for p in dash["panels"]}
+    assert any("error_type" in t["expr"] for t in by_title["Publish errors /s by error_type"]["targets"])
+    assert any('outcome="throttled"' in t["expr"] for t in by_title["Vault throttling (HTTP 429) /s"]["targets"])
+    cm = find(all_docs, "ConfigMap", "-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "Secrets"}
+    assert json.loads(cm["data"]["secretfs.json"]) == dash
+
+
+def test_monitoring_off_by_default(default_docs):
+    assert not [d for d in default_docs if d["kind"] in ("ServiceMonitor", "PrometheusRule", "ConfigMap", "Service")]
+
+
+# ---------------------------------------------------------------- NOTES
+
+
+def test_notes_tell_how_to_check():
+    text = chartlib.notes()
+    assert "kubectl get csidriver secrets-store.csi.k8s.io" in text
+    assert "rollout status daemonset/secretfs" in text
+    assert "port 8095" in text and "/metrics" in text
+    assert "no access to Secrets" in text
+    assert "secretfs-sync" in chartlib.notes({"syncSecret": {"enabled": True}})
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+
+DOCKERFILE = (chartlib.REPO / "Dockerfile").read_text()
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n", " ", DOCKERFILE)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            out.append((op.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_builds_without_demo_and_runs_as_root():
+    ins = dockerfile_instructions()
+    froms = [rest for op, rest in ins if op == "FROM"]
+    assert froms[0] == "rust:1.95-bookworm AS builder"
+    assert froms[-1].startswith("gcr.io/distroless/cc-debian12") and "nonroot" not in froms[-1]
+    runs = " ".join(rest for op, rest in ins if op == "RUN")
+    assert re.search(r"cargo build --release --locked --no-default-features -p secretfs\b", runs)
+    # root: no USER after the last FROM (distroless/cc's default user is root)
+    last_from = max(i for i, (op, _) in enumerate(ins) if op == "FROM")
+    assert [rest for op, rest in ins[last_from:] if op == "USER"] in ([], ["0"], ["root"], ["0:0"])
+    labels = " ".join(rest for op, rest in ins if op == "LABEL")
+    assert "org.opencontainers.image.source" in labels and "org.opencontainers.image.licenses" in labels
+    assert ("ENTRYPOINT", '["/usr/local/bin/secretfs"]') in ins and ("CMD", '["node"]') in ins
+
+
+def test_docker_context_holds_the_whole_workspace():
+    """A new workspace member or declared target must reach the build context,
+    or `cargo build --locked` fails inside the image build."""
+    manifest = tomllib.loads((chartlib.REPO / "Cargo.toml").read_text())
+    needed = {m.split("/")[0] for m in manifest["workspace"]["members"] if m != "."}
+    needed |= {"src", "Cargo.toml", "Cargo.lock"}
+    for kind, default_dir in (("bench", "benches"), ("test", "tests"), ("example", "examples"), ("bin", "src/bin")):
+        for target in manifest.get(kind, []):
+            needed.add(target.get("path", f"{default_dir}/{target['name']}.rs").split("/")[0])
+    copied = set()
+    for op, rest in dockerfile_instructions():
+        if op == "COPY" and not rest.startswith("--from"):
+            copied |= {p.rstrip("/").lstrip("./") for p in rest.split()[:-1]}
+    assert needed <= copied, f"not copied into the image build: {sorted(needed - copied)}"
+    ignore = [l.strip() for l in (chartlib.REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert ignore[0] == "*"
+    allowed = {l[1:].rstrip("/") for l in ignore if l.startswith("!")}
+    assert copied <= allowed, f"copied but excluded by .dockerignore: {sorted(copied - allowed)}"
+    assert "**/target/" in ignore
