@@ -494,7 +494,7 @@ def test_crd_printer_columns(crds):
             ("Pod", "string", ".status.podName"),
             ("Class", "string", ".status.secretProviderClassName"),
             ("Mounted", "boolean", ".status.mounted"),
-            ("Objects", "string", ".status.objects[*].id"),
+            ("Objects", "string", ".status.objects"),
             ("Age", "date", ".metadata.creationTimestamp"),
         ]
 
