@@ -98,3 +98,17 @@ def test_older_api_versions_are_served(emulator, app_credential, api_version):
         emulator.vault_url("kv-demo"), app_credential, api_version=api_version, **emulator.client_kwargs()
     )
     assert client.get_secret("sql-password").value == "Sql-Passw0rd-from-kv-demo"
+
+
+def test_list_properties_of_secrets(emulator, secret_client):
+    seeded = {"disabled-latest", "expired", "not-yet-valid", "pem-cert", "pfx-cert", "rotating", "tagged"}
+    props = list(secret_client().list_properties_of_secrets())
+    names = [p.name for p in props]
+    assert seeded <= set(names), names
+    assert len(names) == len(set(names))
+    assert all(p.version is None for p in props)
+    assert {p.name for p in props if p.managed} == {"pem-cert", "pfx-cert"}
+    pages = [list(p) for p in secret_client().list_properties_of_secrets(max_page_size=3).by_page()]
+    assert all(len(p) == 3 for p in pages[:-1]) and 1 <= len(pages[-1]) <= 3
+    assert sum(len(p) for p in pages) == len(names)
+    assert emulator.count(route="secrets.list", status=200) == 1 + len(pages)

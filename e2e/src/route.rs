@@ -9,14 +9,20 @@ pub enum Route {
     SecretGet,
     #[serde(rename = "secrets.versions")]
     SecretVersions,
+    #[serde(rename = "secrets.list")]
+    SecretList,
     #[serde(rename = "keys.get")]
     KeyGet,
     #[serde(rename = "keys.versions")]
     KeyVersions,
+    #[serde(rename = "keys.list")]
+    KeyList,
     #[serde(rename = "certificates.get")]
     CertificateGet,
     #[serde(rename = "certificates.versions")]
     CertificateVersions,
+    #[serde(rename = "certificates.list")]
+    CertificateList,
     /// A path under a vault that the emulator does not serve.
     #[serde(rename = "keyvault.other")]
     KeyVaultOther,
@@ -41,13 +47,16 @@ pub enum Route {
 
 impl Route {
     /// Every route, for documentation and parsing.
-    pub const ALL: [Route; 15] = [
+    pub const ALL: [Route; 18] = [
         Route::SecretGet,
         Route::SecretVersions,
+        Route::SecretList,
         Route::KeyGet,
         Route::KeyVersions,
+        Route::KeyList,
         Route::CertificateGet,
         Route::CertificateVersions,
+        Route::CertificateList,
         Route::KeyVaultOther,
         Route::EntraToken,
         Route::EntraTokenV1,
@@ -64,10 +73,13 @@ impl Route {
         match self {
             Route::SecretGet => "secrets.get",
             Route::SecretVersions => "secrets.versions",
+            Route::SecretList => "secrets.list",
             Route::KeyGet => "keys.get",
             Route::KeyVersions => "keys.versions",
+            Route::KeyList => "keys.list",
             Route::CertificateGet => "certificates.get",
             Route::CertificateVersions => "certificates.versions",
+            Route::CertificateList => "certificates.list",
             Route::KeyVaultOther => "keyvault.other",
             Route::EntraToken => "entra.token",
             Route::EntraTokenV1 => "entra.token_v1",
@@ -95,6 +107,9 @@ impl Route {
                 | Route::KeyVersions
                 | Route::CertificateGet
                 | Route::CertificateVersions
+                | Route::SecretList
+                | Route::KeyList
+                | Route::CertificateList
                 | Route::KeyVaultOther
         )
     }
@@ -103,5 +118,25 @@ impl Route {
 impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_match_serde() {
+        for r in Route::ALL {
+            assert_eq!(Route::parse(r.as_str()), Some(r));
+            assert_eq!(
+                serde_json::to_value(r).unwrap(),
+                serde_json::json!(r.as_str())
+            );
+        }
+        let mut names: Vec<_> = Route::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Route::ALL.len());
     }
 }

@@ -3,6 +3,7 @@
 
 mod bundles;
 pub mod errors;
+mod objects;
 mod paging;
 
 use std::time::Duration;
@@ -15,7 +16,7 @@ use crate::http::{Body, Handled, Incoming, Outcome, Tally, json};
 use crate::route::Route;
 use crate::seed::PermissionModel;
 use crate::state::Shared;
-use crate::store::{CONTENT_TYPE_PEM, CONTENT_TYPE_PFX, ObjectKind, Vault, find_version};
+use crate::store::{ObjectKind, Vault};
 use crate::tokens::{KEYVAULT_RESOURCES, TokenRejection};
 
 use errors::{KvError, SUPPORTED_API_VERSIONS, add_keyvault_headers};
@@ -31,10 +32,15 @@ enum Target {
     },
     /// `/{collection}/{name}/versions`
     Versions { kind: ObjectKind, name: String },
+    /// `/{collection}[/]`: every object, current version.
+    List { kind: ObjectKind },
 }
 
 fn parse_target(segments: &[&str]) -> Option<Target> {
     let kind = ObjectKind::from_collection(segments.first()?)?;
+    if matches!(segments, [_] | [_, ""]) {
+        return Some(Target::List { kind });
+    }
     let name = segments.get(1).filter(|n| !n.is_empty())?.to_string();
     match &segments[2..] {
         [] | [""] => Some(Target::Get {
@@ -54,30 +60,21 @@ fn parse_target(segments: &[&str]) -> Option<Target> {
 
 fn route_of(t: &Target) -> Route {
     match t {
-        Target::Get {
-            kind: ObjectKind::Secret,
-            ..
-        } => Route::SecretGet,
-        Target::Get {
-            kind: ObjectKind::Key,
-            ..
-        } => Route::KeyGet,
-        Target::Get {
-            kind: ObjectKind::Certificate,
-            ..
-        } => Route::CertificateGet,
-        Target::Versions {
-            kind: ObjectKind::Secret,
-            ..
-        } => Route::SecretVersions,
-        Target::Versions {
-            kind: ObjectKind::Key,
-            ..
-        } => Route::KeyVersions,
-        Target::Versions {
-            kind: ObjectKind::Certificate,
-            ..
-        } => Route::CertificateVersions,
+        Target::Get { kind, .. } => match kind {
+            ObjectKind::Secret => Route::SecretGet,
+            ObjectKind::Key => Route::KeyGet,
+            ObjectKind::Certificate => Route::CertificateGet,
+        },
+        Target::Versions { kind, .. } => match kind {
+            ObjectKind::Secret => Route::SecretVersions,
+            ObjectKind::Key => Route::KeyVersions,
+            ObjectKind::Certificate => Route::CertificateVersions,
+        },
+        Target::List { kind } => match kind {
+            ObjectKind::Secret => Route::SecretList,
+            ObjectKind::Key => Route::KeyList,
+            ObjectKind::Certificate => Route::CertificateList,
+        },
     }
 }
 
@@ -302,7 +299,7 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
     };
     let (kind, list) = match &target {
         Target::Get { kind, .. } => (*kind, false),
-        Target::Versions { kind, .. } => (*kind, true),
+        Target::Versions { kind, .. } | Target::List { kind } => (*kind, true),
     };
     if !vault.allows(&caller.client_id, &caller.object_id, kind, list) {
         let err = denial(vault, &caller, kind, list, &tally.object);
@@ -314,8 +311,11 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
             kind,
             name,
             version,
-        } => get_object(vault, &base, *kind, name, version.as_deref(), req, shared),
-        Target::Versions { kind, name } => list_versions(vault, &base, *kind, name, req, shared),
+        } => objects::get_object(vault, &base, *kind, name, version.as_deref(), req, shared),
+        Target::Versions { kind, name } => {
+            objects::list_versions(vault, &base, *kind, name, req, shared)
+        }
+        Target::List { kind } => objects::list_objects(vault, &base, *kind, req, shared),
     };
     match result {
         Ok(body) => ok(tally, req, &location, &body),
@@ -371,143 +371,6 @@ fn denial(
     }
 }
 
-fn not_found(kind: ObjectKind, name: &str, version: Option<&str>, shared: &Shared) -> KvError {
-    let (noun, code) = match kind {
-        ObjectKind::Secret => ("secret", "SecretNotFound"),
-        ObjectKind::Key => ("key", "KeyNotFound"),
-        ObjectKind::Certificate => ("certificate", "CertificateNotFound"),
-    };
-    let (id, code) = match version {
-        Some(v) if !v.is_empty() => (
-            format!("{name}/{v}"),
-            if kind == ObjectKind::Secret {
-                shared.settings.secret_version_not_found_code.as_str()
-            } else {
-                code
-            },
-        ),
-        _ => (name.to_string(), code),
-    };
-    KvError::new(
-        StatusCode::NOT_FOUND,
-        code,
-        format!(
-            "A {noun} with (name/id) {id} was not found in this key vault. If you recently deleted this {noun} you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
-        ),
-    )
-}
-
-fn disabled(kind: ObjectKind) -> KvError {
-    let (noun, inner) = match kind {
-        ObjectKind::Secret => ("secret", "SecretDisabled"),
-        ObjectKind::Key => ("key", "KeyDisabled"),
-        ObjectKind::Certificate => ("certificate", "CertificateDisabled"),
-    };
-    KvError::new(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        format!("Operation get is not allowed on a disabled {noun}."),
-    )
-    .inner(inner)
-}
-
-fn get_object(
-    vault: &Vault,
-    base: &str,
-    kind: ObjectKind,
-    name: &str,
-    version: Option<&str>,
-    req: &Incoming,
-    shared: &Shared,
-) -> Result<Value, KvError> {
-    let nf = || not_found(kind, name, version, shared);
-    match kind {
-        ObjectKind::Secret => {
-            let s =
-                find_version(vault.secrets.get(name).ok_or_else(nf)?, version).ok_or_else(nf)?;
-            if !s.attributes.enabled {
-                return Err(disabled(kind));
-            }
-            let stored_ct = s.content_type.as_deref();
-            match (req.query_ci("outContentType"), &s.certificate) {
-                (None, _) => Ok(bundles::secret_bundle(base, name, s, &s.value, stored_ct)),
-                (Some(CONTENT_TYPE_PEM), Some(cert)) => Ok(bundles::secret_bundle(
-                    base,
-                    name,
-                    s,
-                    &cert.pem_bundle(),
-                    Some(CONTENT_TYPE_PEM),
-                )),
-                (Some(CONTENT_TYPE_PFX), Some(_)) if stored_ct == Some(CONTENT_TYPE_PFX) => {
-                    Ok(bundles::secret_bundle(base, name, s, &s.value, stored_ct))
-                }
-                (Some(other), _) => Err(KvError::new(
-                    StatusCode::BAD_REQUEST,
-                    "BadParameter",
-                    format!(
-                        "Conversion to '{other}' is not supported for this secret. Only certificate-backed PFX secrets can be converted to application/x-pem-file."
-                    ),
-                )),
-            }
-        }
-        ObjectKind::Key => {
-            let k = find_version(vault.keys.get(name).ok_or_else(nf)?, version).ok_or_else(nf)?;
-            if !k.attributes.enabled {
-                return Err(disabled(kind));
-            }
-            Ok(bundles::key_bundle(base, name, k))
-        }
-        ObjectKind::Certificate => {
-            let c = find_version(vault.certificates.get(name).ok_or_else(nf)?, version)
-                .ok_or_else(nf)?;
-            Ok(bundles::certificate_bundle(base, name, c))
-        }
-    }
-}
-
-fn list_versions(
-    vault: &Vault,
-    base: &str,
-    kind: ObjectKind,
-    name: &str,
-    req: &Incoming,
-    shared: &Shared,
-) -> Result<Value, KvError> {
-    let p = paging::page_request(req)?;
-    let nf = || not_found(kind, name, None, shared);
-    let items: Vec<Value> = match kind {
-        ObjectKind::Secret => vault
-            .secrets
-            .get(name)
-            .ok_or_else(nf)?
-            .iter()
-            .map(|s| bundles::secret_item(base, name, s))
-            .collect(),
-        ObjectKind::Key => vault
-            .keys
-            .get(name)
-            .ok_or_else(nf)?
-            .iter()
-            .map(|k| bundles::key_item(base, name, k))
-            .collect(),
-        ObjectKind::Certificate => vault
-            .certificates
-            .get(name)
-            .ok_or_else(nf)?
-            .iter()
-            .map(|c| bundles::certificate_item(base, name, c))
-            .collect(),
-    };
-    let path = format!("/{}/{name}/versions", kind.collection());
-    Ok(paging::page(
-        req,
-        &path,
-        items,
-        p,
-        &shared.settings.next_link_api_version,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,7 +395,18 @@ mod tests {
                 name: "x".into()
             })
         );
-        assert_eq!(parse_target(&["secrets", ""]), None);
+        assert_eq!(
+            parse_target(&["secrets", ""]),
+            Some(Target::List {
+                kind: ObjectKind::Secret
+            })
+        );
+        assert_eq!(
+            parse_target(&["keys"]),
+            Some(Target::List {
+                kind: ObjectKind::Key
+            })
+        );
         assert_eq!(parse_target(&["secrets", "x", "a", "b"]), None);
         assert_eq!(parse_target(&["storage", "x"]), None);
     }

@@ -151,3 +151,86 @@ async fn key_and_certificate_versions_list() {
     assert_eq!(j["value"][0]["managed"], true);
     assert_eq!(j["value"][0]["contentType"], "application/x-pkcs12");
 }
+
+#[tokio::test]
+async fn listing_all_objects_gives_current_versions_without_version_ids() {
+    let env = start().await;
+    let port = env.emu.https_addr().port();
+    let base = format!("https://kv-conformance.vault.azure.net:{port}");
+    let j = env
+        .get_as_app("kv-conformance", &format!("/secrets?{API}"))
+        .await
+        .json();
+    let items = j["value"].as_array().unwrap();
+    let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    // Seeded secrets plus the backing secrets of the two certificates, by name.
+    for name in [
+        "disabled-latest",
+        "expired",
+        "not-yet-valid",
+        "pem-cert",
+        "pfx-cert",
+        "rotating",
+        "tagged",
+    ] {
+        assert!(
+            ids.contains(&format!("{base}/secrets/{name}").as_str()),
+            "{name} missing from {ids:?}"
+        );
+    }
+    assert_eq!(ids.len(), 7);
+    let pfx = items
+        .iter()
+        .find(|i| i["id"].as_str().unwrap().ends_with("/pfx-cert"))
+        .unwrap();
+    assert_eq!(pfx["managed"], true);
+    assert!(items.iter().all(|i| i.get("value").is_none()));
+    assert!(j["nextLink"].is_null());
+
+    let j = env
+        .get_as_app("kv-conformance", &format!("/secrets/?{API}&maxresults=3"))
+        .await
+        .json();
+    assert_eq!(j["value"].as_array().unwrap().len(), 3);
+    let next = j["nextLink"].as_str().unwrap();
+    assert!(
+        next.starts_with(&format!("{base}/secrets?api-version=7.2&$skiptoken=")),
+        "{next}"
+    );
+
+    let j = env
+        .get_as_app("kv-conformance", &format!("/keys?{API}"))
+        .await
+        .json();
+    let kids: Vec<&str> = j["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&format!("{base}/keys/rsa-key").as_str()),
+        "{kids:?}"
+    );
+    let j = env
+        .get_as_app("kv-conformance", &format!("/certificates?{API}"))
+        .await
+        .json();
+    assert_eq!(j["value"].as_array().unwrap().len(), 2);
+    assert_eq!(j["value"][0]["x5t"].as_str().unwrap().len(), 27);
+
+    // Listing needs the list permission.
+    let r = env
+        .get(
+            "kv-conformance",
+            &format!("/secrets?{API}"),
+            Some(&env.token(NODE_MI)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        r.kv_error()
+            .2
+            .contains("does not have secrets list permission")
+    );
+}
