@@ -2,9 +2,11 @@
 //! FUSE file systems. The binary (`src/main.rs`) only parses the command
 //! line and calls [`run`].
 
+pub mod cache;
 pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod hygiene;
 pub mod logging;
 pub mod node;
 pub mod provider;

@@ -122,6 +122,9 @@ pub fn run(args: &NodeArgs) -> Result<(), NodeError> {
 }
 
 async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
+    if let Err(err) = crate::hygiene::harden() {
+        tracing::warn!(error = %err, "memory hygiene");
+    }
     let driver = Arc::new(driver(args).await?);
     let path = secretfs_csi::socket_path(&args.endpoint)?;
     let listener = secretfs_csi::bind(&path)?;
