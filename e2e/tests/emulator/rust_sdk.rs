@@ -182,3 +182,44 @@ async fn rust_sdk_sees_status_and_error_codes() {
     assert_eq!(s.managed, Some(true));
     assert!(s.kid.unwrap().contains("/keys/pfx-cert/"));
 }
+
+#[tokio::test]
+async fn rust_sdk_lists_all_secrets() {
+    let env = start().await;
+    let client = secret_client(&env, "kv-conformance");
+    let items: Vec<_> = client
+        .list_secret_properties(None)
+        .expect("pager")
+        .try_collect()
+        .await
+        .expect("all pages");
+    let mut names: Vec<String> = items
+        .iter()
+        .map(|p| {
+            p.id.as_deref()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "disabled-latest",
+            "expired",
+            "not-yet-valid",
+            "pem-cert",
+            "pfx-cert",
+            "rotating",
+            "tagged"
+        ]
+    );
+    assert_eq!(
+        env.emu
+            .count(&CounterFilter::route(Route::SecretList).status(200)),
+        1
+    );
+}
