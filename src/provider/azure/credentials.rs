@@ -303,3 +303,46 @@ pub fn build_credential(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_cache_fetches_once_and_refreshes_near_expiry() {
+        let cache = TokenCache::new();
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let fetch = |lifetime: i64| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                Ok(AccessToken::new(
+                    Secret::new("token-value"),
+                    OffsetDateTime::now_utc() + AzDuration::seconds(lifetime),
+                ))
+            }
+        };
+        for _ in 0..3 {
+            cache.get(&["s/.default"], || fetch(3600)).await.unwrap();
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another scope is another token.
+        cache.get(&["t/.default"], || fetch(60)).await.unwrap();
+        // Inside the refresh margin: fetched again each time.
+        cache.get(&["t/.default"], || fetch(60)).await.unwrap();
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(format!("{cache:?}"), "TokenCache(<redacted>)");
+    }
+
+    #[tokio::test]
+    async fn the_assertion_slot_keeps_the_newest_token_and_is_wiped() {
+        let slot = AssertionSlot::new(SecretString::from("first-jwt"));
+        let assertion = SlotAssertion(slot.clone());
+        assert_eq!(assertion.secret(None).await.unwrap(), "first-jwt");
+        slot.set(SecretString::from("second-jwt"));
+        assert_eq!(assertion.secret(None).await.unwrap(), "second-jwt");
+        assert!(!format!("{slot:?}{assertion:?}").contains("jwt"));
+        slot.wipe();
+        let err = assertion.secret(None).await.unwrap_err();
+        assert!(err.to_string().contains("wiped"));
+    }
+}

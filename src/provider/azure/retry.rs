@@ -303,6 +303,85 @@ mod tests {
         );
     }
 
+    fn http_error(status: u16, body: &str, retry_after: Option<&str>) -> azure_core::Error {
+        use azure_core::http::headers::{Headers, RETRY_AFTER};
+        use azure_core::http::{RawResponse, StatusCode};
+        let mut headers = Headers::new();
+        if let Some(v) = retry_after {
+            headers.insert(RETRY_AFTER, v.to_owned());
+        }
+        let raw = RawResponse::from_bytes(StatusCode::from(status), headers, body.to_owned());
+        azure_core::Error::with_message(
+            AzErrorKind::HttpResponse {
+                status: StatusCode::from(status),
+                error_code: None,
+                raw_response: Some(Box::new(raw)),
+            },
+            format!("HTTP {status}"),
+        )
+    }
+
+    #[test]
+    fn classifies_statuses_codes_and_retry_after() {
+        let f = classify(&http_error(
+            404,
+            r#"{"error":{"code":"SecretNotFound","message":"A secret with (name/id) db was not found in this key vault."}}"#,
+            None,
+        ));
+        assert_eq!(
+            (f.kind, f.status, f.code.as_deref(), f.retryable),
+            (
+                ErrorKind::NotFound,
+                Some(404),
+                Some("SecretNotFound"),
+                false
+            )
+        );
+        assert!(f.message.starts_with("A secret with (name/id) db"));
+        let f = classify(&http_error(
+            403,
+            r#"{"error":{"code":"Forbidden","message":"no","innererror":{"code":"AccessDenied"}}}"#,
+            None,
+        ));
+        assert_eq!(f.code.as_deref(), Some("Forbidden/AccessDenied"));
+        assert_eq!(f.kind, ErrorKind::Denied);
+        let f = classify(&http_error(429, "{}", Some("7")));
+        assert_eq!((f.kind, f.retryable), (ErrorKind::Throttled, true));
+        assert_eq!(f.retry_after, Some(Duration::from_secs(7)));
+        let f = classify(&http_error(503, "not json", None));
+        assert_eq!(
+            (f.kind, f.retryable, f.retry_after),
+            (ErrorKind::Transient, true, None)
+        );
+        assert_eq!(f.message, "HTTP 503");
+        let f = classify(&http_error(400, "{}", None));
+        assert_eq!((f.kind, f.retryable), (ErrorKind::Invalid, false));
+
+        // A token endpoint's refusal inside a credential error is a denial;
+        // its outage stays retryable.
+        let wrap = |e: azure_core::Error| {
+            let m = e.to_string();
+            azure_core::Error::with_error(AzErrorKind::Credential, e, m)
+        };
+        let f = classify(&wrap(http_error(400, "{}", None)));
+        assert_eq!(
+            (f.kind, f.credential, f.status),
+            (ErrorKind::Denied, true, Some(400))
+        );
+        let f = classify(&wrap(http_error(500, "{}", None)));
+        assert_eq!((f.kind, f.retryable), (ErrorKind::Transient, true));
+        let f = classify(&azure_core::Error::with_message(
+            AzErrorKind::Connection,
+            "refused",
+        ));
+        assert_eq!((f.kind, f.retryable), (ErrorKind::Transient, true));
+        let f = classify(&azure_core::Error::with_message(
+            AzErrorKind::DataConversion,
+            "bad",
+        ));
+        assert_eq!((f.kind, f.retryable), (ErrorKind::Invalid, false));
+    }
+
     #[tokio::test]
     async fn retries_retryable_failures_then_gives_up() {
         let calls = AtomicU32::new(0);
