@@ -72,6 +72,14 @@ pub struct NodeArgs {
     /// can be torn). See docs/SEMANTICS.md.
     #[arg(long, value_enum, default_value = "atomic")]
     pub read_mode: ReadModeArg,
+    /// Refresh mounted volumes from the vault (upstream's flag; on by
+    /// default here: rotation is in place and costs one vault request per
+    /// distinct object per interval).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_secret_rotation: bool,
+    /// How often each volume is refreshed (Go duration: 30s, 2m, 1h).
+    #[arg(long, default_value = "2m", value_parser = crate::duration::parse)]
+    pub rotation_poll_interval: std::time::Duration,
     #[command(flatten)]
     pub azure: AzureArgs,
 }

@@ -44,7 +44,7 @@ pub fn locked_kb(pid: u32) -> std::io::Result<u64> {
 
 /// Whether this process may be dumped (and ptraced by its user).
 pub fn dumpable() -> bool {
-    rustix::process::dumpable_behavior().map_or(true, |d| d != DumpableBehavior::NotDumpable)
+    rustix::process::dumpable_behavior() != Ok(DumpableBehavior::NotDumpable)
 }
 
 #[cfg(test)]

@@ -6,10 +6,13 @@ pub mod cache;
 pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod duration;
 pub mod hygiene;
 pub mod logging;
+pub mod names;
 pub mod node;
 pub mod provider;
+pub mod rotation;
 pub mod spc;
 pub mod volume;
 

@@ -130,8 +130,20 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     let listener = secretfs_csi::bind(&path)?;
     let (identity, node) =
         secretfs_csi::services(&args.driver_name, VERSION, &args.node_id, driver.clone());
+    let scheduler = args.enable_secret_rotation.then(|| {
+        crate::rotation::spawn(
+            driver.clone(),
+            crate::rotation::RotationConfig {
+                interval: args.rotation_poll_interval,
+                ..Default::default()
+            },
+        )
+    });
     tracing::info!(endpoint = %args.endpoint, driver = %args.driver_name, node = %args.node_id, "serving CSI");
     secretfs_csi::serve(listener, identity, node, shutdown_signal()).await?;
+    if let Some(scheduler) = scheduler {
+        scheduler.abort();
+    }
     let left = driver.published().await;
     if !left.is_empty() {
         tracing::warn!(

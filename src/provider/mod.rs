@@ -18,7 +18,9 @@ mod error;
 mod plan;
 mod secret;
 
-pub use api::{MountError, MountRequest, MountResponse, MountedFile, ObjectVersion, PodRef, Provider};
+pub use api::{
+    MountError, MountRequest, MountResponse, MountedFile, ObjectVersion, PodRef, Provider,
+};
 pub use error::{ErrorKind, ObjectError, ObjectErrors};
 pub use plan::{
     FileMode, MAX_FILE_NAME_LEN, MAX_PATH_LEN, PathError, Plan, PlanError, PlannedFile,

@@ -14,6 +14,7 @@ mod errors;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use secretfs_csi::{
     ErrorCode, PublishRequest, Readiness, UnpublishRequest, VolumeError, VolumeManager,
@@ -23,6 +24,7 @@ use secretfs_fuse::{
 };
 use tokio::sync::Mutex;
 
+use crate::names;
 use crate::provider::{FileMode, MountRequest, ObjectVersion, Provider};
 use crate::spc::SpcSource;
 
@@ -42,6 +44,10 @@ struct Published {
     provider: Arc<dyn Provider>,
     /// Group of the files (the pod's fsGroup, or 0).
     gid: u32,
+    /// The SecretProviderClass's name (in the pod's namespace).
+    class: String,
+    /// The class's own refresh interval, if it sets one.
+    interval: Option<Duration>,
     /// What the provider was last asked, with the newest tokens; rotation
     /// asks again with it.
     request: MountRequest,
@@ -89,6 +95,38 @@ impl Driver {
     fn slot(&self, target: &Path) -> Slot {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         targets.entry(target.to_owned()).or_default().clone()
+    }
+
+    /// The volumes mounted now and not busy (a publish or refresh holds a
+    /// volume while it runs): what the rotation scheduler works on.
+    pub fn volumes(&self) -> Vec<VolumeInfo> {
+        let slots: Vec<(PathBuf, Slot)> = {
+            let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+            targets
+                .iter()
+                .map(|(p, s)| (p.clone(), s.clone()))
+                .collect()
+        };
+        let mut out: Vec<VolumeInfo> = slots
+            .into_iter()
+            .filter_map(|(target, slot)| {
+                let guard = slot.try_lock().ok()?;
+                let published = guard.as_ref()?;
+                Some(VolumeInfo {
+                    target,
+                    namespace: published.request.pod.namespace.clone(),
+                    class: published.class.clone(),
+                    interval: published.interval,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
+    }
+
+    /// The class source, for on-demand refresh requests.
+    pub fn classes(&self) -> &Arc<dyn SpcSource> {
+        &self.classes
     }
 
     /// Target paths of the volumes mounted now.
@@ -167,6 +205,18 @@ impl Driver {
             })?
             .ok_or_else(|| errors::class_not_found(&ctx.pod.namespace, &ctx.class))?;
         let spec = class.spec;
+        let class_name = ctx.class.clone();
+        let interval = match spec.parameters.get(names::PARAM_ROTATION_INTERVAL) {
+            Some(text) => Some(crate::duration::parse(text).map_err(|e| {
+                VolumeError::invalid(format!(
+                    "SecretProviderClass {}/{}: parameter {}: {e}",
+                    ctx.pod.namespace,
+                    ctx.class,
+                    names::PARAM_ROTATION_INTERVAL
+                ))
+            })?),
+            None => None,
+        };
         let provider = self.providers.get(&spec.provider).cloned().ok_or_else(|| {
             errors::unknown_provider(&ctx.class, &spec.provider, self.providers.keys())
         })?;
@@ -253,6 +303,8 @@ impl Driver {
             mounted,
             provider,
             gid,
+            class: class_name,
+            interval,
             request: mount_request,
             versions: response.versions,
         })
@@ -342,6 +394,15 @@ impl VolumeManager for Driver {
     async fn readiness(&self) -> Readiness {
         self.classes.readiness().await
     }
+}
+
+/// A published volume, as the rotation scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub target: PathBuf,
+    pub namespace: String,
+    pub class: String,
+    pub interval: Option<Duration>,
 }
 
 /// What a refresh changed.

@@ -1,0 +1,232 @@
+//! The node's refresh scheduler: every published volume is refreshed once
+//! per interval (its class's `secretfs.io/rotation-poll-interval`, or
+//! `--rotation-poll-interval`), spread with jitter so a node's volumes do not
+//! all ask at once; a failed refresh keeps serving the last good bytes and
+//! is retried with exponential backoff; a class annotated with a new
+//! `secretfs.io/refresh-requested-at` value is refreshed at once.
+//!
+//! Vault cost: a refresh asks the provider, which answers from the shared
+//! cache when another volume of the same identity already fetched the
+//! object in this interval; so a cycle costs one vault request per distinct
+//! object, not per volume.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::names::ANNOTATION_REFRESH_REQUESTED_AT;
+use crate::volume::{Driver, VolumeInfo};
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct RotationConfig {
+    /// Default refresh interval (`--rotation-poll-interval`).
+    pub interval: Duration,
+    /// Each wait is shortened by a random share up to this (0.0–1.0).
+    pub jitter: f64,
+    /// Refreshes running at once.
+    pub concurrency: usize,
+    /// How often the scheduler looks for due volumes.
+    pub tick: Duration,
+    /// How often classes are checked for a refresh request.
+    pub request_check: Duration,
+    /// Longest wait after failures.
+    pub max_backoff: Duration,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(120),
+            jitter: 0.1,
+            concurrency: 8,
+            tick: Duration::from_secs(1),
+            request_check: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(300),
+        }
+    }
+}
+
+struct Due {
+    next: Instant,
+    failures: u32,
+    running: bool,
+    /// The class's refresh-request annotation when last looked at.
+    requested: Option<String>,
+}
+
+/// A small non-cryptographic generator for jitter.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Self {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            | 1;
+        Self(seed)
+    }
+
+    /// `wait` shortened by a random share in `0..=share`.
+    fn apply(&mut self, wait: Duration, share: f64) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let unit = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+        wait.mul_f64(1.0 - share.clamp(0.0, 1.0) * unit)
+    }
+}
+
+/// Runs the scheduler until the driver is dropped by everyone else.
+pub fn spawn(driver: Arc<Driver>, config: RotationConfig) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(driver, config))
+}
+
+async fn run(driver: Arc<Driver>, config: RotationConfig) {
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PathBuf, bool)>();
+    let mut due: HashMap<PathBuf, Due> = HashMap::new();
+    let mut jitter = Jitter::new();
+    let mut tick = tokio::time::interval(config.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_request_check = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some((target, ok)) = done_rx.recv() => {
+                if let Some(entry) = due.get_mut(&target) {
+                    entry.running = false;
+                    let interval = driver_interval(&driver, &target).unwrap_or(config.interval);
+                    let wait = if ok {
+                        entry.failures = 0;
+                        interval
+                    } else {
+                        entry.failures += 1;
+                        backoff(entry.failures, interval.min(config.max_backoff))
+                    };
+                    entry.next = Instant::now() + jitter.apply(wait, config.jitter);
+                }
+                continue;
+            }
+        }
+        if Arc::strong_count(&driver) == 1 {
+            return;
+        }
+        let volumes = driver.volumes();
+        let now = Instant::now();
+        due.retain(|target, d| d.running || volumes.iter().any(|v| &v.target == target));
+        for volume in &volumes {
+            due.entry(volume.target.clone()).or_insert_with(|| Due {
+                next: now + jitter.apply(volume.interval.unwrap_or(config.interval), config.jitter),
+                failures: 0,
+                running: false,
+                requested: None,
+            });
+        }
+        if now.duration_since(last_request_check) >= config.request_check {
+            last_request_check = now;
+            check_requests(&driver, &volumes, &mut due).await;
+        }
+        for volume in &volumes {
+            let Some(entry) = due.get_mut(&volume.target) else {
+                continue;
+            };
+            if entry.running || entry.next > now {
+                continue;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            entry.running = true;
+            let (driver, done, target) = (driver.clone(), done_tx.clone(), volume.target.clone());
+            tokio::spawn(async move {
+                let ok = match driver.refresh(&target).await {
+                    Ok(_) => true,
+                    Err(err) => {
+                        tracing::warn!(target = ?target, error = %err.message, "refresh failed; the volume keeps its last good contents");
+                        false
+                    }
+                };
+                drop(permit);
+                let _ = done.send((target, ok));
+            });
+        }
+    }
+}
+
+fn driver_interval(driver: &Driver, target: &PathBuf) -> Option<Duration> {
+    driver
+        .volumes()
+        .into_iter()
+        .find(|v| &v.target == target)
+        .and_then(|v| v.interval)
+}
+
+/// 1 s, 2 s, 4 s, … up to `cap`.
+fn backoff(failures: u32, cap: Duration) -> Duration {
+    Duration::from_secs(1u64 << failures.min(16).saturating_sub(1)).min(cap)
+}
+
+/// Marks the volumes of classes whose refresh-request annotation changed as
+/// due now.
+async fn check_requests(driver: &Driver, volumes: &[VolumeInfo], due: &mut HashMap<PathBuf, Due>) {
+    let mut classes: Vec<(&str, &str)> = volumes
+        .iter()
+        .map(|v| (v.namespace.as_str(), v.class.as_str()))
+        .collect();
+    classes.sort();
+    classes.dedup();
+    for (namespace, name) in classes {
+        let Ok(Some(class)) = driver.classes().get(namespace, name).await else {
+            continue;
+        };
+        let requested = class
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_REFRESH_REQUESTED_AT))
+            .cloned();
+        for volume in volumes
+            .iter()
+            .filter(|v| v.namespace == namespace && v.class == name)
+        {
+            if let Some(entry) = due.get_mut(&volume.target) {
+                if entry.requested.is_some() && entry.requested != requested && requested.is_some()
+                {
+                    tracing::info!(target = ?volume.target, class = %name, "refresh requested");
+                    entry.next = Instant::now();
+                }
+                entry.requested = requested.clone().or(Some(String::new()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let cap = Duration::from_secs(60);
+        let waits: Vec<u64> = (1..=8).map(|f| backoff(f, cap).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[test]
+    fn jitter_only_shortens_and_stays_within_its_share() {
+        let mut jitter = Jitter::new();
+        let wait = Duration::from_secs(100);
+        let samples: Vec<Duration> = (0..1000).map(|_| jitter.apply(wait, 0.1)).collect();
+        assert!(
+            samples
+                .iter()
+                .all(|d| *d <= wait && *d >= Duration::from_secs(90))
+        );
+        let distinct: std::collections::HashSet<_> = samples.iter().collect();
+        assert!(distinct.len() > 900, "spread, not constant");
+    }
+}

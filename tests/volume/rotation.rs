@@ -1,0 +1,134 @@
+//! The refresh scheduler: rotation without remount, last good bytes kept on
+//! failure, on-demand refresh through the class annotation.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use secretfs::rotation::{self, RotationConfig};
+use secretfs_csi::VolumeManager;
+
+use super::fake::*;
+
+fn fast() -> RotationConfig {
+    RotationConfig {
+        interval: Duration::from_millis(300),
+        jitter: 0.1,
+        concurrency: 4,
+        tick: Duration::from_millis(50),
+        request_check: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_reaches_every_volume_within_the_interval() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup();
+    for uid in ["r1", "r2", "r3"] {
+        s.driver.publish(s.request(uid, "ok")).await.unwrap();
+    }
+    let held = std::fs::File::open(s.target("r1").join("SECRET_1")).unwrap();
+    let scheduler = rotation::spawn(s.driver.clone(), fast());
+    s.provider
+        .overrides
+        .lock()
+        .unwrap()
+        .insert("SECRET_1".into(), Some("rotated by the scheduler".into()));
+    let changed_at = Instant::now();
+    wait_for("all volumes rotated", Duration::from_secs(3), || {
+        ["r1", "r2", "r3"].iter().all(|uid| {
+            std::fs::read(s.target(uid).join("SECRET_1")).unwrap() == b"rotated by the scheduler"
+        })
+    })
+    .await;
+    assert!(
+        changed_at.elapsed() < Duration::from_millis(300 + 1000),
+        "within interval + 1 s"
+    );
+    let mut buf = [0u8; 64];
+    let n = std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"rotated by the scheduler",
+        "an open descriptor sees it too"
+    );
+    scheduler.abort();
+    drop(held);
+    for uid in ["r1", "r2", "r3"] {
+        s.unpublish(uid).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_refresh_keeps_the_last_good_bytes() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup_with(&[class("flaky", "fake", &[("file:SECRET_1", "good")])]);
+    s.driver.publish(s.request("f1", "flaky")).await.unwrap();
+    let scheduler = rotation::spawn(s.driver.clone(), fast());
+    s.provider.fail.store(true, Ordering::SeqCst);
+    let calls = s.provider.calls.load(Ordering::SeqCst);
+    wait_for("refreshes tried", Duration::from_secs(3), || {
+        s.provider.calls.load(Ordering::SeqCst) >= calls + 2
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(s.target("f1").join("SECRET_1")).unwrap(),
+        b"good"
+    );
+    s.provider.fail.store(false, Ordering::SeqCst);
+    s.provider
+        .overrides
+        .lock()
+        .unwrap()
+        .insert("SECRET_1".into(), Some("better".into()));
+    wait_for("recovered", Duration::from_secs(4), || {
+        std::fs::read(s.target("f1").join("SECRET_1")).unwrap() == b"better"
+    })
+    .await;
+    scheduler.abort();
+    s.unpublish("f1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_requested_on_the_class_skips_the_interval() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup();
+    s.driver.publish(s.request("q1", "ok")).await.unwrap();
+    let slow = RotationConfig {
+        interval: Duration::from_secs(3600),
+        ..fast()
+    };
+    let scheduler = rotation::spawn(s.driver.clone(), slow);
+    // Let the scheduler see the class once without a request.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.provider
+        .overrides
+        .lock()
+        .unwrap()
+        .insert("SECRET_1".into(), Some("on demand".into()));
+    s.annotate_class(
+        "ok",
+        "secretfs.io/refresh-requested-at",
+        "2026-11-26T16:40:00Z",
+    );
+    wait_for("on-demand refresh", Duration::from_secs(3), || {
+        std::fs::read(s.target("q1").join("SECRET_1")).unwrap() == b"on demand"
+    })
+    .await;
+    scheduler.abort();
+    s.unpublish("q1").await;
+}
