@@ -1,7 +1,11 @@
 //! Compiles our protos with protox (pure Rust: no `protoc` binary needed).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/csi.proto"];
+    let protos = [
+        "proto/csi.proto",
+        "proto/provider.proto",
+        "proto/health.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

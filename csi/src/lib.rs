@@ -12,6 +12,14 @@ pub mod proto {
     pub mod csi {
         tonic::include_proto!("csi.v1");
     }
+    /// The secrets-store provider protocol (`v1alpha1.CSIDriverProvider`).
+    pub mod provider {
+        tonic::include_proto!("v1alpha1");
+    }
+    /// gRPC health checking (`grpc.health.v1.Health`, Check only).
+    pub mod health {
+        tonic::include_proto!("grpc.health.v1");
+    }
 }
 
 pub use manager::{
