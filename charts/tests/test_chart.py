@@ -146,6 +146,7 @@ def test_driver_args_with_defaults(default_docs):
         "--nodeid=$(NODE_NAME)",
         "--drivername=secrets-store.csi.k8s.io",
         "--metrics-addr=:8095",
+        "--enable-secret-rotation=true",
         "--rotation-poll-interval=2m",
         "--log=info",
         "--read-mode=atomic",
@@ -315,8 +316,10 @@ def test_csidriver_fields(default_docs):
     assert spec["tokenRequests"] == [{"audience": "api://AzureADTokenExchange"}]
 
 
-def test_rotation_off_means_no_republish():
-    assert find(manifests({"enableSecretRotation": False}), "CSIDriver")["spec"]["requiresRepublish"] is False
+def test_rotation_off_means_no_republish_and_no_refresh():
+    docs = manifests({"enableSecretRotation": False})
+    assert find(docs, "CSIDriver")["spec"]["requiresRepublish"] is False
+    assert args_dict(container(docs, "secrets-store"))["--enable-secret-rotation"] == "false"
 
 
 @pytest.mark.parametrize("version", chartlib.KUBE_VERSIONS)
