@@ -37,14 +37,28 @@ impl reqwest::dns::Resolve for OverrideResolver {
     }
 }
 
-/// The one HTTP client of the provider (Key Vault, Entra, IMDS, NMI).
-pub fn http_client(config: &AzureProviderConfig) -> Result<reqwest::Client, ConfigError> {
+/// Which endpoints a client is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// Key Vault and Entra ID: the environment's proxy settings apply.
+    Remote,
+    /// IMDS and NMI on the node: reached directly, never through a proxy.
+    Node,
+}
+
+/// An HTTP client of the provider, with the configured timeouts, extra CA
+/// and host-resolution overrides.
+pub fn http_client(
+    config: &AzureProviderConfig,
+    endpoints: Endpoints,
+) -> Result<reqwest::Client, ConfigError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(config.connect_timeout)
         .timeout(config.request_timeout)
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        // IMDS and NMI are reached directly, never through a proxy.
-        .no_proxy();
+        .pool_idle_timeout(std::time::Duration::from_secs(90));
+    if endpoints == Endpoints::Node {
+        builder = builder.no_proxy();
+    }
     if let Some(pem) = &config.extra_ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
             .map_err(|e| ConfigError::CaPem(e.to_string()))?;
@@ -214,6 +228,9 @@ mod tests {
             extra_ca_pem: Some("not a certificate".into()),
             ..Default::default()
         };
-        assert!(matches!(http_client(&config), Err(ConfigError::CaPem(_))));
+        assert!(matches!(
+            http_client(&config, Endpoints::Remote),
+            Err(ConfigError::CaPem(_))
+        ));
     }
 }

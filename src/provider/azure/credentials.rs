@@ -125,9 +125,9 @@ impl ClientAssertion for SlotAssertion {
 /// What builds credentials: the HTTP transport and the endpoints.
 #[derive(Debug, Clone)]
 pub struct CredentialEnv {
-    /// Client options for Entra requests (transport, no SDK retries, cloud).
-    pub http: reqwest::Client,
-    /// The SDK transport over `http`.
+    /// The client for IMDS and NMI (no proxy).
+    pub node_http: reqwest::Client,
+    /// The SDK transport for Entra ID.
     pub transport: azure_core::http::Transport,
     /// IMDS base URL.
     pub imds_url: String,
@@ -283,7 +283,7 @@ pub fn build_credential(
             user_assigned_client_id,
         } => BuiltCredential {
             credential: Arc::new(ImdsCredential::new(
-                env.http.clone(),
+                env.node_http.clone(),
                 &env.imds_url,
                 user_assigned_client_id.clone(),
             )),
@@ -294,7 +294,7 @@ pub fn build_credential(
             pod_namespace,
         } => BuiltCredential {
             credential: Arc::new(NmiCredential::new(
-                env.http.clone(),
+                env.node_http.clone(),
                 &env.nmi_url,
                 pod_name.clone(),
                 pod_namespace.clone(),

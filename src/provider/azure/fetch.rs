@@ -84,16 +84,12 @@ struct CertificateBundle {
 }
 
 fn bad_body(what: &str, e: &serde_json::Error) -> Failure {
-    let mut f = Failure::timed_out(Duration::ZERO);
-    f.kind = ErrorKind::Invalid;
-    f.retryable = false;
     // serde's message can quote values: only the position is shown.
-    f.message = format!(
+    Failure::invalid(format!(
         "Key Vault returned a {what} that does not parse (line {} column {})",
         e.line(),
         e.column()
-    );
-    f
+    ))
 }
 
 /// Whether the vault answered (so the client has learnt its challenge).
@@ -193,13 +189,7 @@ async fn get_once(
             let der = match bundle.cer {
                 Some(cer) => base64::engine::general_purpose::STANDARD
                     .decode(cer.trim())
-                    .map_err(|_| {
-                        let mut f = Failure::timed_out(Duration::ZERO);
-                        f.kind = ErrorKind::Invalid;
-                        f.retryable = false;
-                        f.message = "the certificate's cer is not valid base64".to_owned();
-                        f
-                    })?,
+                    .map_err(|_| Failure::invalid("the certificate's cer is not valid base64"))?,
                 None => Vec::new(),
             };
             Ok((Fetched::Cert(der), bundle.id))

@@ -24,7 +24,7 @@ use futures::StreamExt as _;
 use lru::LruCache;
 use tokio::time::Instant;
 
-use super::clients::{VaultClients, http_client, vault_url};
+use super::clients::{Endpoints, VaultClients, http_client, vault_url};
 use super::config::{AzureProviderConfig, ConfigError};
 use super::credentials::{AssertionSlot, CredentialEnv, build_credential};
 use super::fetch::{FetchContext, fetch_object};
@@ -117,13 +117,14 @@ impl AzureProvider {
                 reason: e.to_string(),
             })?;
         }
-        let http = http_client(&config)?;
-        let transport = Transport::new(Arc::new(http.clone()));
+        let http = http_client(&config, Endpoints::Remote)?;
+        let node_http = http_client(&config, Endpoints::Node)?;
+        let transport = Transport::new(Arc::new(http));
         let salt = IdentityKeySalt::random().map_err(|_| ConfigError::Random)?;
         let capacity = NonZeroUsize::new(config.max_identities.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(AzureProvider {
             credential_env: CredentialEnv {
-                http,
+                node_http,
                 transport: transport.clone(),
                 imds_url: config.imds_url.clone(),
                 nmi_url: config.nmi_url.clone(),

@@ -56,6 +56,11 @@ impl Failure {
         }
     }
 
+    /// A response that cannot be used (retrying will not help).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Failure::new(ErrorKind::Invalid, message)
+    }
+
     /// An attempt that got no answer within `timeout`.
     pub fn timed_out(timeout: Duration) -> Self {
         Failure::new(
