@@ -335,3 +335,31 @@ async fn identities_without_access_are_denied_naming_the_object_and_the_fix() {
     assert!(err.to_string().contains("secret/rotating"), "{err}");
     assert!(!err.to_string().contains(OUTSIDER_SECRET));
 }
+
+#[tokio::test]
+async fn imds_refusal_is_reported_with_its_reason() {
+    // Two user-assigned identities and no system-assigned one: IMDS cannot
+    // choose.
+    let emu = start().await;
+    let provider = provider(&emu);
+    let request = request(
+        "kv-demo",
+        &[("useVMManagedIdentity", "true")],
+        &objects(&[&object("sql-password", "secret", &[])]),
+    );
+    let errors = mount_objects_err(&provider, &request).await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].kind, ErrorKind::Denied);
+    assert!(
+        errors[0]
+            .message
+            .contains("could not get a token as the node's system-assigned managed identity")
+            && errors[0]
+                .message
+                .contains("IMDS token request failed with status code 400"),
+        "{}",
+        errors[0].message
+    );
+    // Not retried: a 400 will not change.
+    assert_eq!(emu.count(&CounterFilter::route(Route::ImdsToken)), 1);
+}

@@ -212,3 +212,48 @@ async fn every_failing_object_is_reported_together() {
         .unwrap_err();
     assert!(err.to_string().starts_with("3 objects failed: "), "{err}");
 }
+
+#[tokio::test]
+async fn token_endpoints_are_retried_too() {
+    let emu = start().await;
+    // Entra throttles once (with Retry-After), IMDS fails once.
+    emu.add_fault(
+        FaultSpec::new(FaultKind::Throttle {
+            retry_after: Some(1),
+        })
+        .times(1)
+        .route(Route::EntraToken),
+    );
+    emu.add_fault(
+        FaultSpec::new(FaultKind::ServerError { status: 503 })
+            .times(1)
+            .route(Route::ImdsToken),
+    );
+    let provider = provider(&emu);
+    mount_ok(&provider, &sp_request(VAULT, &rotating())).await;
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::EntraToken).status(429)),
+        1
+    );
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::EntraToken).status(200)),
+        1
+    );
+    let mi = request(
+        "kv-demo",
+        &[
+            ("useVMManagedIdentity", "true"),
+            ("userAssignedIdentityID", NODE_MI),
+        ],
+        &objects(&[&object("sql-password", "secret", &[])]),
+    );
+    mount_ok(&provider, &mi).await;
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::ImdsToken).status(503)),
+        1
+    );
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::ImdsToken).status(200)),
+        1
+    );
+}
