@@ -12,8 +12,10 @@ pub mod logging;
 pub mod names;
 pub mod node;
 pub mod provider;
+pub mod provider_server;
 pub mod rotation;
 pub mod spc;
+pub mod sync;
 pub mod volume;
 
 pub use cli::{Cli, Command};
@@ -26,5 +28,6 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         #[cfg(not(feature = "demo"))]
         Command::Demo(_) => Err("this build has no demo: rebuild with the `demo` feature".into()),
         Command::Node(args) => node::run(&args).map_err(Into::into),
+        Command::Provider(args) => provider_server::run(&args).map_err(Into::into),
     }
 }
