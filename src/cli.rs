@@ -22,6 +22,10 @@ pub enum Command {
     /// CSI node plugin, a kubelet stand-in; no cloud, no cluster (needs root
     /// and /dev/fuse).
     Demo(DemoArgs),
+    /// Serve the built-in Azure provider over the upstream provider protocol
+    /// (`v1alpha1.CSIDriverProvider` on a unix socket), in place of the
+    /// upstream Azure provider DaemonSet behind the upstream driver.
+    Provider(Box<ProviderArgs>),
 }
 
 /// Logging options, shared by every command.
@@ -80,6 +84,42 @@ pub struct NodeArgs {
     /// How often each volume is refreshed (Go duration: 30s, 2m, 1h).
     #[arg(long, default_value = "2m", value_parser = crate::duration::parse)]
     pub rotation_poll_interval: std::time::Duration,
+    /// Directory of external provider sockets (`<name>.sock`), tried first.
+    #[arg(long, value_name = "DIR", default_value = crate::provider::external::DEFAULT_PROVIDER_VOLUME)]
+    pub provider_volume: PathBuf,
+    /// More directories of provider sockets, comma-separated, tried after
+    /// `--provider-volume`.
+    #[arg(
+        long,
+        value_name = "DIRS",
+        value_delimiter = ',',
+        default_value = crate::provider::external::DEFAULT_ADDITIONAL_PROVIDER_VOLUME_PATHS
+    )]
+    pub additional_provider_volume_paths: Vec<PathBuf>,
+    /// Largest response accepted from an external provider, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::provider::external::DEFAULT_MAX_RECV_MSG_SIZE)]
+    pub max_call_recv_msg_size: usize,
+    /// Deadline of one external provider Mount, retries included (Go
+    /// duration); keep it below kubelet's ~2 m.
+    #[arg(long, default_value = "100s", value_parser = crate::duration::parse)]
+    pub provider_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub azure: AzureArgs,
+}
+
+/// `secretfs provider`: the Azure provider as a provider process.
+#[derive(Debug, Clone, Args)]
+pub struct ProviderArgs {
+    /// The provider socket the driver dials (`<provider-volume>/azure.sock`).
+    #[arg(
+        long,
+        default_value = "unix:///var/run/secrets-store-csi-providers/azure.sock"
+    )]
+    pub endpoint: String,
+    /// This node's name (the DaemonSet passes spec.nodeName); part of the
+    /// cache key of node identities.
+    #[arg(long = "nodeid", env = "NODE_NAME", default_value = "")]
+    pub node_id: String,
     #[command(flatten)]
     pub azure: AzureArgs,
 }

@@ -7,9 +7,10 @@ use secretfs_fuse::ReadMode;
 use thiserror::Error;
 
 use crate::cli::{AzureArgs, NodeArgs, ReadModeArg};
-use crate::provider::Provider;
 use crate::provider::azure::config::{AzureProviderConfig, HostOverride};
 use crate::provider::azure::{AzureProvider, CloudName};
+use crate::provider::external::ExternalConfig;
+use crate::provider::{Provider, ProviderRegistry};
 use crate::spc::{KubeSpcs, SpcDir, SpcSource};
 use crate::volume::{Driver, DriverConfig};
 
@@ -101,6 +102,14 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
     let azure = AzureProvider::new(azure_config(&args.azure)?)
         .map_err(|e| NodeError::Azure(e.to_string()))?;
     let providers: Vec<Arc<dyn Provider>> = vec![Arc::new(azure)];
+    let mut dirs = vec![args.provider_volume.clone()];
+    dirs.extend(args.additional_provider_volume_paths.iter().cloned());
+    let providers = ProviderRegistry::new(providers).with_external(ExternalConfig {
+        dirs,
+        max_recv_msg_size: args.max_call_recv_msg_size,
+        timeout: args.provider_timeout,
+        ..ExternalConfig::default()
+    });
     let read_mode = match args.read_mode {
         ReadModeArg::Atomic => ReadMode::Atomic,
         ReadModeArg::PageCache => ReadMode::PageCache,

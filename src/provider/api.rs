@@ -102,6 +102,15 @@ pub enum MountError {
     /// One or more objects failed (never empty).
     #[error("{0}")]
     Objects(ObjectErrors),
+    /// An external provider failed or sent a response the driver refuses.
+    /// `error_type` is the metric label: the provider's own `error.code`,
+    /// `GRPCProviderError` or `InvalidProviderResponse`.
+    #[error("{message}")]
+    External {
+        kind: ErrorKind,
+        error_type: &'static str,
+        message: String,
+    },
 }
 
 impl MountError {
@@ -118,6 +127,7 @@ impl MountError {
         match self {
             Self::Config { kind, .. } => *kind,
             Self::Objects(errors) => errors.kind().unwrap_or(ErrorKind::Transient),
+            Self::External { kind, .. } => *kind,
         }
     }
 }

@@ -11,11 +11,15 @@
 //!   for tokens, client secrets and file contents.
 //!
 //! - [`Provider`] (in `api.rs`): what the volume manager asks of a provider.
+//! - [`registry`]: built-in providers by name, else an [`external`] provider
+//!   process on `<provider-volume>/<name>.sock` (the upstream protocol).
 
 mod api;
 pub mod azure;
 mod error;
+pub mod external;
 mod plan;
+pub mod registry;
 mod secret;
 
 pub use api::{
@@ -26,4 +30,5 @@ pub use plan::{
     FileMode, MAX_FILE_NAME_LEN, MAX_PATH_LEN, PathError, Plan, PlanError, PlannedFile,
     validate_relative_path,
 };
+pub use registry::{LookupError, ProviderRegistry};
 pub use secret::{SecretBytes, SecretString};

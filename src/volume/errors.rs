@@ -3,7 +3,7 @@
 
 use secretfs_csi::{ErrorCode, VolumeError};
 
-use crate::provider::{ErrorKind, MountError};
+use crate::provider::{ErrorKind, LookupError, MountError};
 
 pub fn class_not_found(namespace: &str, name: &str) -> VolumeError {
     VolumeError::new(
@@ -16,24 +16,11 @@ pub fn class_not_found(namespace: &str, name: &str) -> VolumeError {
     )
 }
 
-pub fn unknown_provider<'a>(
-    class: &str,
-    provider: &str,
-    known: impl Iterator<Item = &'a String>,
-) -> VolumeError {
-    let known: Vec<&str> = known.map(String::as_str).collect();
-    let message = if provider.is_empty() {
-        format!("SecretProviderClass {class} has no spec.provider: set it to one of {known:?}")
-    } else {
-        format!(
-            "SecretProviderClass {class} names provider {provider:?}, which this node does not serve: \
-             use one of {known:?}, or install the provider (its socket goes in the provider directory)"
-        )
-    };
+pub fn unknown_provider(namespace: &str, class: &str, err: &LookupError) -> VolumeError {
     VolumeError::new(
         ErrorCode::InvalidArgument,
         "FailedToLookupProviderGRPCClient",
-        message,
+        format!("SecretProviderClass {namespace}/{class}: {err}"),
     )
 }
 
@@ -46,9 +33,13 @@ pub fn provider_failed(class: &str, err: &MountError) -> VolumeError {
         ErrorKind::Throttled => ErrorCode::ResourceExhausted,
         ErrorKind::Transient => ErrorCode::Unavailable,
     };
+    let error_type = match err {
+        MountError::External { error_type, .. } => error_type,
+        _ => "ProviderError",
+    };
     VolumeError::new(
         code,
-        "ProviderError",
+        error_type,
         format!("SecretProviderClass {class}: {err}"),
     )
 }

@@ -11,7 +11,7 @@
 mod context;
 mod errors;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,8 @@ use secretfs_fuse::{
 use tokio::sync::Mutex;
 
 use crate::names;
-use crate::provider::{FileMode, MountRequest, ObjectVersion, Provider};
+use crate::provider::external::ProviderVolume;
+use crate::provider::{FileMode, MountRequest, ObjectVersion, Provider, ProviderRegistry};
 use crate::spc::SpcSource;
 
 pub use context::{PublishContext, check_target};
@@ -62,7 +63,7 @@ type Slot = Arc<Mutex<Option<Published>>>;
 pub struct Driver {
     config: DriverConfig,
     classes: Arc<dyn SpcSource>,
-    providers: BTreeMap<String, Arc<dyn Provider>>,
+    providers: ProviderRegistry,
     targets: std::sync::Mutex<HashMap<PathBuf, Slot>>,
 }
 
@@ -70,7 +71,7 @@ impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("config", &self.config)
-            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .field("providers", &self.providers)
             .finish_non_exhaustive()
     }
 }
@@ -79,15 +80,12 @@ impl Driver {
     pub fn new(
         config: DriverConfig,
         classes: Arc<dyn SpcSource>,
-        providers: impl IntoIterator<Item = Arc<dyn Provider>>,
+        providers: impl Into<ProviderRegistry>,
     ) -> Self {
         Self {
             config,
             classes,
-            providers: providers
-                .into_iter()
-                .map(|p| (p.name().to_owned(), p))
-                .collect(),
+            providers: providers.into(),
             targets: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -217,9 +215,16 @@ impl Driver {
             })?),
             None => None,
         };
-        let provider = self.providers.get(&spec.provider).cloned().ok_or_else(|| {
-            errors::unknown_provider(&ctx.class, &spec.provider, self.providers.keys())
-        })?;
+        let provider = self
+            .providers
+            .lookup(&spec.provider, || {
+                ProviderVolume::new(
+                    &ctx.class,
+                    &request.target_path,
+                    request.volume_context.iter(),
+                )
+            })
+            .map_err(|e| errors::unknown_provider(&ctx.pod.namespace, &ctx.class, &e))?;
 
         // Files are readable by the pod's fsGroup, not by everyone.
         let (gid, default_mode) = match request.mount_group {
