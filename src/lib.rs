@@ -7,8 +7,10 @@ pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod duration;
+pub mod endpoints;
 pub mod hygiene;
 pub mod logging;
+pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod provider;

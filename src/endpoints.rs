@@ -1,0 +1,66 @@
+//! The HTTP endpoints on `--metrics-addr`: `/metrics` (Prometheus text),
+//! `/healthz` (the process serves) and `/readyz` (it can serve publishes:
+//! SecretProviderClass source synced).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use secretfs_csi::{Readiness, VolumeManager};
+
+async fn answer(manager: Arc<dyn VolumeManager>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            crate::metrics::global().render(),
+        ),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" => match manager.readiness().await {
+            Readiness::Ready => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+            Readiness::NotReady(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
+        },
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz, /readyz\n".to_owned()),
+    };
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default())
+}
+
+/// Binds `addr` (`:8095` means every address) and serves until `shutdown`.
+pub async fn serve(
+    addr: &str,
+    manager: Arc<dyn VolumeManager>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let addr: SocketAddr = match addr.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => addr.to_owned(),
+    }
+    .parse()
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--metrics-addr {addr:?}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = &mut shutdown => return Ok(()),
+        };
+        let manager = manager.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| answer(manager.clone(), request));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,197 @@
+//! Prometheus metrics: upstream's names and labels (so its dashboards and
+//! alerts keep working) plus our own `secretfs_*`. No secret or object name
+//! is ever a label; `error_type` is a bounded set.
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+const OS: &str = "linux";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+    pub os_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub provider: String,
+    pub error_type: String,
+    pub os_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OsLabels {
+    pub os_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RotationLabels {
+    pub provider: String,
+    pub os_type: String,
+    pub rotated: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RotationErrorLabels {
+    pub provider: String,
+    pub error_type: String,
+    pub os_type: String,
+    pub rotated: String,
+}
+
+/// Every metric of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub node_publish: Family<ProviderLabels, Counter>,
+    pub node_publish_error: Family<ErrorLabels, Counter>,
+    pub node_unpublish: Family<OsLabels, Counter>,
+    pub node_unpublish_error: Family<OsLabels, Counter>,
+    pub rotation_reconcile: Family<RotationLabels, Counter>,
+    pub rotation_reconcile_error: Family<RotationErrorLabels, Counter>,
+    pub rotation_reconcile_duration: Family<OsLabels, Histogram>,
+    pub sync_k8s_secret: Family<ProviderLabels, Counter>,
+    pub sync_errors: Counter,
+    pub volumes: Gauge,
+}
+
+fn histogram() -> Histogram {
+    // Upstream's buckets: ExponentialBucketsRange(0.1, 2, 11) ≈ 0.1 × 1.26^n.
+    Histogram::new(exponential_buckets(0.1, 1.2589, 11))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            node_publish: Family::default(),
+            node_publish_error: Family::default(),
+            node_unpublish: Family::default(),
+            node_unpublish_error: Family::default(),
+            rotation_reconcile: Family::default(),
+            rotation_reconcile_error: Family::default(),
+            rotation_reconcile_duration: Family::new_with_constructor(histogram),
+            sync_k8s_secret: Family::default(),
+            sync_errors: Counter::default(),
+            volumes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register("node_publish", "Successful NodePublishVolume calls", metrics.node_publish.clone());
+        registry.register("node_publish_error", "Failed NodePublishVolume calls", metrics.node_publish_error.clone());
+        registry.register("node_unpublish", "Successful NodeUnpublishVolume calls", metrics.node_unpublish.clone());
+        registry.register("node_unpublish_error", "Failed NodeUnpublishVolume calls", metrics.node_unpublish_error.clone());
+        registry.register("rotation_reconcile", "Volume refreshes (rotated: whether a file changed)", metrics.rotation_reconcile.clone());
+        registry.register("rotation_reconcile_error", "Failed volume refreshes", metrics.rotation_reconcile_error.clone());
+        registry.register("rotation_reconcile_duration_sec", "Duration of volume refreshes in seconds", metrics.rotation_reconcile_duration.clone());
+        registry.register("sync_k8s_secret", "Kubernetes Secrets written from secretObjects", metrics.sync_k8s_secret.clone());
+        registry.register("secretfs_sync_errors", "Failed syncs of pod statuses and Secrets", metrics.sync_errors.clone());
+        registry.register("secretfs_volumes", "Volumes mounted now", metrics.volumes.clone());
+        Self { registry, ..metrics }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn published(&self, provider: &str) {
+        self.node_publish.get_or_create(&provider_labels(provider)).inc();
+        self.volumes.inc();
+    }
+
+    pub fn publish_failed(&self, provider: &str, error_type: &str) {
+        self.node_publish_error
+            .get_or_create(&ErrorLabels {
+                provider: provider.to_owned(),
+                error_type: error_type.to_owned(),
+                os_type: OS.into(),
+            })
+            .inc();
+    }
+
+    pub fn unpublished(&self, had_volume: bool) {
+        self.node_unpublish.get_or_create(&os()).inc();
+        if had_volume {
+            self.volumes.dec();
+        }
+    }
+
+    pub fn unpublish_failed(&self) {
+        self.node_unpublish_error.get_or_create(&os()).inc();
+    }
+
+    pub fn refreshed(&self, provider: &str, rotated: bool, seconds: f64) {
+        self.rotation_reconcile
+            .get_or_create(&RotationLabels {
+                provider: provider.to_owned(),
+                os_type: OS.into(),
+                rotated: rotated.to_string(),
+            })
+            .inc();
+        self.rotation_reconcile_duration.get_or_create(&os()).observe(seconds);
+    }
+
+    pub fn refresh_failed(&self, provider: &str, error_type: &str) {
+        self.rotation_reconcile_error
+            .get_or_create(&RotationErrorLabels {
+                provider: provider.to_owned(),
+                error_type: error_type.to_owned(),
+                os_type: OS.into(),
+                rotated: "false".into(),
+            })
+            .inc();
+    }
+}
+
+fn os() -> OsLabels {
+    OsLabels { os_type: OS.into() }
+}
+
+fn provider_labels(provider: &str) -> ProviderLabels {
+    ProviderLabels {
+        provider: provider.to_owned(),
+        os_type: OS.into(),
+    }
+}
+
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    &GLOBAL
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_names_and_labels_are_exported() {
+        let m = Metrics::new();
+        m.published("azure");
+        m.publish_failed("azure", "SecretProviderClassNotFound");
+        m.unpublished(true);
+        m.refreshed("azure", true, 0.2);
+        let text = m.render();
+        for line in [
+            r#"node_publish_total{provider="azure",os_type="linux"} 1"#,
+            r#"node_publish_error_total{provider="azure",error_type="SecretProviderClassNotFound",os_type="linux"} 1"#,
+            r#"node_unpublish_total{os_type="linux"} 1"#,
+            r#"rotation_reconcile_total{provider="azure",os_type="linux",rotated="true"} 1"#,
+            "secretfs_volumes 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(text.contains("rotation_reconcile_duration_sec_bucket"), "{text}");
+    }
+}
