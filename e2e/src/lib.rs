@@ -44,6 +44,7 @@ mod seed;
 mod server;
 mod state;
 mod store;
+pub mod test_provider;
 mod tls;
 mod tokens;
 mod util;

@@ -373,6 +373,18 @@ impl ExternalProvider {
         for (k, v) in &self.volume.kubelet_keys {
             attributes.insert(k, v);
         }
+        // The pod comes from the request (it is what the driver checked).
+        let pod = &request.pod;
+        for (key, value) in [
+            (keys::POD_NAME, &pod.name),
+            (keys::POD_NAMESPACE, &pod.namespace),
+            (keys::POD_UID, &pod.uid),
+            (keys::SERVICE_ACCOUNT_NAME, &pod.service_account),
+        ] {
+            if !value.is_empty() {
+                attributes.insert(key, value);
+            }
+        }
         attributes.insert(keys::SECRET_PROVIDER_CLASS, &self.volume.class);
         if let Some(tokens) = &request.service_account_tokens {
             attributes.insert(keys::SERVICE_ACCOUNT_TOKENS, tokens.expose());
