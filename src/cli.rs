@@ -76,6 +76,14 @@ pub struct NodeArgs {
     /// can be torn). See docs/SEMANTICS.md.
     #[arg(long, value_enum, default_value = "atomic")]
     pub read_mode: ReadModeArg,
+    /// Address of /metrics, /healthz and /readyz (`:8095` for every
+    /// address; empty to disable).
+    #[arg(long, default_value = ":8095")]
+    pub metrics_addr: Option<String>,
+    /// Write the Kubernetes Secrets of `secretObjects` (the pod statuses
+    /// are always written). Needs RBAC on secrets (chart: syncSecret.enabled).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub sync_secrets: bool,
     /// Refresh mounted volumes from the vault (upstream's flag; on by
     /// default here: rotation is in place and costs one vault request per
     /// distinct object per interval).

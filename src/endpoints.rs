@@ -14,7 +14,10 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use secretfs_csi::{Readiness, VolumeManager};
 
-async fn answer(manager: Arc<dyn VolumeManager>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    manager: Arc<dyn VolumeManager>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match request.uri().path() {
         "/metrics" => (
             StatusCode::OK,
@@ -24,9 +27,17 @@ async fn answer(manager: Arc<dyn VolumeManager>, request: Request<Incoming>) -> 
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => match manager.readiness().await {
             Readiness::Ready => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-            Readiness::NotReady(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
+            Readiness::NotReady(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
         },
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz, /readyz\n".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz, /readyz\n".to_owned(),
+        ),
     };
     Ok(Response::builder()
         .status(status)
@@ -46,7 +57,12 @@ pub async fn serve(
         None => addr.to_owned(),
     }
     .parse()
-    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--metrics-addr {addr:?}: {e}")))?;
+    .map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--metrics-addr {addr:?}: {e}"),
+        )
+    })?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     tokio::pin!(shutdown);
@@ -57,7 +73,8 @@ pub async fn serve(
         };
         let manager = manager.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| answer(manager.clone(), request));
+            let service =
+                hyper::service::service_fn(move |request| answer(manager.clone(), request));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

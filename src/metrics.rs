@@ -83,17 +83,60 @@ impl Metrics {
             volumes: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("node_publish", "Successful NodePublishVolume calls", metrics.node_publish.clone());
-        registry.register("node_publish_error", "Failed NodePublishVolume calls", metrics.node_publish_error.clone());
-        registry.register("node_unpublish", "Successful NodeUnpublishVolume calls", metrics.node_unpublish.clone());
-        registry.register("node_unpublish_error", "Failed NodeUnpublishVolume calls", metrics.node_unpublish_error.clone());
-        registry.register("rotation_reconcile", "Volume refreshes (rotated: whether a file changed)", metrics.rotation_reconcile.clone());
-        registry.register("rotation_reconcile_error", "Failed volume refreshes", metrics.rotation_reconcile_error.clone());
-        registry.register("rotation_reconcile_duration_sec", "Duration of volume refreshes in seconds", metrics.rotation_reconcile_duration.clone());
-        registry.register("sync_k8s_secret", "Kubernetes Secrets written from secretObjects", metrics.sync_k8s_secret.clone());
-        registry.register("secretfs_sync_errors", "Failed syncs of pod statuses and Secrets", metrics.sync_errors.clone());
-        registry.register("secretfs_volumes", "Volumes mounted now", metrics.volumes.clone());
-        Self { registry, ..metrics }
+        registry.register(
+            "node_publish",
+            "Successful NodePublishVolume calls",
+            metrics.node_publish.clone(),
+        );
+        registry.register(
+            "node_publish_error",
+            "Failed NodePublishVolume calls",
+            metrics.node_publish_error.clone(),
+        );
+        registry.register(
+            "node_unpublish",
+            "Successful NodeUnpublishVolume calls",
+            metrics.node_unpublish.clone(),
+        );
+        registry.register(
+            "node_unpublish_error",
+            "Failed NodeUnpublishVolume calls",
+            metrics.node_unpublish_error.clone(),
+        );
+        registry.register(
+            "rotation_reconcile",
+            "Volume refreshes (rotated: whether a file changed)",
+            metrics.rotation_reconcile.clone(),
+        );
+        registry.register(
+            "rotation_reconcile_error",
+            "Failed volume refreshes",
+            metrics.rotation_reconcile_error.clone(),
+        );
+        registry.register(
+            "rotation_reconcile_duration_sec",
+            "Duration of volume refreshes in seconds",
+            metrics.rotation_reconcile_duration.clone(),
+        );
+        registry.register(
+            "sync_k8s_secret",
+            "Kubernetes Secrets written from secretObjects",
+            metrics.sync_k8s_secret.clone(),
+        );
+        registry.register(
+            "secretfs_sync_errors",
+            "Failed syncs of pod statuses and Secrets",
+            metrics.sync_errors.clone(),
+        );
+        registry.register(
+            "secretfs_volumes",
+            "Volumes mounted now",
+            metrics.volumes.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
     }
 
     /// The Prometheus text exposition.
@@ -105,7 +148,9 @@ impl Metrics {
     }
 
     pub fn published(&self, provider: &str) {
-        self.node_publish.get_or_create(&provider_labels(provider)).inc();
+        self.node_publish
+            .get_or_create(&provider_labels(provider))
+            .inc();
         self.volumes.inc();
     }
 
@@ -138,7 +183,9 @@ impl Metrics {
                 rotated: rotated.to_string(),
             })
             .inc();
-        self.rotation_reconcile_duration.get_or_create(&os()).observe(seconds);
+        self.rotation_reconcile_duration
+            .get_or_create(&os())
+            .observe(seconds);
     }
 
     pub fn refresh_failed(&self, provider: &str, error_type: &str) {
@@ -192,6 +239,9 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }
-        assert!(text.contains("rotation_reconcile_duration_sec_bucket"), "{text}");
+        assert!(
+            text.contains("rotation_reconcile_duration_sec_bucket"),
+            "{text}"
+        );
     }
 }

@@ -90,13 +90,14 @@ pub fn azure_config(args: &AzureArgs) -> Result<AzureProviderConfig, NodeError> 
 
 /// The volume manager with the built-in providers (inside a runtime).
 pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
-    let classes: Arc<dyn SpcSource> = match &args.spc_dir {
-        Some(dir) => Arc::new(SpcDir::new(dir)),
+    let (classes, client): (Arc<dyn SpcSource>, Option<kube::Client>) = match &args.spc_dir {
+        // Without a cluster there is nothing to sync to.
+        Some(dir) => (Arc::new(SpcDir::new(dir)), None),
         None => {
             let client = kube::Client::try_default()
                 .await
                 .map_err(|e| NodeError::Kube(e.to_string()))?;
-            Arc::new(KubeSpcs::start(client))
+            (Arc::new(KubeSpcs::start(client.clone())), Some(client))
         }
     };
     let azure = AzureProvider::new(azure_config(&args.azure)?)
@@ -114,14 +115,20 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
         ReadModeArg::Atomic => ReadMode::Atomic,
         ReadModeArg::PageCache => ReadMode::PageCache,
     };
-    Ok(Driver::new(
+    let driver = Driver::new(
         DriverConfig {
             node_name: args.node_id.clone(),
             read_mode,
         },
         classes,
         providers,
-    ))
+    );
+    Ok(match client {
+        Some(client) => driver.with_syncer(Arc::new(
+            crate::sync::Syncer::new(client, &args.node_id).with_secrets(args.sync_secrets),
+        )),
+        None => driver,
+    })
 }
 
 /// Serves CSI on `--endpoint` until SIGTERM or SIGINT.
@@ -148,8 +155,27 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
             },
         )
     });
+    let endpoints = match args.metrics_addr.as_deref().filter(|a| !a.is_empty()) {
+        Some(addr) => {
+            let (addr, manager) = (
+                addr.to_owned(),
+                driver.clone() as Arc<dyn secretfs_csi::VolumeManager>,
+            );
+            Some(tokio::spawn(async move {
+                if let Err(err) =
+                    crate::endpoints::serve(&addr, manager, std::future::pending()).await
+                {
+                    tracing::error!(error = %err, "metrics endpoint stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     tracing::info!(endpoint = %args.endpoint, driver = %args.driver_name, node = %args.node_id, "serving CSI");
     secretfs_csi::serve(listener, identity, node, shutdown_signal()).await?;
+    if let Some(endpoints) = endpoints {
+        endpoints.abort();
+    }
     if let Some(scheduler) = scheduler {
         scheduler.abort();
     }

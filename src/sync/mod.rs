@@ -62,6 +62,8 @@ pub struct Syncer {
     hasher: RandomState,
     /// Object key → hash of what we last applied.
     applied: Mutex<HashMap<String, u64>>,
+    /// Whether `secretObjects` Secrets are written (pod statuses always).
+    secrets: bool,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -95,7 +97,14 @@ impl Syncer {
             recorder,
             hasher: RandomState::new(),
             applied: Mutex::new(HashMap::new()),
+            secrets: true,
         }
+    }
+
+    /// Whether to write `secretObjects` Secrets (`--sync-secrets`).
+    pub fn with_secrets(mut self, secrets: bool) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     fn changed(&self, key: &str, body: &Value) -> (bool, u64) {
@@ -148,7 +157,7 @@ impl Syncer {
             self.remember(key, hash);
             writes += 1;
         }
-        if input.secret_objects.is_empty() {
+        if input.secret_objects.is_empty() || !self.secrets {
             return Ok(writes);
         }
         // Build every Secret first: a bad entry fails before any write.

@@ -26,8 +26,10 @@ use tokio::sync::Mutex;
 
 use crate::names;
 use crate::provider::external::ProviderVolume;
-use crate::provider::{FileMode, MountRequest, ObjectVersion, Provider, ProviderRegistry};
-use crate::spc::SpcSource;
+use crate::provider::{
+    FileMode, MountRequest, MountedFile, ObjectVersion, Provider, ProviderRegistry,
+};
+use crate::spc::{SecretObject, SpcSource};
 
 pub use context::{PublishContext, check_target};
 
@@ -53,6 +55,12 @@ struct Published {
     /// asks again with it.
     request: MountRequest,
     versions: Vec<ObjectVersion>,
+    /// The files shown now (their bytes are shared with the volume).
+    files: Vec<MountedFile>,
+    /// The class's `secretObjects`.
+    secret_objects: Vec<SecretObject>,
+    /// Whether the pod status and Secrets match the files.
+    synced: bool,
 }
 
 /// Per-target slot: operations on one target run one at a time; different
@@ -65,6 +73,7 @@ pub struct Driver {
     classes: Arc<dyn SpcSource>,
     providers: ProviderRegistry,
     targets: std::sync::Mutex<HashMap<PathBuf, Slot>>,
+    syncer: Option<Arc<crate::sync::Syncer>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -87,6 +96,25 @@ impl Driver {
             classes,
             providers: providers.into(),
             targets: std::sync::Mutex::new(HashMap::new()),
+            syncer: None,
+        }
+    }
+
+    /// Mirrors volumes to Kubernetes (pod statuses, `secretObjects`).
+    pub fn with_syncer(mut self, syncer: Arc<crate::sync::Syncer>) -> Self {
+        self.syncer = Some(syncer);
+        self
+    }
+
+    /// The provider label of a failed publish: the class's provider when
+    /// it can be read, else `unknown`.
+    async fn provider_label(&self, request: &PublishRequest) -> String {
+        let Ok(ctx) = context::read(request) else {
+            return "unknown".into();
+        };
+        match self.classes.get(&ctx.pod.namespace, &ctx.class).await {
+            Ok(Some(class)) if !class.spec.provider.is_empty() => class.spec.provider,
+            _ => "unknown".into(),
         }
     }
 
@@ -162,14 +190,20 @@ impl Driver {
         };
         let mut request = published.request.clone();
         request.current = published.versions.clone();
-        let response = published
-            .provider
-            .mount(&request)
-            .await
-            .map_err(|e| errors::provider_failed(&format!("of {target:?}"), &e))?;
+        let started = std::time::Instant::now();
+        let provider_name = published.provider.name().to_owned();
+        let response = match published.provider.mount(&request).await {
+            Ok(response) => response,
+            Err(e) => {
+                let err = errors::provider_failed(&format!("of {target:?}"), &e);
+                crate::metrics::global().refresh_failed(&provider_name, e.kind().as_str());
+                return Err(err);
+            }
+        };
         let volume = published.mounted.volume().clone();
         let gid = published.gid;
-        let outcome = tokio::task::spawn_blocking(move || apply(&volume, gid, &response.files))
+        let files = response.files.clone();
+        let outcome = tokio::task::spawn_blocking(move || apply(&volume, gid, &files))
             .await
             .map_err(|e| {
                 VolumeError::new(
@@ -179,8 +213,26 @@ impl Driver {
                 )
             })??;
         published.versions = response.versions;
+        published.files = response.files;
+        crate::metrics::global().refreshed(
+            &provider_name,
+            outcome.changed(),
+            started.elapsed().as_secs_f64(),
+        );
         if outcome.changed() {
             tracing::info!(target = ?target, replaced = outcome.replaced, added = outcome.added, removed = outcome.removed, "rotated");
+            if let Some(syncer) = &self.syncer {
+                let note = format!(
+                    "secrets rotated in place: {} file(s) replaced, {} added, {} removed",
+                    outcome.replaced, outcome.added, outcome.removed
+                );
+                syncer
+                    .event(&published.request.pod, false, "MountRotationComplete", note)
+                    .await;
+            }
+        }
+        if outcome.changed() || !published.synced {
+            self.sync(target, published).await;
         }
         Ok(outcome)
     }
@@ -203,6 +255,7 @@ impl Driver {
             })?
             .ok_or_else(|| errors::class_not_found(&ctx.pod.namespace, &ctx.class))?;
         let spec = class.spec;
+        let secret_objects = spec.secret_objects.clone();
         let class_name = ctx.class.clone();
         let interval = match spec.parameters.get(names::PARAM_ROTATION_INTERVAL) {
             Some(text) => Some(crate::duration::parse(text).map_err(|e| {
@@ -312,7 +365,55 @@ impl Driver {
             interval,
             request: mount_request,
             versions: response.versions,
+            files: response.files,
+            secret_objects,
+            synced: false,
         })
+    }
+
+    /// Mirrors `published` to Kubernetes if a syncer is configured; a
+    /// failure is reported (log, event, metric) and retried at the next
+    /// refresh, it never fails the mount.
+    async fn sync(&self, target: &Path, published: &mut Published) {
+        let Some(syncer) = &self.syncer else {
+            return;
+        };
+        let target_text = target.to_string_lossy();
+        let input = crate::sync::SyncInput {
+            pod: &published.request.pod,
+            class: &published.class,
+            target: &target_text,
+            secret_objects: &published.secret_objects,
+            files: &published.files,
+            versions: &published.versions,
+        };
+        match syncer.sync(input).await {
+            Ok(writes) => {
+                published.synced = true;
+                if writes > 0 && !published.secret_objects.is_empty() {
+                    crate::metrics::global()
+                        .sync_k8s_secret
+                        .get_or_create(&crate::metrics::ProviderLabels {
+                            provider: published.provider.name().to_owned(),
+                            os_type: "linux".into(),
+                        })
+                        .inc();
+                }
+            }
+            Err(err) => {
+                published.synced = false;
+                crate::metrics::global().sync_errors.inc();
+                tracing::warn!(target = ?target, error = %err, "sync to Kubernetes failed; retried at the next refresh");
+                syncer
+                    .event(
+                        &published.request.pod,
+                        true,
+                        "FailedToCreateSecret",
+                        err.to_string(),
+                    )
+                    .await;
+            }
+        }
     }
 }
 
@@ -340,7 +441,16 @@ impl VolumeManager for Driver {
             tracing::debug!(target = ?request.target_path, "republish: tokens refreshed");
             return Ok(());
         }
-        let new = self.publish_new(&request, ctx).await?;
+        let mut new = match self.publish_new(&request, ctx).await {
+            Ok(new) => new,
+            Err(err) => {
+                crate::metrics::global()
+                    .publish_failed(&self.provider_label(&request).await, err.error_type);
+                return Err(err);
+            }
+        };
+        crate::metrics::global().published(new.provider.name());
+        self.sync(&request.target_path, &mut new).await;
         tracing::info!(
             target = ?request.target_path,
             pod = %new.request.pod.name,
@@ -357,6 +467,7 @@ impl VolumeManager for Driver {
         let mut published = slot.lock().await;
         let target = request.target_path.clone();
         let taken = published.take();
+        let had_volume = taken.is_some();
         let result = tokio::task::spawn_blocking(move || -> Result<(), VolumeError> {
             match taken {
                 Some(p) => p.mounted.unmount().map_err(|e| {
@@ -389,6 +500,10 @@ impl VolumeManager for Driver {
             )
         })?;
         drop(published);
+        match &result {
+            Ok(()) => crate::metrics::global().unpublished(had_volume),
+            Err(_) => crate::metrics::global().unpublish_failed(),
+        }
         if result.is_ok() {
             let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
             targets.remove(&request.target_path);

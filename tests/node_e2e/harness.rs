@@ -25,6 +25,8 @@ pub struct Env {
     pub emulator: EmulatorHandle,
     pub kubelet: Kubelet,
     pub root: PathBuf,
+    /// Where the node serves /metrics, /healthz and /readyz.
+    pub metrics_addr: std::net::SocketAddr,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -45,8 +47,13 @@ impl Env {
         let root = dir.path().join("kubelet");
         let socket = dir.path().join("csi.sock");
         let addr = emulator.https_addr();
+        let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_secretfs"))
             .arg("node")
+            .arg(format!("--metrics-addr={metrics_addr}"))
             .arg(format!("--endpoint=unix://{}", socket.display()))
             .args(["--nodeid", "e2e-node"])
             .arg("--spc-dir")
@@ -80,9 +87,39 @@ impl Env {
             emulator,
             kubelet,
             root,
+            metrics_addr,
             child,
             _dir: dir,
         }
+    }
+}
+
+impl Env {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// GET `path` on the metrics address: (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.metrics_addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
     }
 }
 

@@ -190,3 +190,49 @@ async fn a_hundred_pods_publish_concurrently_and_unpublish() {
     }
     assert!(targets.iter().all(|t| !is_mounted(t)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_memory_hygiene_of_the_node() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::start(&[]).await;
+    let pod = pod("99999999-9999-4999-8999-999999999999", None, None, None);
+    env.kubelet
+        .publish(&pod, VOLUME, &PublishExtras::default())
+        .await
+        .unwrap();
+    let missing = super::harness::pod(
+        "99999999-9999-4999-8999-999999999998",
+        Some("missing"),
+        None,
+        None,
+    );
+    assert!(
+        env.kubelet
+            .publish(&missing, VOLUME, &PublishExtras::default())
+            .await
+            .is_err()
+    );
+    env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
+
+    let (status, metrics) = env.http_get("/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        r#"node_publish_total{provider="azure",os_type="linux"} 1"#,
+        r#"node_publish_error_total{provider="unknown",error_type="SecretProviderClassNotFound",os_type="linux"} 1"#,
+        r#"node_unpublish_total{os_type="linux"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
+    assert!(!metrics.contains("Sql-Passw0rd"), "no secret in metrics");
+    assert_eq!(env.http_get("/healthz").0, 200);
+    assert_eq!(env.http_get("/readyz").0, 200);
+    assert_eq!(env.http_get("/nope").0, 404);
+
+    let locked = secretfs::hygiene::locked_kb(env.pid()).unwrap();
+    assert!(
+        locked > 0,
+        "the node's memory is locked (VmLck {locked} kB)"
+    );
+}
