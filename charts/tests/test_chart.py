@@ -691,10 +691,8 @@ def test_cli_parser_finds_known_flags():
     assert {"endpoint", "nodeid", "drivername", "read-mode", "log", "log-format-json"} <= cli_long_flags()
 
 
-# The chart passes the flags of the brief for issue 9; the Rust side adds
-# them. When they all exist this xfail turns into a failure (strict): remove
-# the marker then, and the test keeps chart and binary in step.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="secretfs node does not define every flag the chart passes yet")
+# Every flag the chart passes must exist in `secretfs node`: this keeps
+# chart and binary in step.
 def test_every_flag_the_chart_passes_exists_in_the_binary(all_docs, default_docs):
     passed = set()
     for docs in (default_docs, all_docs):
