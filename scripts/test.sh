@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The project's whole test suite (the README's test command; CI runs it).
-# Needs root and /dev/fuse for the real-mount tests, python3 for the
-# official Azure SDK conformance suite of the emulator.
+# Needs root and /dev/fuse for the real-mount tests, python3 (with venv) for
+# the chart checks and the official Azure SDK conformance suite of the
+# emulator, and PyPI for their packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Helm chart, CRDs and Dockerfile: helm lint/render, kubernetes-validate
+# 1.33–1.37, hadolint, pytest (pip packages in a venv under target/).
+charts/check.sh
 
 cargo nextest run --workspace --no-fail-fast
 
