@@ -15,7 +15,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 venv=${SDK_TESTS_VENV:-$repo/target/sdk-venv}
-bin=$repo/target/debug/kv-emulator
+bin=${CARGO_TARGET_DIR:-$repo/target}/debug/kv-emulator
 
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
