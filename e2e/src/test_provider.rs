@@ -225,11 +225,11 @@ impl CsiDriverProvider for Service {
                     .collect(),
             });
             let behavior = state.behavior.clone();
-            if let Behavior::Unavailable(n) = behavior {
-                if n > 0 {
-                    state.behavior = Behavior::Unavailable(n - 1);
-                    return Err(Status::unavailable("test provider: not ready yet"));
-                }
+            if let Behavior::Unavailable(n) = behavior
+                && n > 0
+            {
+                state.behavior = Behavior::Unavailable(n - 1);
+                return Err(Status::unavailable("test provider: not ready yet"));
             }
             (behavior, state.files.clone())
         };

@@ -228,6 +228,16 @@ mod tests {
         }
         let err = registry.lookup("../etc/x", volume).err().unwrap();
         assert!(matches!(err, LookupError::InvalidName { .. }), "{err}");
+        // A socket: one client (one channel) per socket, however many
+        // volumes use it.
+        let socket = dirs[1].path().join("vault.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let external = registry.external().unwrap();
+        let first = external.client("vault").unwrap();
+        assert_eq!(first.socket(), socket);
+        assert!(Arc::ptr_eq(&first, &external.client("vault").unwrap()));
+        assert!(registry.lookup("vault", volume).is_ok());
+        std::fs::remove_file(&socket).unwrap();
         // A regular file is not a socket.
         std::fs::write(dirs[1].path().join("vault.sock"), "").unwrap();
         assert!(matches!(
