@@ -18,6 +18,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the CSI node plugin (what the DaemonSet runs).
     Node(Box<NodeArgs>),
+    /// What a running node plugin serves: volumes, pods, files with their
+    /// objects and versions, last refresh and error (never a value).
+    Status(AdminArgs),
+    /// Refresh volumes of a running node plugin now (all, or one target);
+    /// skips the interval, not the vault's rate limits.
+    Refresh(RefreshArgs),
     /// Run the seed example end to end on this machine: Key Vault emulator,
     /// CSI node plugin, a kubelet stand-in; no cloud, no cluster (needs root
     /// and /dev/fuse).
@@ -76,6 +82,10 @@ pub struct NodeArgs {
     /// can be torn). See docs/SEMANTICS.md.
     #[arg(long, value_enum, default_value = "atomic")]
     pub read_mode: ReadModeArg,
+    /// Local admin socket for `secretfs status` and `secretfs refresh`
+    /// (mode 0600; empty to disable).
+    #[arg(long, default_value = crate::admin::DEFAULT_SOCKET)]
+    pub admin_socket: PathBuf,
     /// Address of /metrics, /healthz and /readyz (`:8095` for every
     /// address; empty to disable).
     #[arg(long, default_value = ":8095")]
@@ -174,4 +184,24 @@ pub struct AzureArgs {
         default_value = "http://localhost:2579"
     )]
     pub nmi_endpoint: String,
+}
+
+/// Options of the admin commands.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The node plugin's admin socket.
+    #[arg(long, default_value = crate::admin::DEFAULT_SOCKET)]
+    pub admin_socket: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `secretfs refresh`.
+#[derive(Debug, Clone, Args)]
+pub struct RefreshArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The target path of one volume (default: every volume).
+    pub target: Option<PathBuf>,
 }

@@ -171,10 +171,21 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
         }
         None => None,
     };
+    let admin = (!args.admin_socket.as_os_str().is_empty()).then(|| {
+        let (path, driver) = (args.admin_socket.clone(), driver.clone());
+        tokio::spawn(async move {
+            if let Err(err) = crate::admin::serve(&path, driver, std::future::pending()).await {
+                tracing::error!(error = %err, "admin endpoint stopped");
+            }
+        })
+    });
     tracing::info!(endpoint = %args.endpoint, driver = %args.driver_name, node = %args.node_id, "serving CSI");
     secretfs_csi::serve(listener, identity, node, shutdown_signal()).await?;
     if let Some(endpoints) = endpoints {
         endpoints.abort();
+    }
+    if let Some(admin) = admin {
+        admin.abort();
     }
     if let Some(scheduler) = scheduler {
         scheduler.abort();

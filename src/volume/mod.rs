@@ -61,6 +61,10 @@ struct Published {
     secret_objects: Vec<SecretObject>,
     /// Whether the pod status and Secrets match the files.
     synced: bool,
+    /// When the provider last answered for this volume (publish or refresh).
+    refreshed_at: std::time::SystemTime,
+    /// Why the last refresh failed, if it did (no secrets in it).
+    last_error: Option<String>,
 }
 
 /// Per-target slot: operations on one target run one at a time; different
@@ -150,6 +154,56 @@ impl Driver {
         out
     }
 
+    /// What every volume shows now, for `secretfs status` (never a value).
+    pub async fn status(&self) -> Vec<VolumeStatus> {
+        let slots: Vec<(PathBuf, Slot)> = {
+            let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+            targets
+                .iter()
+                .map(|(p, s)| (p.clone(), s.clone()))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (target, slot) in slots {
+            let guard = slot.lock().await;
+            let Some(p) = guard.as_ref() else { continue };
+            let since_epoch = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            };
+            out.push(VolumeStatus {
+                target: target.to_string_lossy().into_owned(),
+                pod: format!("{}/{}", p.request.pod.namespace, p.request.pod.name),
+                class: p.class.clone(),
+                provider: p.provider.name().to_owned(),
+                files: p
+                    .files
+                    .iter()
+                    .map(|f| {
+                        let version = p
+                            .versions
+                            .iter()
+                            .find(|v| v.id == f.object_id)
+                            .map(|v| v.version.clone())
+                            .unwrap_or_default();
+                        FileStatus {
+                            path: f.path.clone(),
+                            object: f.object_id.clone(),
+                            version,
+                            bytes: f.contents.len(),
+                        }
+                    })
+                    .collect(),
+                refreshed_at: since_epoch(p.refreshed_at),
+                interval_seconds: p.interval.map(|d| d.as_secs()),
+                synced: p.synced,
+                last_error: p.last_error.clone(),
+            });
+        }
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
+    }
+
     /// The class source, for on-demand refresh requests.
     pub fn classes(&self) -> &Arc<dyn SpcSource> {
         &self.classes
@@ -197,6 +251,7 @@ impl Driver {
             Err(e) => {
                 let err = errors::provider_failed(&format!("of {target:?}"), &e);
                 crate::metrics::global().refresh_failed(&provider_name, e.kind().as_str());
+                published.last_error = Some(err.message.clone());
                 return Err(err);
             }
         };
@@ -214,6 +269,8 @@ impl Driver {
             })??;
         published.versions = response.versions;
         published.files = response.files;
+        published.refreshed_at = std::time::SystemTime::now();
+        published.last_error = None;
         crate::metrics::global().refreshed(
             &provider_name,
             outcome.changed(),
@@ -368,6 +425,8 @@ impl Driver {
             files: response.files,
             secret_objects,
             synced: false,
+            refreshed_at: std::time::SystemTime::now(),
+            last_error: None,
         })
     }
 
@@ -514,6 +573,31 @@ impl VolumeManager for Driver {
     async fn readiness(&self) -> Readiness {
         self.classes.readiness().await
     }
+}
+
+/// One volume in `secretfs status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VolumeStatus {
+    pub target: String,
+    pub pod: String,
+    pub class: String,
+    pub provider: String,
+    pub files: Vec<FileStatus>,
+    /// Unix seconds of the last answer from the provider.
+    pub refreshed_at: u64,
+    /// The class's own interval; `None` means the node's.
+    pub interval_seconds: Option<u64>,
+    pub synced: bool,
+    pub last_error: Option<String>,
+}
+
+/// One file in `secretfs status`: where it comes from, never its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStatus {
+    pub path: String,
+    pub object: String,
+    pub version: String,
+    pub bytes: usize,
 }
 
 /// A published volume, as the rotation scheduler sees it.

@@ -27,6 +27,8 @@ pub struct Env {
     pub root: PathBuf,
     /// Where the node serves /metrics, /healthz and /readyz.
     pub metrics_addr: std::net::SocketAddr,
+    /// The node's admin socket (`secretfs status`, `secretfs refresh`).
+    pub admin_socket: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -54,6 +56,8 @@ impl Env {
         let child = Command::new(env!("CARGO_BIN_EXE_secretfs"))
             .arg("node")
             .arg(format!("--metrics-addr={metrics_addr}"))
+            .arg("--admin-socket")
+            .arg(dir.path().join("admin.sock"))
             .arg(format!("--endpoint=unix://{}", socket.display()))
             .args(["--nodeid", "e2e-node"])
             .arg("--spc-dir")
@@ -88,6 +92,7 @@ impl Env {
             kubelet,
             root,
             metrics_addr,
+            admin_socket: dir.path().join("admin.sock"),
             child,
             _dir: dir,
         }
@@ -95,6 +100,21 @@ impl Env {
 }
 
 impl Env {
+    /// Runs `secretfs <args> --admin-socket <this node's>`: (success, stdout).
+    pub fn admin(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_secretfs"))
+            .args(args)
+            .arg("--admin-socket")
+            .arg(&self.admin_socket)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

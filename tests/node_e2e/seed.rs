@@ -236,3 +236,57 @@ async fn metrics_health_and_memory_hygiene_of_the_node() {
         "the node's memory is locked (VmLck {locked} kB)"
     );
 }
+
+/// Rotation through the real binary: a new version in the vault, then
+/// `secretfs refresh` (on demand); `secretfs status` shows what is mounted
+/// and never a value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_on_demand_refresh_through_the_binary() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::start(&[]).await;
+    let pod = pod("abababab-abab-4bab-8bab-abababababab", None, None, None);
+    let target = env
+        .kubelet
+        .publish(&pod, VOLUME, &PublishExtras::default())
+        .await
+        .unwrap();
+    let held = std::fs::File::open(target.join("SECRET_1")).unwrap();
+
+    let (ok, json) = env.admin(&["status", "--json"]);
+    assert!(ok, "{json}");
+    let volumes: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let volume = &volumes[0];
+    assert_eq!(volume["target"], target.to_str().unwrap());
+    assert_eq!(
+        volume["pod"],
+        "default/pod-abababab-abab-4bab-8bab-abababababab"
+    );
+    assert_eq!(volume["files"][0]["path"], "SECRET_1");
+    assert_eq!(volume["files"][0]["object"], "secret/sql-password");
+    assert_eq!(volume["files"][0]["version"].as_str().unwrap().len(), 32);
+    assert!(!json.contains("Sql-Passw0rd"), "status never shows a value");
+    let (ok, table) = env.admin(&["status"]);
+    assert!(
+        ok && table.contains("SECRET_1") && table.contains("secret/sql-password"),
+        "{table}"
+    );
+
+    env.emulator
+        .control()
+        .set_secret("kv-demo", "sql-password", "rotated-through-the-binary")
+        .unwrap();
+    let (ok, out) = env.admin(&["refresh", target.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert!(out.contains("1 replaced"), "{out}");
+    let mut buf = [0u8; 64];
+    let n = std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0).unwrap();
+    assert_eq!(
+        &buf[..n],
+        b"rotated-through-the-binary",
+        "same path, same descriptor, no remount"
+    );
+    drop(held);
+    env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
+}

@@ -1,0 +1,223 @@
+//! The node's local admin endpoint: a Unix socket (mode 0600, so root
+//! only) answering `secretfs status` (`GET /volumes`) and `secretfs
+//! refresh` (`POST /refresh[?target=…]`). It never returns a secret value.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+
+use crate::volume::{Driver, VolumeStatus};
+
+/// The default admin socket.
+pub const DEFAULT_SOCKET: &str = "/var/run/secretfs/admin.sock";
+
+/// Why an admin call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "cannot reach the node plugin at {path:?} ({source}): is `secretfs node` running, and are you root?"
+    )]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin request failed: {0}")]
+    Http(String),
+    #[error("the node plugin answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error(transparent)]
+    Server(#[from] secretfs_csi::ServerError),
+}
+
+/// The outcome of one refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshResult {
+    pub target: String,
+    pub replaced: usize,
+    pub added: usize,
+    pub removed: usize,
+    pub error: Option<String>,
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
+}
+
+async fn answer(
+    driver: Arc<Driver>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let target = request.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "target")
+            .map(|(_, v)| v.into_owned())
+    });
+    Ok(match (request.method(), request.uri().path()) {
+        (&Method::GET, "/volumes") => json(StatusCode::OK, &driver.status().await),
+        (&Method::POST, "/refresh") => {
+            let targets: Vec<PathBuf> = match target {
+                Some(t) => vec![PathBuf::from(t)],
+                None => driver.volumes().into_iter().map(|v| v.target).collect(),
+            };
+            let mut results = Vec::new();
+            for target in targets {
+                let result = driver.refresh(&target).await;
+                results.push(match result {
+                    Ok(o) => RefreshResult {
+                        target: target.to_string_lossy().into_owned(),
+                        replaced: o.replaced,
+                        added: o.added,
+                        removed: o.removed,
+                        error: None,
+                    },
+                    Err(e) => RefreshResult {
+                        target: target.to_string_lossy().into_owned(),
+                        replaced: 0,
+                        added: 0,
+                        removed: 0,
+                        error: Some(e.message),
+                    },
+                });
+            }
+            json(StatusCode::OK, &results)
+        }
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &"try GET /volumes or POST /refresh[?target=PATH]",
+        ),
+    })
+}
+
+/// Serves the admin endpoint on `path` until `shutdown`.
+pub async fn serve(
+    path: &Path,
+    driver: Arc<Driver>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), AdminError> {
+    let listener = secretfs_csi::bind(path)?;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => { tracing::warn!(error = %e, "admin accept"); continue; }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let driver = driver.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |r| answer(driver.clone(), r));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn call(path: &Path, method: Method, uri: &str) -> Result<Bytes, AdminError> {
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|source| AdminError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| AdminError::Http(e.to_string()))?;
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "secretfs")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| AdminError::Http(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| AdminError::Http(e.to_string()))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| AdminError::Http(e.to_string()))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(AdminError::Status {
+            status: status.as_u16(),
+            message: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    Ok(body)
+}
+
+/// `GET /volumes`.
+pub async fn volumes(path: &Path) -> Result<Vec<VolumeStatus>, AdminError> {
+    let body = call(path, Method::GET, "/volumes").await?;
+    serde_json::from_slice(&body).map_err(|e| AdminError::Http(e.to_string()))
+}
+
+/// `POST /refresh`, for one target or all.
+pub async fn refresh(path: &Path, target: Option<&Path>) -> Result<Vec<RefreshResult>, AdminError> {
+    let uri = match target {
+        Some(t) => format!(
+            "/refresh?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("target", &t.to_string_lossy())
+                .finish()
+        ),
+        None => "/refresh".to_owned(),
+    };
+    let body = call(path, Method::POST, &uri).await?;
+    serde_json::from_slice(&body).map_err(|e| AdminError::Http(e.to_string()))
+}
+
+/// The table `secretfs status` prints.
+pub fn render_status(volumes: &[VolumeStatus]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if volumes.is_empty() {
+        out.push_str("no volumes published\n");
+    }
+    for v in volumes {
+        let _ = writeln!(
+            out,
+            "{}\n  pod {}  class {}  provider {}  synced {}",
+            v.target, v.pod, v.class, v.provider, v.synced
+        );
+        let _ = writeln!(
+            out,
+            "  last refresh {}s ago{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+                .saturating_sub(v.refreshed_at),
+            v.interval_seconds
+                .map(|s| format!(", every {s}s"))
+                .unwrap_or_default()
+        );
+        if let Some(err) = &v.last_error {
+            let _ = writeln!(out, "  last error: {err}");
+        }
+        for f in &v.files {
+            let _ = writeln!(
+                out,
+                "    {:<30} {:<40} {} ({} bytes)",
+                f.path, f.object, f.version, f.bytes
+            );
+        }
+    }
+    out
+}
