@@ -9,6 +9,7 @@ mod external_provider {
 
     mod azure;
     mod bad_responses;
+    mod binary;
     mod client;
     mod rotation;
 }

@@ -225,7 +225,13 @@ impl ExternalClient {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => status,
             };
-            if status.code() == Code::DeadlineExceeded {
+            // The provider's server enforces the `grpc-timeout` we send, and
+            // tonic's answers `Cancelled` when it fires first.
+            let near_deadline =
+                deadline.saturating_duration_since(Instant::now()) < Duration::from_millis(100);
+            if status.code() == Code::DeadlineExceeded
+                || (status.code() == Code::Cancelled && near_deadline)
+            {
                 return Err(self.deadline_error(timeout));
             }
             if status.code() != Code::Unavailable || attempt >= retry.max_attempts.max(1) {

@@ -117,3 +117,41 @@ async fn version_reports_the_providers_runtime() {
     assert_eq!(version.runtime_version, "v0.0.10");
     assert_eq!(provider.version_calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_restarting_behind_its_socket_is_waited_for() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup_with(vec![], &class("v", "vault", &[("objects", "foo")]), |_| {});
+    // A stale socket: the file exists, nobody listens (a provider restarting).
+    let socket = s.dirs[0].path().join("vault.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let path = socket.clone();
+    let restarted = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        secretfs_e2e::test_provider::TestProvider::start(&path)
+            .await
+            .unwrap()
+    });
+    s.publish("restart", "v").await.unwrap();
+    let provider = restarted.await.unwrap();
+    assert_eq!(provider.calls().len(), 1);
+    assert_eq!(
+        std::fs::read(s.target("restart").join("foo")).unwrap(),
+        b"secret"
+    );
+    s.unpublish("restart").await;
+
+    // Gone for good: UNAVAILABLE after the retries, with the socket named.
+    provider.stop();
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let err = s.publish("dead", "v").await.unwrap_err();
+    assert_eq!(err.error_type, "GRPCProviderError");
+    assert!(
+        err.message.contains("Unavailable") && err.message.contains(&socket.display().to_string()),
+        "{}",
+        err.message
+    );
+    assert!(!s.target("dead").exists());
+}
