@@ -7,6 +7,7 @@ mod node_e2e {
     pub mod harness;
 
     mod bad_input;
+    mod cluster;
     mod identities;
     mod seed;
 }

@@ -32,6 +32,7 @@ mod directory;
 mod emulator;
 mod entra;
 mod error;
+pub mod fake_apiserver;
 mod faults;
 mod http;
 mod imds;

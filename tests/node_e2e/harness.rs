@@ -36,6 +36,12 @@ pub struct Env {
 impl Env {
     /// Starts everything with the seed class plus `classes` (YAML).
     pub async fn start(classes: &[String]) -> Env {
+        Self::start_with(classes, None).await
+    }
+
+    /// With `kubeconfig`, the node reads classes from (and syncs to) that
+    /// API server instead of a directory.
+    pub async fn start_with(classes: &[String], kubeconfig: Option<&Path>) -> Env {
         let emulator = Emulator::start(EmulatorConfig::with_seed(Seed::demo()))
             .await
             .unwrap();
@@ -53,15 +59,22 @@ impl Env {
             .unwrap()
             .local_addr()
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_secretfs"))
-            .arg("node")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_secretfs"));
+        command.arg("node");
+        match kubeconfig {
+            Some(path) => {
+                command.env("KUBECONFIG", path);
+            }
+            None => {
+                command.arg("--spc-dir").arg(&class_dir);
+            }
+        }
+        let child = command
             .arg(format!("--metrics-addr={metrics_addr}"))
             .arg("--admin-socket")
             .arg(dir.path().join("admin.sock"))
             .arg(format!("--endpoint=unix://{}", socket.display()))
             .args(["--nodeid", "e2e-node"])
-            .arg("--spc-dir")
-            .arg(&class_dir)
             .arg("--azure-ca-file")
             .arg(emulator.ca_path())
             .arg(format!("--azure-resolve=*.vault.azure.net={addr}"))
