@@ -203,3 +203,22 @@ async fn the_identity_cache_is_bounded() {
     }
     assert_eq!(provider.cached_identities(), 2);
 }
+
+#[tokio::test]
+async fn simultaneous_first_mounts_share_one_token_and_one_challenge() {
+    let emu = start().await;
+    let provider = provider(&emu);
+    let request = sp_request(VAULT, &ten_secrets(&emu));
+    let mounts = (0..5).map(|_| mount_ok(&provider, &request));
+    let results = futures::future::join_all(mounts).await;
+    assert!(results.iter().all(|r| r.files.len() == 10));
+    assert_eq!(emu.count(&CounterFilter::route(Route::EntraToken)), 1);
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::SecretGet).status(401)),
+        1
+    );
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::SecretGet).status(200)),
+        50
+    );
+}
