@@ -16,6 +16,7 @@ pub mod names;
 pub mod node;
 pub mod provider;
 pub mod provider_server;
+pub mod rate;
 pub mod rotation;
 pub mod spc;
 pub mod sync;
