@@ -84,6 +84,15 @@ async fn an_error_code_fails_with_the_code_as_message_and_metric_label() {
     let err = refused(Behavior::ErrorCode("VaultSealed".into()), |_| {}).await;
     assert_eq!(err.error_type, "VaultSealed");
     assert_contains(&err, &["error code \"VaultSealed\"", "provider \"vault\""]);
+    let metrics = secretfs::metrics::global().render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("node_publish_error_total{")
+                && l.contains(r#"provider="vault""#)
+                && l.contains(r#"error_type="VaultSealed""#)),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
