@@ -95,6 +95,7 @@ pub struct TestProvider {
     socket: PathBuf,
     state: Arc<Mutex<State>>,
     stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestProvider {
@@ -116,7 +117,7 @@ impl TestProvider {
         let service = Service {
             state: state.clone(),
         };
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(CsiDriverProviderServer::new(service))
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
@@ -128,6 +129,7 @@ impl TestProvider {
             socket: socket.to_owned(),
             state,
             stop: Some(stop),
+            task: Some(task),
         })
     }
 
@@ -160,9 +162,17 @@ impl TestProvider {
         self.state().version_calls
     }
 
-    /// Stops serving and removes the socket.
-    pub fn stop(mut self) {
+    /// Stops serving, waits until the server has stopped (at most 5 s, then
+    /// it is aborted) and removes the socket.
+    pub async fn stop(mut self) {
         self.shutdown();
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
     }
 
     fn shutdown(&mut self) {

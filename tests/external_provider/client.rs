@@ -144,7 +144,7 @@ async fn a_provider_restarting_behind_its_socket_is_waited_for() {
     s.unpublish("restart").await;
 
     // Gone for good: UNAVAILABLE after the retries, with the socket named.
-    provider.stop();
+    provider.stop().await;
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let err = s.publish("dead", "v").await.unwrap_err();
     assert_eq!(err.error_type, "GRPCProviderError");
