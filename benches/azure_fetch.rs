@@ -77,6 +77,7 @@ fn request() -> MountRequest {
         default_mode: FileMode::DEFAULT,
         current: Vec::new(),
         node_name: "bench-node".into(),
+        max_age: std::time::Duration::ZERO,
     }
 }
 

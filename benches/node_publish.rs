@@ -50,6 +50,7 @@ async fn start_node(emulator: &EmulatorHandle, work: &std::path::Path, n: usize)
         DriverConfig {
             node_name: "bench".into(),
             read_mode: ReadMode::Atomic,
+            rotation_interval: std::time::Duration::from_secs(120),
         },
         Arc::new(SpcDir::new(&classes)),
         [Arc::new(provider) as Arc<dyn Provider>],

@@ -130,6 +130,7 @@ async fn demo(args: &DemoArgs) -> Result<(), DemoError> {
         DriverConfig {
             node_name: "demo-node".into(),
             read_mode: ReadMode::Atomic,
+            rotation_interval: std::time::Duration::from_secs(120),
         },
         Arc::new(SpcDir::new(&classes)),
         [Arc::new(azure) as Arc<dyn Provider>],

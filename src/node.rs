@@ -119,6 +119,7 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
         DriverConfig {
             node_name: args.node_id.clone(),
             read_mode,
+            rotation_interval: args.rotation_poll_interval,
         },
         classes,
         providers,

@@ -151,6 +151,7 @@ pub fn read_request(message: &pb::MountRequest, node_name: &str) -> Result<Mount
             })
             .collect(),
         node_name: node_name.to_owned(),
+        max_age: std::time::Duration::ZERO,
     })
 }
 

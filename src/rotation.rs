@@ -54,6 +54,8 @@ struct Due {
     next: Instant,
     failures: u32,
     running: bool,
+    /// The next refresh was requested (skip the cache).
+    forced: bool,
     /// The class's refresh-request annotation when last looked at.
     requested: Option<String>,
 }
@@ -123,6 +125,7 @@ async fn run(driver: Arc<Driver>, config: RotationConfig) {
                 next: now + jitter.apply(volume.interval.unwrap_or(config.interval), config.jitter),
                 failures: 0,
                 running: false,
+                forced: false,
                 requested: None,
             });
         }
@@ -141,9 +144,17 @@ async fn run(driver: Arc<Driver>, config: RotationConfig) {
                 break;
             };
             entry.running = true;
+            // Requested refreshes ask the vault; scheduled ones may share
+            // what another volume fetched in this interval.
+            let max_age = if entry.forced {
+                Some(Duration::ZERO)
+            } else {
+                None
+            };
+            entry.forced = false;
             let (driver, done, target) = (driver.clone(), done_tx.clone(), volume.target.clone());
             tokio::spawn(async move {
-                let ok = match driver.refresh(&target).await {
+                let ok = match driver.refresh_with(&target, max_age).await {
                     Ok(_) => true,
                     Err(err) => {
                         tracing::warn!(target = ?target, error = %err.message, "refresh failed; the volume keeps its last good contents");
@@ -198,6 +209,7 @@ async fn check_requests(driver: &Driver, volumes: &[VolumeInfo], due: &mut HashM
                 {
                     tracing::info!(target = ?volume.target, class = %name, "refresh requested");
                     entry.next = Instant::now();
+                    entry.forced = true;
                 }
                 entry.requested = requested.clone().or(Some(String::new()));
             }

@@ -51,6 +51,10 @@ pub struct MountRequest {
     pub current: Vec<ObjectVersion>,
     /// This node's name.
     pub node_name: String,
+    /// The oldest cached object the provider may answer with: rotation and
+    /// publishes within one refresh interval share one vault request per
+    /// object; `ZERO` (an on-demand refresh) always asks the vault.
+    pub max_age: std::time::Duration,
 }
 
 impl fmt::Debug for MountRequest {
@@ -65,6 +69,7 @@ impl fmt::Debug for MountRequest {
             .field("secrets", &self.secrets)
             .field("default_mode", &self.default_mode)
             .field("current", &self.current)
+            .field("max_age", &self.max_age)
             .finish()
     }
 }

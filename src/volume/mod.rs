@@ -39,6 +39,18 @@ pub struct DriverConfig {
     /// This node's name (`--nodeid`).
     pub node_name: String,
     pub read_mode: ReadMode,
+    /// The node's refresh interval (`--rotation-poll-interval`): cached
+    /// vault objects younger than [`cache_age`] of it are shared by
+    /// publishes and scheduled refreshes.
+    pub rotation_interval: Duration,
+}
+
+/// How old a cached object may be when a volume refreshing every
+/// `interval` asks for it: a little less than the shortest wait between two
+/// refreshes of one volume (the interval less 10 % jitter), so each object
+/// is fetched about once per interval however many volumes use it.
+pub fn cache_age(interval: Duration) -> Duration {
+    interval.mul_f64(0.85)
 }
 
 /// One published volume.
@@ -233,6 +245,17 @@ impl Driver {
     /// files that appeared or disappeared are added or removed. Readers see
     /// the new bytes at the same paths, with no remount.
     pub async fn refresh(&self, target: &Path) -> Result<RefreshOutcome, VolumeError> {
+        self.refresh_with(target, Some(Duration::ZERO)).await
+    }
+
+    /// [`Driver::refresh`], answering from cached objects younger than
+    /// `max_age` (`None`: the volume's own [`cache_age`]; the scheduler's
+    /// periodic refreshes use that).
+    pub async fn refresh_with(
+        &self,
+        target: &Path,
+        max_age: Option<Duration>,
+    ) -> Result<RefreshOutcome, VolumeError> {
         let slot = self.slot(target);
         let mut guard = slot.lock().await;
         let Some(published) = guard.as_mut() else {
@@ -244,6 +267,9 @@ impl Driver {
         };
         let mut request = published.request.clone();
         request.current = published.versions.clone();
+        request.max_age = max_age.unwrap_or_else(|| {
+            cache_age(published.interval.unwrap_or(self.config.rotation_interval))
+        });
         let started = std::time::Instant::now();
         let provider_name = published.provider.name().to_owned();
         let response = match published.provider.mount(&request).await {
@@ -349,6 +375,7 @@ impl Driver {
             default_mode,
             current: Vec::new(),
             node_name: self.config.node_name.clone(),
+            max_age: cache_age(interval.unwrap_or(self.config.rotation_interval)),
         };
         let response = provider
             .mount(&mount_request)

@@ -115,6 +115,7 @@ pub fn request(vault: &str, params: &[(&str, &str)], objects_param: &str) -> Mou
         default_mode: FileMode::DEFAULT,
         current: Vec::new(),
         node_name: "node-1".into(),
+        max_age: std::time::Duration::ZERO,
     }
 }
 

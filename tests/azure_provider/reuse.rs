@@ -217,8 +217,54 @@ async fn simultaneous_first_mounts_share_one_token_and_one_challenge() {
         emu.count(&CounterFilter::route(Route::SecretGet).status(401)),
         1
     );
+    // The shared cache's single flight: concurrent mounts of one identity
+    // share each object's request (upstream: 5 × 10).
     assert_eq!(
         emu.count(&CounterFilter::route(Route::SecretGet).status(200)),
-        50
+        10
     );
+}
+
+/// The cost of a refresh cycle depends on distinct objects, not volumes:
+/// 100 volumes × 10 objects of one identity make 10 vault GETs; a second
+/// identity doubles that, never more.
+#[tokio::test]
+async fn a_hundred_volumes_of_one_identity_cost_ten_gets_per_cycle() {
+    let emu = start().await;
+    let provider = provider(&emu);
+    let objects = ten_secrets(&emu);
+    let mut sp = sp_request(VAULT, &objects);
+    let mut wi = wi_request(&emu, VAULT, &objects);
+    // Warm tokens and challenges, then count only vault reads.
+    mount_ok(&provider, &sp).await;
+    mount_ok(&provider, &wi).await;
+    let gets = || emu.count(&CounterFilter::route(Route::SecretGet).status(200));
+
+    for cycle in 0..2 {
+        // Everything cached is older than this cycle's max age: refetch.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        sp.max_age = Duration::from_millis(50);
+        wi.max_age = Duration::from_millis(50);
+        emu.reset_counters();
+        let volumes = (0..100).map(|_| mount_ok(&provider, &sp));
+        let results = futures::future::join_all(volumes).await;
+        assert!(results.iter().all(|r| r.files.len() == 10));
+        assert_eq!(
+            gets(),
+            10,
+            "cycle {cycle}: one GET per object for 100 volumes"
+        );
+        let volumes = (0..100).map(|_| mount_ok(&provider, &wi));
+        futures::future::join_all(volumes).await;
+        assert_eq!(
+            gets(),
+            20,
+            "cycle {cycle}: a second identity fetches its own"
+        );
+    }
+    // Within max age nothing is asked again.
+    sp.max_age = Duration::from_secs(3600);
+    emu.reset_counters();
+    mount_ok(&provider, &sp).await;
+    assert_eq!(gets(), 0);
 }

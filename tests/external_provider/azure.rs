@@ -97,6 +97,7 @@ async fn the_seed_class_gives_the_same_files_through_our_server() {
         default_mode: FileMode::DEFAULT,
         current: Vec::new(),
         node_name: "node-1".into(),
+        max_age: std::time::Duration::ZERO,
     };
     let client = Arc::new(ExternalClient::new(
         "azure",

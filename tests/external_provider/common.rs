@@ -71,6 +71,7 @@ pub fn setup_with(
         DriverConfig {
             node_name: "node-1".into(),
             read_mode: ReadMode::Atomic,
+            rotation_interval: std::time::Duration::from_secs(120),
         },
         Arc::new(SpcDir::new(classes.path())),
         ProviderRegistry::new(builtins).with_external(external),

@@ -128,6 +128,7 @@ pub fn setup_with(extra: &[String]) -> Setup {
         DriverConfig {
             node_name: "node-1".into(),
             read_mode: ReadMode::Atomic,
+            rotation_interval: std::time::Duration::from_secs(120),
         },
         Arc::new(SpcDir::new(classes.path())),
         [provider.clone() as Arc<dyn Provider>],

@@ -119,6 +119,10 @@ pub struct AzureProviderConfig {
     pub retry: RetryConfig,
     /// Identities whose credentials and clients are kept (LRU, default 256).
     pub max_identities: usize,
+    /// Byte budget of the shared object cache.
+    pub cache_bytes: usize,
+    /// Vault requests allowed per vault.
+    pub rate_limit: crate::rate::RateLimit,
 }
 
 impl Default for AzureProviderConfig {
@@ -139,6 +143,8 @@ impl Default for AzureProviderConfig {
             concurrency: 8,
             retry: RetryConfig::default(),
             max_identities: 256,
+            cache_bytes: crate::cache::DEFAULT_BUDGET,
+            rate_limit: crate::rate::RateLimit::default(),
         }
     }
 }

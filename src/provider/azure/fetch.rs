@@ -30,6 +30,8 @@ use crate::provider::{ErrorKind, FileMode, MountedFile, ObjectError, ObjectVersi
 pub struct FetchContext<'a> {
     /// The clients of the mount's identity and vault.
     pub clients: &'a VaultClients,
+    /// The node's per-vault request budget (none in unit tests).
+    pub limiter: Option<&'a crate::rate::RateLimiter>,
     /// The vault's name (`keyvaultName`).
     pub vault: &'a str,
     /// Who we are, for messages (`managed identity 5a1d…`).
@@ -106,6 +108,9 @@ async fn get(
     version: Option<&str>,
 ) -> Result<(Fetched, Option<String>), Failure> {
     with_retry(ctx.retry, ctx.deadline, ctx.request_timeout, || async {
+        if let Some(limiter) = ctx.limiter {
+            limiter.acquire(ctx.vault).await;
+        }
         let gate = ctx.clients.gate(object_type).await;
         let result = get_once(ctx.clients, object_type, name, version).await;
         match &result {
@@ -204,6 +209,9 @@ async fn list_versions(
     name: &str,
 ) -> Result<Vec<VersionInfo>, Failure> {
     with_retry(ctx.retry, ctx.deadline, ctx.request_timeout, || async {
+        if let Some(limiter) = ctx.limiter {
+            limiter.acquire(ctx.vault).await;
+        }
         let gate = ctx.clients.gate(object_type).await;
         let result = list_once(ctx.clients, object_type, name).await;
         match &result {
@@ -381,7 +389,7 @@ pub fn object_error(
 
 /// Why an object failed, and whether the identity itself was refused
 /// (no token, or the vault rejected the token: 401).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FetchError {
     /// The error about the object.
     pub error: ObjectError,

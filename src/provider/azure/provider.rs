@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::clients::{Endpoints, VaultClients, http_client, vault_url};
 use super::config::{AzureProviderConfig, ConfigError};
 use super::credentials::{AssertionSlot, CredentialEnv, build_credential};
-use super::fetch::{FetchContext, fetch_object};
+use super::fetch::{FetchContext, FetchError, FetchedObject, fetch_object};
 use super::identity::{
     IdentityConfig, IdentityInputs, IdentityKey, IdentityKeySalt, PodInfo, resolve_identity,
 };
@@ -53,12 +53,64 @@ impl Drop for IdentityEntry {
 }
 
 /// The Azure Key Vault provider.
+/// What the shared cache is keyed by: the identity (so a pod is only ever
+/// served what its own identity may read), the vault, and everything about
+/// the object that changes its files.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ObjectKey {
+    identity: IdentityKey,
+    vault: String,
+    object: String,
+}
+
+impl crate::cache::Weigh for FetchedObject {
+    fn weight(&self) -> usize {
+        self.files.iter().map(|f| f.contents.len()).sum()
+    }
+}
+
 pub struct AzureProvider {
     config: AzureProviderConfig,
+    /// Fetched objects shared by every mount and refresh of the node.
+    cache: crate::cache::ObjectCache<ObjectKey, FetchedObject, FetchError>,
+    /// Requests per vault.
+    limiter: Arc<crate::rate::RateLimiter>,
     transport: Transport,
     credential_env: CredentialEnv,
     salt: IdentityKeySalt,
     identities: Mutex<LruCache<IdentityKey, Arc<IdentityEntry>>>,
+}
+
+/// One object's fetch with everything it needs owned, so that concurrent
+/// mounts can share it (the cache's single flight).
+struct OwnedFetch {
+    clients: Arc<VaultClients>,
+    limiter: Arc<crate::rate::RateLimiter>,
+    vault: String,
+    identity: String,
+    retry: super::config::RetryConfig,
+    deadline: Instant,
+    deadline_total: std::time::Duration,
+    request_timeout: std::time::Duration,
+    default_mode: crate::provider::FileMode,
+    object: super::objects::KeyVaultObject,
+}
+
+impl OwnedFetch {
+    async fn run(self) -> Result<FetchedObject, FetchError> {
+        let ctx = FetchContext {
+            clients: &self.clients,
+            limiter: Some(&self.limiter),
+            vault: &self.vault,
+            identity: &self.identity,
+            retry: &self.retry,
+            deadline: self.deadline,
+            deadline_total: self.deadline_total,
+            request_timeout: self.request_timeout,
+            default_mode: self.default_mode,
+        };
+        fetch_object(&ctx, &self.object).await
+    }
 }
 
 impl fmt::Debug for AzureProvider {
@@ -123,6 +175,8 @@ impl AzureProvider {
         let salt = IdentityKeySalt::random().map_err(|_| ConfigError::Random)?;
         let capacity = NonZeroUsize::new(config.max_identities.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(AzureProvider {
+            cache: crate::cache::ObjectCache::new(config.cache_bytes),
+            limiter: Arc::new(crate::rate::RateLimiter::new(config.rate_limit)),
             credential_env: CredentialEnv {
                 node_http,
                 transport: transport.clone(),
@@ -274,21 +328,36 @@ impl Provider for AzureProvider {
         );
         let clients = self.clients(&entry, &url)?;
 
-        let ctx = FetchContext {
-            clients: &clients,
-            vault: params.vault_name.as_str(),
-            identity: &identity,
-            retry: &self.config.retry,
-            deadline,
-            deadline_total: self.config.deadline,
-            request_timeout: self.config.request_timeout,
-            default_mode: request.default_mode,
-        };
-        let ctx = &ctx;
+        // Each object through the shared cache: one vault request per object
+        // per `max_age`, however many volumes of this identity ask.
         let fetches: Vec<_> = params
             .objects
             .iter()
-            .map(|object| fetch_object(ctx, object))
+            .map(|object| {
+                let key = ObjectKey {
+                    identity: resolved.key.clone(),
+                    vault: url.clone(),
+                    object: format!("{object:?}|{:?}", request.default_mode),
+                };
+                let owned = OwnedFetch {
+                    clients: clients.clone(),
+                    limiter: self.limiter.clone(),
+                    vault: params.vault_name.as_str().to_owned(),
+                    identity: identity.clone(),
+                    retry: self.config.retry.clone(),
+                    deadline,
+                    deadline_total: self.config.deadline,
+                    request_timeout: self.config.request_timeout,
+                    default_mode: request.default_mode,
+                    object: object.clone(),
+                };
+                async move {
+                    self.cache
+                        .get_or_fetch(key, request.max_age, move || owned.run())
+                        .await
+                        .map(|(fetched, _)| fetched)
+                }
+            })
             .collect();
         let results: Vec<_> = futures::stream::iter(fetches)
             .buffered(self.config.concurrency.max(1))
@@ -303,9 +372,9 @@ impl Provider for AzureProvider {
         for result in results {
             match result {
                 Ok(fetched) => {
-                    response.files.extend(fetched.files);
-                    response.versions.extend(fetched.versions);
-                    response.warnings.extend(fetched.warnings);
+                    response.files.extend(fetched.files.iter().cloned());
+                    response.versions.extend(fetched.versions.iter().cloned());
+                    response.warnings.extend(fetched.warnings.iter().cloned());
                 }
                 Err(e) => {
                     identity_refused |= e.identity_refused;
