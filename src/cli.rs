@@ -18,6 +18,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the CSI node plugin (what the DaemonSet runs).
     Node(Box<NodeArgs>),
+    /// Mount one SecretProviderClass at DIR outside Kubernetes, in the
+    /// foreground until Ctrl-C (credentials from the environment).
+    Mount(Box<MountArgs>),
     /// What a running node plugin serves: volumes, pods, files with their
     /// objects and versions, last refresh and error (never a value).
     Status(AdminArgs),
@@ -204,4 +207,22 @@ pub struct RefreshArgs {
     pub admin: AdminArgs,
     /// The target path of one volume (default: every volume).
     pub target: Option<PathBuf>,
+}
+
+/// `secretfs mount`.
+#[derive(Debug, Clone, Args)]
+pub struct MountArgs {
+    /// The SecretProviderClass manifest (YAML).
+    #[arg(long, value_name = "FILE")]
+    pub spc: PathBuf,
+    /// The class's namespace, when the file holds several.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// How often the files are refreshed (Go duration).
+    #[arg(long, default_value = "2m", value_parser = crate::duration::parse)]
+    pub rotation_poll_interval: std::time::Duration,
+    /// Where to mount (an existing directory).
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub azure: AzureArgs,
 }

@@ -19,6 +19,7 @@ pub mod provider_server;
 pub mod rate;
 pub mod rotation;
 pub mod spc;
+pub mod standalone;
 pub mod sync;
 pub mod volume;
 
@@ -70,6 +71,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         #[cfg(not(feature = "demo"))]
         Command::Demo(_) => Err("this build has no demo: rebuild with the `demo` feature".into()),
         Command::Node(args) => node::run(&args).map_err(Into::into),
+        Command::Mount(args) => standalone::run(&args).map_err(Into::into),
         Command::Status(args) => admin_command(&args, None),
         Command::Refresh(args) => {
             let target = args.target.clone();

@@ -10,4 +10,5 @@ mod node_e2e {
     mod cluster;
     mod identities;
     mod seed;
+    mod standalone;
 }

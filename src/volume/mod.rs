@@ -651,7 +651,7 @@ impl RefreshOutcome {
 }
 
 /// Makes `volume` show exactly `files`, touching only what differs.
-fn apply(
+pub(crate) fn apply(
     volume: &secretfs_fuse::Volume,
     gid: u32,
     files: &[crate::provider::MountedFile],
