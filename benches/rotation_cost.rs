@@ -25,7 +25,9 @@ const M: usize = 10;
 fn class(objects: usize) -> String {
     let mut list = String::from("array:\n");
     for i in 0..objects {
-        list.push_str(&format!("  - |\n    objectName: cost-{i}\n    objectType: secret\n"));
+        list.push_str(&format!(
+            "  - |\n    objectName: cost-{i}\n    objectType: secret\n"
+        ));
     }
     let indented: Vec<String> = list.lines().map(|l| format!("      {l}")).collect();
     format!(
@@ -37,8 +39,14 @@ fn class(objects: usize) -> String {
 fn pod(i: usize) -> k8s_openapi::api::core::v1::Pod {
     let mut pod = parse_pod(SEED_POD).unwrap();
     pod.metadata.uid = Some(format!("cost-{i:04}"));
-    let csi = pod.spec.as_mut().unwrap().volumes.as_mut().unwrap()[0].csi.as_mut().unwrap();
-    csi.volume_attributes.as_mut().unwrap().insert("secretProviderClass".into(), "cost".into());
+    let csi = pod.spec.as_mut().unwrap().volumes.as_mut().unwrap()[0]
+        .csi
+        .as_mut()
+        .unwrap();
+    csi.volume_attributes
+        .as_mut()
+        .unwrap()
+        .insert("secretProviderClass".into(), "cost".into());
     pod
 }
 
@@ -56,15 +64,23 @@ async fn cycle_cost(emulator: &EmulatorHandle, work: &std::path::Path, pods: usi
     ));
     let socket = work.join(format!("csi-{pods}.sock"));
     let listener = secretfs_csi::bind(&socket).unwrap();
-    let (identity, node) = secretfs_csi::services("secrets-store.csi.k8s.io", "bench", "bench", driver.clone());
+    let (identity, node) =
+        secretfs_csi::services("secrets-store.csi.k8s.io", "bench", "bench", driver.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(secretfs_csi::serve(listener, identity, node, async {
         let _ = stopped.await;
     }));
-    let kubelet = Kubelet::connect(&socket, &work.join(format!("kubelet-{pods}"))).await.unwrap();
+    let kubelet = Kubelet::connect(&socket, &work.join(format!("kubelet-{pods}")))
+        .await
+        .unwrap();
     let mut targets = Vec::new();
     for i in 0..pods {
-        targets.push(kubelet.publish(&pod(i), "secrets-store-inline", &PublishExtras::default()).await.unwrap());
+        targets.push(
+            kubelet
+                .publish(&pod(i), "secrets-store-inline", &PublishExtras::default())
+                .await
+                .unwrap(),
+        );
     }
     // Let every cached object age past the cycle's max age, then run one
     // cycle the way the scheduler does (each volume once, cache allowed).
@@ -74,9 +90,14 @@ async fn cycle_cost(emulator: &EmulatorHandle, work: &std::path::Path, pods: usi
     for result in futures::future::join_all(refreshes).await {
         result.unwrap();
     }
-    let gets = emulator.control().count(&CounterFilter::route(Route::SecretGet));
+    let gets = emulator
+        .control()
+        .count(&CounterFilter::route(Route::SecretGet));
     for i in 0..pods {
-        kubelet.unpublish(&pod(i), "secrets-store-inline").await.unwrap();
+        kubelet
+            .unpublish(&pod(i), "secrets-store-inline")
+            .await
+            .unwrap();
     }
     let _ = stop.send(());
     gets
@@ -105,7 +126,10 @@ async fn node_rss(emulator: &EmulatorHandle, work: &std::path::Path) -> (u64, u6
         .arg(format!("--azure-resolve=*.vault.azure.net={addr}"))
         .arg(format!("--azure-resolve=login.microsoftonline.com={addr}"))
         .arg(format!("--azure-vault-port={}", addr.port()))
-        .arg(format!("--azure-authority-host={}", emulator.authority_url()))
+        .arg(format!(
+            "--azure-authority-host={}",
+            emulator.authority_url()
+        ))
         .arg(format!("--azure-imds-endpoint={}", emulator.imds_url()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -115,16 +139,27 @@ async fn node_rss(emulator: &EmulatorHandle, work: &std::path::Path) -> (u64, u6
     while !socket.exists() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let kubelet = Kubelet::connect(&socket, &work.join("kubelet-rss")).await.unwrap();
+    let kubelet = Kubelet::connect(&socket, &work.join("kubelet-rss"))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = rss_kb(child.id());
     for i in 0..110 {
-        kubelet.publish(&pod(10_000 + i), "secrets-store-inline", &PublishExtras::default()).await.unwrap();
+        kubelet
+            .publish(
+                &pod(10_000 + i),
+                "secrets-store-inline",
+                &PublishExtras::default(),
+            )
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let loaded = rss_kb(child.id());
     for i in 0..110 {
-        let _ = kubelet.unpublish(&pod(10_000 + i), "secrets-store-inline").await;
+        let _ = kubelet
+            .unpublish(&pod(10_000 + i), "secrets-store-inline")
+            .await;
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -137,21 +172,32 @@ async fn main() {
         eprintln!("rotation_cost needs root (it mounts FUSE)");
         std::process::exit(2);
     }
-    let emulator = Emulator::start(EmulatorConfig::with_seed(Seed::demo())).await.unwrap();
+    let emulator = Emulator::start(EmulatorConfig::with_seed(Seed::demo()))
+        .await
+        .unwrap();
     let value = "x".repeat(4096);
     for i in 0..M {
-        emulator.control().set_secret("kv-demo", &format!("cost-{i}"), &value).unwrap();
+        emulator
+            .control()
+            .set_secret("kv-demo", &format!("cost-{i}"), &value)
+            .unwrap();
     }
     let work = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(work.path().join("classes")).unwrap();
     std::fs::write(work.path().join("classes/cost.yaml"), class(M)).unwrap();
 
     println!("vault GETs for one refresh cycle, {M} objects per pod, one identity\n");
-    println!("{:>5} {:>10} {:>16} {:>8}", "pods", "secretfs", "upstream (P×M)", "saving");
+    println!(
+        "{:>5} {:>10} {:>16} {:>8}",
+        "pods", "secretfs", "upstream (P×M)", "saving"
+    );
     for pods in [1, 10, 100] {
         let gets = cycle_cost(&emulator, work.path(), pods).await;
         let upstream = (pods * M) as u64;
-        println!("{pods:>5} {gets:>10} {upstream:>16} {:>7.0}×", upstream as f64 / gets.max(1) as f64);
+        println!(
+            "{pods:>5} {gets:>10} {upstream:>16} {:>7.0}×",
+            upstream as f64 / gets.max(1) as f64
+        );
     }
 
     let (idle, loaded) = node_rss(&emulator, work.path()).await;
