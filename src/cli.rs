@@ -141,6 +141,12 @@ pub struct ProviderArgs {
     /// cache key of node identities.
     #[arg(long = "nodeid", env = "NODE_NAME", default_value = "")]
     pub node_id: String,
+    /// How old a cached vault object may be when a Mount is answered (Go
+    /// duration): mounts and rotation checks of the same identity, vault and
+    /// object within it share one vault request. `0s` asks the vault on every
+    /// Mount. Keep it below the driver's --rotation-poll-interval.
+    #[arg(long, default_value = "100s", value_parser = crate::provider_server::parse_max_age)]
+    pub cache_max_age: std::time::Duration,
     #[command(flatten)]
     pub azure: AzureArgs,
 }

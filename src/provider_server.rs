@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use secretfs_csi::proto::health::health_check_response::ServingStatus;
 use secretfs_csi::proto::health::health_server::{Health, HealthServer};
@@ -51,6 +52,14 @@ pub const RUNTIME_NAME: &str = "secretfs-provider-azure";
 /// The service name health checks may ask for.
 pub const SERVICE_NAME: &str = "v1alpha1.CSIDriverProvider";
 
+/// `--cache-max-age`: a Go duration, or `0`/`0s` to always ask the vault.
+pub fn parse_max_age(text: &str) -> Result<Duration, String> {
+    match text.trim() {
+        "0" | "0s" => Ok(Duration::ZERO),
+        other => crate::duration::parse(other),
+    }
+}
+
 /// Why `secretfs provider` could not start or stopped.
 #[derive(Debug, Error)]
 pub enum ProviderServerError {
@@ -69,6 +78,7 @@ pub enum ProviderServerError {
 pub struct ProviderService {
     provider: Arc<dyn Provider>,
     node_name: String,
+    max_age: Duration,
 }
 
 impl std::fmt::Debug for ProviderService {
@@ -76,15 +86,18 @@ impl std::fmt::Debug for ProviderService {
         f.debug_struct("ProviderService")
             .field("provider", &self.provider.name())
             .field("node_name", &self.node_name)
+            .field("max_age", &self.max_age)
             .finish()
     }
 }
 
 impl ProviderService {
-    pub fn new(provider: Arc<dyn Provider>, node_name: &str) -> Self {
+    /// `max_age`: how old a cached object may be (`--cache-max-age`).
+    pub fn new(provider: Arc<dyn Provider>, node_name: &str, max_age: Duration) -> Self {
         Self {
             provider,
             node_name: node_name.to_owned(),
+            max_age,
         }
     }
 }
@@ -105,8 +118,13 @@ fn json_map(what: &str, text: &str) -> Result<BTreeMap<String, String>, Status> 
     })
 }
 
-/// Reads a wire `MountRequest` into ours (see the module docs).
-pub fn read_request(message: &pb::MountRequest, node_name: &str) -> Result<MountRequest, Status> {
+/// Reads a wire `MountRequest` into ours (see the module docs); cached
+/// objects up to `max_age` old may answer it.
+pub fn read_request(
+    message: &pb::MountRequest,
+    node_name: &str,
+    max_age: Duration,
+) -> Result<MountRequest, Status> {
     let mut attributes = json_map("attributes", &message.attributes)?;
     let secrets = json_map("secrets", &message.secrets)?;
     let default_mode = match message.permission.trim() {
@@ -151,7 +169,7 @@ pub fn read_request(message: &pb::MountRequest, node_name: &str) -> Result<Mount
             })
             .collect(),
         node_name: node_name.to_owned(),
-        max_age: std::time::Duration::ZERO,
+        max_age,
     })
 }
 
@@ -183,7 +201,7 @@ impl CsiDriverProvider for ProviderService {
         request: Request<pb::MountRequest>,
     ) -> Result<Response<pb::MountResponse>, Status> {
         let message = request.into_inner();
-        let request = read_request(&message, &self.node_name)?;
+        let request = read_request(&message, &self.node_name, self.max_age)?;
         drop(message);
         let response = match self.provider.mount(&request).await {
             Ok(response) => response,
@@ -251,14 +269,11 @@ impl Health for HealthService {
 /// the calls in progress and returns.
 pub async fn serve(
     listener: UnixListener,
-    provider: Arc<dyn Provider>,
-    node_name: &str,
+    service: ProviderService,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ProviderServerError> {
     tonic::transport::Server::builder()
-        .add_service(CsiDriverProviderServer::new(ProviderService::new(
-            provider, node_name,
-        )))
+        .add_service(CsiDriverProviderServer::new(service))
         .add_service(HealthServer::new(HealthService))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await?;
@@ -278,7 +293,8 @@ pub fn run(args: &ProviderArgs) -> Result<(), ProviderServerError> {
         let path = secretfs_csi::socket_path(&args.endpoint)?;
         let listener = secretfs_csi::bind(&path)?;
         tracing::info!(endpoint = %args.endpoint, "serving the Azure provider over the provider protocol");
-        let result = serve(listener, Arc::new(azure), &args.node_id, shutdown_signal()).await;
+        let service = ProviderService::new(Arc::new(azure), &args.node_id, args.cache_max_age);
+        let result = serve(listener, service, shutdown_signal()).await;
         let _ = std::fs::remove_file(&path);
         result
     })
@@ -324,7 +340,8 @@ mod tests {
                 version: "1".into(),
             }],
         };
-        let r = read_request(&message, "node-1").unwrap();
+        let r = read_request(&message, "node-1", Duration::from_secs(7)).unwrap();
+        assert_eq!(r.max_age, Duration::from_secs(7));
         assert_eq!(
             r.parameters.keys().collect::<Vec<_>>(),
             ["keyvaultName", "objects"]
@@ -338,12 +355,12 @@ mod tests {
         let mut bad = message.clone();
         bad.permission = "\"0644\"".into();
         assert_eq!(
-            read_request(&bad, "n").unwrap_err().code(),
+            read_request(&bad, "n", Duration::ZERO).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
         let mut bad = message;
         bad.attributes = "{\"token\": 5}".into();
-        let err = read_request(&bad, "n").unwrap_err();
+        let err = read_request(&bad, "n", Duration::ZERO).unwrap_err();
         assert!(err.message().contains("attributes"), "{}", err.message());
     }
 }

@@ -3,18 +3,20 @@
 //! seed SecretProviderClass with the same files as the built-in path.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use secretfs::demo::emulator_azure_config;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::provider::external::{ExternalClient, ExternalProvider, ProviderVolume};
 use secretfs::provider::{FileMode, MountRequest, PodRef, Provider};
+use secretfs::provider_server::ProviderService;
 use secretfs::spc::{SpcDir, SpcSource};
 use secretfs_csi::proto::health::health_client::HealthClient;
 use secretfs_csi::proto::health::{HealthCheckRequest, health_check_response::ServingStatus};
 use secretfs_csi::{ErrorCode, SecretMap};
 use secretfs_e2e::test_provider::TestProvider;
-use secretfs_e2e::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
+use secretfs_e2e::{CounterFilter, Emulator, EmulatorConfig, EmulatorHandle, Route, Seed};
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tonic::transport::{Endpoint, Uri};
@@ -36,13 +38,15 @@ struct Server {
     done: tokio::task::JoinHandle<()>,
 }
 
-/// `secretfs provider`'s service on `socket`.
-fn serve(emu: &EmulatorHandle, socket: &std::path::Path) -> Server {
+/// `secretfs provider`'s service on `socket`, answering from cached
+/// objects up to `max_age` old.
+fn serve(emu: &EmulatorHandle, socket: &std::path::Path, max_age: Duration) -> Server {
     let listener = secretfs_csi::bind(socket).unwrap();
     let provider = Arc::new(AzureProvider::new(emulator_azure_config(emu)).unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
-        secretfs::provider_server::serve(listener, provider, "node-1", async {
+        let service = ProviderService::new(provider, "node-1", max_age);
+        secretfs::provider_server::serve(listener, service, async {
             let _ = stopped.await;
         })
         .await
@@ -75,7 +79,7 @@ async fn the_seed_class_gives_the_same_files_through_our_server() {
     let builtin = Arc::new(AzureProvider::new(emulator_azure_config(&emu)).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("azure.sock");
-    let server = serve(&emu, &socket);
+    let server = serve(&emu, &socket, Duration::from_secs(60));
 
     let classes = tempfile::tempdir().unwrap();
     std::fs::write(classes.path().join("c.yaml"), SEED_CLASS).unwrap();
@@ -109,7 +113,16 @@ async fn the_seed_class_gives_the_same_files_through_our_server() {
         ProviderVolume::new("azure-kvname", std::path::Path::new("/t"), []),
     );
     let direct = builtin.mount(&request).await.unwrap();
+    emu.reset_counters();
     let over_socket = external.mount(&request).await.unwrap();
+    // The server's object cache: a second Mount within --cache-max-age
+    // does not reach the vault.
+    let again = external.mount(&request).await.unwrap();
+    assert_eq!(again.versions, over_socket.versions);
+    let gets = CounterFilter::route(Route::SecretGet)
+        .object("sql-password")
+        .status(200);
+    assert_eq!(emu.count(&gets), 1, "one vault GET for two Mounts");
     let files = |r: &secretfs::provider::MountResponse| {
         r.files
             .iter()
@@ -170,7 +183,11 @@ async fn publish_through_our_server_mounts_what_the_builtin_mounts() {
     let external_only = setup_with(vec![], &manifests(), |c| {
         c.timeout = std::time::Duration::from_secs(30)
     });
-    let server = serve(&emu, &external_only.dirs[1].path().join("azure.sock"));
+    let server = serve(
+        &emu,
+        &external_only.dirs[1].path().join("azure.sock"),
+        Duration::ZERO,
+    );
 
     with_builtin.publish("b1", "azure-kvname").await.unwrap();
     external_only.publish("e1", "azure-kvname").await.unwrap();

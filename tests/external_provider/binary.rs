@@ -37,7 +37,7 @@ async fn secretfs_provider_serves_the_seed_class_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_secretfs"))
         .arg("provider")
         .arg(format!("--endpoint=unix://{}", socket.display()))
-        .args(["--nodeid", "e2e-node"])
+        .args(["--nodeid", "e2e-node", "--cache-max-age", "0s"])
         .arg("--azure-ca-file")
         .arg(emu.ca_path())
         .arg(format!("--azure-resolve=*.vault.azure.net={addr}"))
