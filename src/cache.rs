@@ -145,6 +145,7 @@ where
                 && entry.fetched.elapsed() < max_age
             {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::global().cache_hits.inc();
                 return Ok((entry.value.clone(), Source::Cache));
             }
             match state.flights.get(&key) {
@@ -154,6 +155,7 @@ where
                 }
                 None => {
                     self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::global().cache_misses.inc();
                     let flight: Flight<V, E> = fetch().map(|r| r.map(Arc::new)).boxed().shared();
                     state.next_flight += 1;
                     let id = state.next_flight;
@@ -188,11 +190,15 @@ where
         let mut state = self.lock();
         if let Some(entry) = state.entries.pop(key) {
             state.bytes -= entry.weight;
+            crate::metrics::global()
+                .cache_bytes
+                .dec_by(entry.weight as i64);
         }
     }
 
     fn store(&self, state: &mut State<K, V, E>, key: K, value: Arc<V>) {
         let weight = value.weight();
+        let before = state.bytes;
         if let Some(old) = state.entries.put(
             key,
             Entry {
@@ -216,6 +222,8 @@ where
                 None => break,
             }
         }
+        let after = state.bytes as i64 - before as i64;
+        crate::metrics::global().cache_bytes.inc_by(after);
     }
 }
 

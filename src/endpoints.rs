@@ -14,15 +14,43 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use secretfs_csi::{Readiness, VolumeManager};
 
+use crate::volume::Driver;
+
+/// The FUSE request counters, in the exposition format, before `# EOF`.
+fn with_fuse(mut text: String, counts: [u64; 5]) -> String {
+    let eof = text.rfind("# EOF").unwrap_or(text.len());
+    let tail = text.split_off(eof);
+    text.push_str(
+        "# HELP secretfs_fuse_requests FUSE requests that reached the driver, by operation.\n",
+    );
+    text.push_str("# TYPE secretfs_fuse_requests counter\n");
+    for (op, n) in ["lookup", "getattr", "read", "readdir"].iter().zip(counts) {
+        text.push_str(&format!(
+            "secretfs_fuse_requests_total{{op=\"{op}\"}} {n}\n"
+        ));
+    }
+    text.push_str(
+        "# HELP secretfs_fuse_errors FUSE requests answered with an error (ENOENT included).\n",
+    );
+    text.push_str("# TYPE secretfs_fuse_errors counter\n");
+    text.push_str(&format!(
+        "secretfs_fuse_errors_total{{op=\"any\"}} {}\n",
+        counts[4]
+    ));
+    text.push_str(&tail);
+    text
+}
+
 async fn answer(
-    manager: Arc<dyn VolumeManager>,
+    driver: Arc<Driver>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let manager: &dyn VolumeManager = driver.as_ref();
     let (status, content_type, body) = match request.uri().path() {
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            crate::metrics::global().render(),
+            with_fuse(crate::metrics::global().render(), driver.fuse_counts()),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => match manager.readiness().await {
@@ -49,7 +77,7 @@ async fn answer(
 /// Binds `addr` (`:8095` means every address) and serves until `shutdown`.
 pub async fn serve(
     addr: &str,
-    manager: Arc<dyn VolumeManager>,
+    manager: Arc<Driver>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let addr: SocketAddr = match addr.strip_prefix(':') {

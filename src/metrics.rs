@@ -32,6 +32,11 @@ pub struct OsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RotationLabels {
     pub provider: String,
     pub os_type: String,
@@ -60,6 +65,13 @@ pub struct Metrics {
     pub sync_k8s_secret: Family<ProviderLabels, Counter>,
     pub sync_errors: Counter,
     pub volumes: Gauge,
+    /// Vault requests (every attempt) by outcome: ok, not_found, denied,
+    /// throttled, transient, invalid.
+    pub vault_requests: Family<OutcomeLabels, Counter>,
+    pub vault_request_duration: Histogram,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_bytes: Gauge,
 }
 
 fn histogram() -> Histogram {
@@ -81,6 +93,11 @@ impl Metrics {
             sync_k8s_secret: Family::default(),
             sync_errors: Counter::default(),
             volumes: Gauge::default(),
+            vault_requests: Family::default(),
+            vault_request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            cache_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -133,6 +150,31 @@ impl Metrics {
             "Volumes mounted now",
             metrics.volumes.clone(),
         );
+        registry.register(
+            "secretfs_vault_requests",
+            "Vault requests (each attempt) by outcome",
+            metrics.vault_requests.clone(),
+        );
+        registry.register(
+            "secretfs_vault_request_duration_seconds",
+            "Duration of vault requests",
+            metrics.vault_request_duration.clone(),
+        );
+        registry.register(
+            "secretfs_cache_hits",
+            "Objects served from the shared cache",
+            metrics.cache_hits.clone(),
+        );
+        registry.register(
+            "secretfs_cache_misses",
+            "Objects the shared cache had to fetch",
+            metrics.cache_misses.clone(),
+        );
+        registry.register(
+            "secretfs_cache_bytes",
+            "Bytes of secret material in the shared cache",
+            metrics.cache_bytes.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -145,6 +187,15 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub fn vault_request(&self, outcome: &str, seconds: f64) {
+        self.vault_requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.vault_request_duration.observe(seconds);
     }
 
     pub fn published(&self, provider: &str) {

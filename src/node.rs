@@ -158,10 +158,7 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     });
     let endpoints = match args.metrics_addr.as_deref().filter(|a| !a.is_empty()) {
         Some(addr) => {
-            let (addr, manager) = (
-                addr.to_owned(),
-                driver.clone() as Arc<dyn secretfs_csi::VolumeManager>,
-            );
+            let (addr, manager) = (addr.to_owned(), driver.clone());
             Some(tokio::spawn(async move {
                 if let Err(err) =
                     crate::endpoints::serve(&addr, manager, std::future::pending()).await

@@ -103,6 +103,8 @@ pub struct OpCounters {
     pub reads: AtomicU64,
     pub readdirs: AtomicU64,
     pub loads: AtomicU64,
+    /// Requests answered with an error (ENOENT included).
+    pub errors: AtomicU64,
 }
 
 impl OpCounters {
@@ -166,8 +168,20 @@ impl FsCore {
 
     /// Looks `name` up in directory `parent`. A file not loaded yet is
     /// loaded first, so the size reported is always the real one.
+    fn tally<T>(&self, result: Result<T, FsError>) -> Result<T, FsError> {
+        if result.is_err() {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        let result = self.lookup_inner(parent, name).await;
+        self.tally(result)
+    }
+
+    async fn lookup_inner(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
         let ino = {
             let tree = self.read_tree();
             let dir = tree.node(parent).ok_or(FsError::NotFound)?;
@@ -183,7 +197,8 @@ impl FsCore {
     /// From now on reads of the file answer from the version reported.
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         self.counters.getattrs.fetch_add(1, Ordering::Relaxed);
-        self.report_attr(ino).await
+        let result = self.report_attr(ino).await;
+        self.tally(result)
     }
 
     async fn report_attr(&self, ino: u64) -> Result<Attr, FsError> {
@@ -206,6 +221,17 @@ impl FsCore {
         from: ReadFrom,
     ) -> Result<ReadData, FsError> {
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let result = self.read_inner(ino, offset, size, from).await;
+        self.tally(result)
+    }
+
+    async fn read_inner(
+        &self,
+        ino: u64,
+        offset: u64,
+        size: u32,
+        from: ReadFrom,
+    ) -> Result<ReadData, FsError> {
         let served = {
             let tree = self.read_tree();
             match &tree.node(ino).ok_or(FsError::NotFound)?.kind {
@@ -233,6 +259,11 @@ impl FsCore {
     /// Entries of directory `ino` from `offset` on (`.` and `..` first).
     pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
         self.counters.readdirs.fetch_add(1, Ordering::Relaxed);
+        let result = self.readdir_inner(ino, offset);
+        self.tally(result)
+    }
+
+    fn readdir_inner(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
         let tree = self.read_tree();
         let node = tree.node(ino).ok_or(FsError::NotFound)?;
         let NodeKind::Dir { children } = &node.kind else {

@@ -90,6 +90,21 @@ pub struct Driver {
     providers: ProviderRegistry,
     targets: std::sync::Mutex<HashMap<PathBuf, Slot>>,
     syncer: Option<Arc<crate::sync::Syncer>>,
+    /// FUSE request counts: live volumes, plus those already unmounted.
+    fuse: std::sync::Mutex<FuseTally>,
+}
+
+#[derive(Default)]
+struct FuseTally {
+    live: HashMap<PathBuf, Arc<secretfs_fuse::FsCore>>,
+    retired: [u64; 5],
+}
+
+/// (lookups, getattrs, reads, readdirs, errors) of one core.
+fn fuse_snapshot(core: &secretfs_fuse::FsCore) -> [u64; 5] {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = core.counters();
+    [&c.lookups, &c.getattrs, &c.reads, &c.readdirs, &c.errors].map(|a| a.load(Relaxed))
 }
 
 impl std::fmt::Debug for Driver {
@@ -113,7 +128,20 @@ impl Driver {
             providers: providers.into(),
             targets: std::sync::Mutex::new(HashMap::new()),
             syncer: None,
+            fuse: std::sync::Mutex::new(FuseTally::default()),
         }
+    }
+
+    /// FUSE requests that reached this process since it started:
+    /// (lookups, getattrs, reads, readdirs, errors).
+    pub fn fuse_counts(&self) -> [u64; 5] {
+        let tally = self.fuse.lock().unwrap_or_else(|e| e.into_inner());
+        tally.live.values().fold(tally.retired, |mut sum, core| {
+            for (s, v) in sum.iter_mut().zip(fuse_snapshot(core)) {
+                *s += v;
+            }
+            sum
+        })
     }
 
     /// Mirrors volumes to Kubernetes (pod statuses, `secretObjects`).
@@ -536,6 +564,14 @@ impl VolumeManager for Driver {
             }
         };
         crate::metrics::global().published(new.provider.name());
+        self.fuse
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live
+            .insert(
+                request.target_path.clone(),
+                new.mounted.volume().core().clone(),
+            );
         self.sync(&request.target_path, &mut new).await;
         tracing::info!(
             target = ?request.target_path,
@@ -554,6 +590,15 @@ impl VolumeManager for Driver {
         let target = request.target_path.clone();
         let taken = published.take();
         let had_volume = taken.is_some();
+        {
+            let mut tally = self.fuse.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(core) = tally.live.remove(&request.target_path) {
+                let counts = fuse_snapshot(&core);
+                for (r, v) in tally.retired.iter_mut().zip(counts) {
+                    *r += v;
+                }
+            }
+        }
         let result = tokio::task::spawn_blocking(move || -> Result<(), VolumeError> {
             match taken {
                 Some(p) => p.mounted.unmount().map_err(|e| {

@@ -222,6 +222,10 @@ async fn metrics_health_and_memory_hygiene_of_the_node() {
         r#"node_publish_total{provider="azure",os_type="linux"} 1"#,
         r#"node_publish_error_total{provider="unknown",error_type="SecretProviderClassNotFound",os_type="linux"} 1"#,
         r#"node_unpublish_total{os_type="linux"} 1"#,
+        r#"secretfs_vault_requests_total{outcome="ok"}"#,
+        r#"secretfs_cache_misses_total 1"#,
+        r#"secretfs_fuse_requests_total{op="lookup"}"#,
+        "# EOF",
     ] {
         assert!(metrics.contains(line), "{line} missing in\n{metrics}");
     }

@@ -112,7 +112,12 @@ async fn get(
             limiter.acquire(ctx.vault).await;
         }
         let gate = ctx.clients.gate(object_type).await;
+        let started = std::time::Instant::now();
         let result = get_once(ctx.clients, object_type, name, version).await;
+        crate::metrics::global().vault_request(
+            result.as_ref().map_or_else(|f| f.kind.as_str(), |_| "ok"),
+            started.elapsed().as_secs_f64(),
+        );
         match &result {
             Ok(_) => gate.open(),
             Err(f) if answered(f) => gate.open(),
@@ -213,7 +218,12 @@ async fn list_versions(
             limiter.acquire(ctx.vault).await;
         }
         let gate = ctx.clients.gate(object_type).await;
+        let started = std::time::Instant::now();
         let result = list_once(ctx.clients, object_type, name).await;
+        crate::metrics::global().vault_request(
+            result.as_ref().map_or_else(|f| f.kind.as_str(), |_| "ok"),
+            started.elapsed().as_secs_f64(),
+        );
         match &result {
             Ok(_) => gate.open(),
             Err(f) if answered(f) => gate.open(),
