@@ -88,7 +88,7 @@ pub struct NodeArgs {
     /// Local admin socket for `secretfs status` and `secretfs refresh`
     /// (mode 0600; empty to disable).
     #[arg(long, default_value = crate::admin::DEFAULT_SOCKET)]
-    pub admin_socket: PathBuf,
+    pub admin_socket: String,
     /// Address of /metrics, /healthz and /readyz (`:8095` for every
     /// address; empty to disable).
     #[arg(long, default_value = ":8095")]

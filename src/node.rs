@@ -169,8 +169,8 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
         }
         None => None,
     };
-    let admin = (!args.admin_socket.as_os_str().is_empty()).then(|| {
-        let (path, driver) = (args.admin_socket.clone(), driver.clone());
+    let admin = (!args.admin_socket.is_empty()).then(|| {
+        let (path, driver) = (std::path::PathBuf::from(&args.admin_socket), driver.clone());
         tokio::spawn(async move {
             if let Err(err) = crate::admin::serve(&path, driver, std::future::pending()).await {
                 tracing::error!(error = %err, "admin endpoint stopped");
