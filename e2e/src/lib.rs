@@ -40,6 +40,7 @@ mod jwt;
 mod keyvault;
 pub mod kubelet;
 mod pki;
+pub mod prereq;
 mod route;
 mod seed;
 mod server;

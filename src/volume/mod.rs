@@ -162,6 +162,15 @@ impl Driver {
         }
     }
 
+    /// Every target and its slot, now.
+    fn slots(&self) -> Vec<(PathBuf, Slot)> {
+        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        targets
+            .iter()
+            .map(|(p, s)| (p.clone(), s.clone()))
+            .collect()
+    }
+
     fn slot(&self, target: &Path) -> Slot {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         targets.entry(target.to_owned()).or_default().clone()
@@ -170,13 +179,7 @@ impl Driver {
     /// The volumes mounted now and not busy (a publish or refresh holds a
     /// volume while it runs): what the rotation scheduler works on.
     pub fn volumes(&self) -> Vec<VolumeInfo> {
-        let slots: Vec<(PathBuf, Slot)> = {
-            let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-            targets
-                .iter()
-                .map(|(p, s)| (p.clone(), s.clone()))
-                .collect()
-        };
+        let slots = self.slots();
         let mut out: Vec<VolumeInfo> = slots
             .into_iter()
             .filter_map(|(target, slot)| {
@@ -196,13 +199,7 @@ impl Driver {
 
     /// What every volume shows now, for `secretfs status` (never a value).
     pub async fn status(&self) -> Vec<VolumeStatus> {
-        let slots: Vec<(PathBuf, Slot)> = {
-            let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-            targets
-                .iter()
-                .map(|(p, s)| (p.clone(), s.clone()))
-                .collect()
-        };
+        let slots = self.slots();
         let mut out = Vec::new();
         for (target, slot) in slots {
             let guard = slot.lock().await;
@@ -251,13 +248,7 @@ impl Driver {
 
     /// Target paths of the volumes mounted now.
     pub async fn published(&self) -> Vec<PathBuf> {
-        let slots: Vec<(PathBuf, Slot)> = {
-            let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-            targets
-                .iter()
-                .map(|(p, s)| (p.clone(), s.clone()))
-                .collect()
-        };
+        let slots = self.slots();
         let mut out = Vec::new();
         for (path, slot) in slots {
             if slot.lock().await.is_some() {
@@ -416,22 +407,7 @@ impl Driver {
         let files = response
             .files
             .iter()
-            .map(|f| {
-                FileSpec::new(
-                    &f.path,
-                    f.mode.bits(),
-                    0,
-                    gid,
-                    Content::Ready(f.contents.clone()),
-                )
-                .map_err(|e| {
-                    VolumeError::new(
-                        ErrorCode::InvalidArgument,
-                        "FileWriteError",
-                        format!("object {}: {e}", f.object_id),
-                    )
-                })
-            })
+            .map(|f| file_spec(f, gid, ErrorCode::InvalidArgument, "FileWriteError"))
             .collect::<Result<Vec<_>, _>>()?;
         let spec = VolumeSpec {
             id: VolumeId::new(&request.volume_id),
@@ -695,6 +671,23 @@ impl RefreshOutcome {
     }
 }
 
+/// The file-system entry of a provider's file: owned by root, group `gid`.
+fn file_spec(
+    file: &MountedFile,
+    gid: u32,
+    code: ErrorCode,
+    error_type: &'static str,
+) -> Result<FileSpec, VolumeError> {
+    FileSpec::new(
+        &file.path,
+        file.mode.bits(),
+        0,
+        gid,
+        Content::Ready(file.contents.clone()),
+    )
+    .map_err(|e| VolumeError::new(code, error_type, format!("object {}: {e}", file.object_id)))
+}
+
 /// Makes `volume` show exactly `files`, touching only what differs.
 pub(crate) fn apply(
     volume: &secretfs_fuse::Volume,
@@ -728,20 +721,7 @@ pub(crate) fn apply(
                 outcome.replaced += 1;
             }
             None => {
-                let spec = FileSpec::new(
-                    &file.path,
-                    file.mode.bits(),
-                    0,
-                    gid,
-                    Content::Ready(file.contents.clone()),
-                )
-                .map_err(|e| {
-                    VolumeError::new(
-                        ErrorCode::Internal,
-                        "FailedToRotate",
-                        format!("object {}: {e}", file.object_id),
-                    )
-                })?;
+                let spec = file_spec(file, gid, ErrorCode::Internal, "FailedToRotate")?;
                 volume.add(spec).map_err(rotate_error)?;
                 outcome.added += 1;
             }

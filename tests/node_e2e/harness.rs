@@ -12,13 +12,7 @@ pub const SEED_CLASS: &str = include_str!("../fixtures/seed/secretproviderclass.
 pub const SEED_POD: &str = include_str!("../fixtures/seed/pod.yaml");
 pub const VOLUME: &str = "secrets-store-inline";
 
-pub fn fuse_available() -> bool {
-    let ok = rustix::process::geteuid().is_root() && Path::new("/dev/fuse").exists();
-    if !ok && std::env::var_os("SECRETFS_SKIP_FUSE_TESTS").is_none() {
-        panic!("end-to-end tests need root and /dev/fuse; set SECRETFS_SKIP_FUSE_TESTS=1 to skip");
-    }
-    ok
-}
+pub use secretfs_e2e::prereq::fuse_available;
 
 /// The emulator, the node binary and a kubelet stand-in.
 pub struct Env {

@@ -16,13 +16,7 @@ use secretfs_csi::{
 };
 use secretfs_fuse::ReadMode;
 
-pub fn fuse_available() -> bool {
-    let ok = rustix::process::geteuid().is_root() && Path::new("/dev/fuse").exists();
-    if !ok && std::env::var_os("SECRETFS_SKIP_FUSE_TESTS").is_none() {
-        panic!("these tests need root and /dev/fuse; set SECRETFS_SKIP_FUSE_TESTS=1 to skip");
-    }
-    ok
-}
+pub use secretfs_e2e::prereq::fuse_available;
 
 /// Serves files named by parameters `file:<path>` with their values;
 /// parameter `fail` makes it fail with that kind.
