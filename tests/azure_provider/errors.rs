@@ -122,3 +122,45 @@ async fn no_secret_or_token_in_errors_debug_or_config() {
         assert!(!text.contains("eyJ"), "a JWT in {text}");
     }
 }
+
+/// `optional: true`: a missing object leaves its file out with a warning;
+/// a missing required object, or an optional one that is refused, still
+/// fails the mount.
+#[tokio::test]
+async fn a_missing_optional_object_is_left_out() {
+    let emu = start().await;
+    let provider = provider(&emu);
+    let optional = objects(&[
+        &object("rotating", "secret", &[]),
+        &object("not-there-yet", "secret", &[("optional", "true")]),
+    ]);
+    let response = mount_ok(&provider, &sp_request("kv-conformance", &optional)).await;
+    let paths: Vec<&str> = response.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["rotating"]);
+    assert!(
+        response
+            .warnings
+            .iter()
+            .any(|w| w.contains("secret/not-there-yet") && w.contains("left out")),
+        "{:?}",
+        response.warnings
+    );
+
+    let required = objects(&[
+        &object("rotating", "secret", &[]),
+        &object("not-there-yet", "secret", &[]),
+    ]);
+    let errors = mount_objects_err(&provider, &sp_request("kv-conformance", &required)).await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].kind, ErrorKind::NotFound);
+
+    // Optional does not hide a denial: the pod must not silently miss files
+    // it should be allowed to read.
+    let denied = objects(&[&object("rbac-secret", "secret", &[("optional", "true")])]);
+    let mut request = sp_request("kv-rbac", &denied);
+    request.max_age = std::time::Duration::ZERO;
+    match provider.mount(&request).await {
+        Err(MountError::Objects(errors)) => assert_eq!(errors.errors()[0].kind, ErrorKind::Denied),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}

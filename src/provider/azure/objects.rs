@@ -89,6 +89,9 @@ pub struct KeyVaultObject {
     pub encoding: ObjectEncoding,
     /// `filePermission`; `None` uses the driver's default mode.
     pub file_permission: Option<FileMode>,
+    /// `optional: true` (secretfs): a missing object (404) leaves its file
+    /// out instead of failing the mount (upstream #567).
+    pub optional: bool,
 }
 
 impl KeyVaultObject {
@@ -223,9 +226,10 @@ struct RawObject {
     object_format: Option<String>,
     object_encoding: Option<String>,
     file_permission: Option<String>,
+    optional: Option<String>,
 }
 
-const KNOWN_FIELDS: [&str; 8] = [
+const KNOWN_FIELDS: [&str; 9] = [
     "objectName",
     "objectAlias",
     "objectType",
@@ -234,6 +238,7 @@ const KNOWN_FIELDS: [&str; 8] = [
     "objectFormat",
     "objectEncoding",
     "filePermission",
+    "optional",
 ];
 
 fn trimmed(v: Option<String>) -> Option<String> {
@@ -485,6 +490,17 @@ fn parse_item(
         },
     };
 
+    let optional = match trimmed(raw.optional) {
+        None => false,
+        Some(v) => match crate::provider::azure::params::parse_go_bool("optional", &v) {
+            Ok(b) => b,
+            Err(_) => {
+                err("optional", format!("{v:?} is not valid: use true or false"));
+                false
+            }
+        },
+    };
+
     match (name, object_type) {
         (Some(name), Some(object_type)) if errors.is_empty() => Ok(KeyVaultObject {
             index,
@@ -496,6 +512,7 @@ fn parse_item(
             format,
             encoding,
             file_permission,
+            optional,
         }),
         _ => Err(errors),
     }

@@ -52,6 +52,7 @@ fn the_usual_shape_with_defaults() {
             format: ObjectFormat::Pem,
             encoding: ObjectEncoding::Utf8,
             file_permission: None,
+            optional: false,
         }
     );
     assert_eq!(o.file_name(), "SECRET_1");
@@ -369,4 +370,16 @@ fn plan_checks_clashes_between_objects() {
             ("tls", "key/tls", 0o640),
         ]
     );
+}
+
+#[test]
+fn optional_is_a_go_bool() {
+    assert!(one("objectName: maybe\nobjectType: secret\noptional: true").optional);
+    assert!(!one("objectName: maybe\nobjectType: secret").optional);
+    let err = parse_objects(
+        "array:\n  - |\n    objectName: maybe\n    objectType: secret\n    optional: perhaps\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("optional") && err.contains("perhaps"), "{err}");
 }

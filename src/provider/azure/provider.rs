@@ -369,12 +369,21 @@ impl Provider for AzureProvider {
         response.warnings.extend(resolved.warnings.iter().cloned());
         let mut errors = ObjectErrors::new();
         let mut identity_refused = false;
-        for result in results {
+        for (object, result) in params.objects.iter().zip(results) {
             match result {
                 Ok(fetched) => {
                     response.files.extend(fetched.files.iter().cloned());
                     response.versions.extend(fetched.versions.iter().cloned());
                     response.warnings.extend(fetched.warnings.iter().cloned());
+                }
+                // A missing optional object leaves its file out (upstream
+                // #567); any other failure still fails the mount.
+                Err(e) if object.optional && e.error.kind == ErrorKind::NotFound => {
+                    response.warnings.push(format!(
+                        "optional object {} is not in the vault; its file {:?} is left out",
+                        object.id(),
+                        object.file_name()
+                    ));
                 }
                 Err(e) => {
                     identity_refused |= e.identity_refused;
