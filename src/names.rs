@@ -20,3 +20,8 @@ pub const FIELD_MANAGER: &str = "secretfs";
 
 /// Prefix of parameters that belong to secretfs, not to the provider.
 pub const PARAM_PREFIX: &str = "secretfs.io/";
+
+/// SecretProviderClass parameter: `lazy` mounts without asking the vault;
+/// each file is fetched on its first access. Default `eager`: a missing
+/// object fails the pod's start, as upstream.
+pub const PARAM_FETCH: &str = "secretfs.io/fetch";

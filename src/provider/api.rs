@@ -147,4 +147,13 @@ pub trait Provider: Send + Sync + 'static {
     /// returns the volume's files. Must not return partial results: either
     /// every required object, or an error naming every failing one.
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError>;
+
+    /// The files a mount of `request` would show, without asking the vault
+    /// (for lazy volumes: `secretfs.io/fetch: lazy`). Configuration errors
+    /// are reported here as they would be by `mount`. `None`: this provider
+    /// cannot plan ahead, so its volumes are always fetched eagerly.
+    fn plan(&self, request: &MountRequest) -> Option<Result<Vec<super::PlannedFile>, MountError>> {
+        let _ = request;
+        None
+    }
 }

@@ -10,6 +10,7 @@
 
 mod context;
 mod errors;
+mod lazy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,9 @@ struct Published {
     refreshed_at: std::time::SystemTime,
     /// Why the last refresh failed, if it did (no secrets in it).
     last_error: Option<String>,
+    /// Lazy volumes: the request their files load with (kept current on
+    /// republish, so a load uses the pod's newest tokens).
+    live: Option<Arc<std::sync::Mutex<MountRequest>>>,
 }
 
 /// Per-target slot: operations on one target run one at a time; different
@@ -284,6 +288,17 @@ impl Driver {
                 format!("no volume is published at {target:?}"),
             ));
         };
+        let volume = published.mounted.volume();
+        if published.live.is_some()
+            && volume
+                .file_paths()
+                .iter()
+                .all(|p| volume.contents(p).is_none())
+        {
+            // A lazy volume nobody has read yet: nothing to refresh; its
+            // files load fresh on first access.
+            return Ok(RefreshOutcome::default());
+        }
         let mut request = published.request.clone();
         request.current = published.versions.clone();
         request.max_age = max_age.unwrap_or_else(|| {
@@ -396,19 +411,68 @@ impl Driver {
             node_name: self.config.node_name.clone(),
             max_age: cache_age(interval.unwrap_or(self.config.rotation_interval)),
         };
-        let response = provider
-            .mount(&mount_request)
-            .await
-            .map_err(|e| errors::provider_failed(&ctx.class, &e))?;
-        for warning in &response.warnings {
-            tracing::warn!(pod = %mount_request.pod.name, namespace = %mount_request.pod.namespace, class = %ctx.class, "{warning}");
-        }
-
-        let files = response
-            .files
-            .iter()
-            .map(|f| file_spec(f, gid, ErrorCode::InvalidArgument, "FileWriteError"))
-            .collect::<Result<Vec<_>, _>>()?;
+        let lazy = match mount_request
+            .parameters
+            .get(names::PARAM_FETCH)
+            .map(String::as_str)
+        {
+            None | Some("eager") => false,
+            Some("lazy") => true,
+            Some(other) => {
+                return Err(VolumeError::invalid(format!(
+                    "SecretProviderClass {}: parameter {} is {other:?}: use eager (the default) or lazy",
+                    ctx.class,
+                    names::PARAM_FETCH
+                )));
+            }
+        };
+        let live = lazy.then(|| Arc::new(std::sync::Mutex::new(mount_request.clone())));
+        let (response, files) = match &live {
+            None => {
+                let response = provider
+                    .mount(&mount_request)
+                    .await
+                    .map_err(|e| errors::provider_failed(&ctx.class, &e))?;
+                for warning in &response.warnings {
+                    tracing::warn!(pod = %mount_request.pod.name, namespace = %mount_request.pod.namespace, class = %ctx.class, "{warning}");
+                }
+                let files = response
+                    .files
+                    .iter()
+                    .map(|f| file_spec(f, gid, ErrorCode::InvalidArgument, "FileWriteError"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (response, files)
+            }
+            Some(live) => {
+                // No vault call now: every file loads on its first access.
+                let planned = provider
+                    .plan(&mount_request)
+                    .ok_or_else(|| {
+                        VolumeError::invalid(format!(
+                            "SecretProviderClass {}: provider {:?} cannot mount lazily; remove {}",
+                            ctx.class,
+                            provider.name(),
+                            names::PARAM_FETCH
+                        ))
+                    })?
+                    .map_err(|e| errors::provider_failed(&ctx.class, &e))?;
+                let files = planned
+                    .iter()
+                    .map(|f| {
+                        let source = lazy::LazyFile::new(provider.clone(), live.clone(), &f.path);
+                        FileSpec::new(
+                            &f.path,
+                            f.mode.bits(),
+                            0,
+                            gid,
+                            Content::Lazy(Arc::new(source)),
+                        )
+                        .map_err(|e| VolumeError::invalid(format!("object {}: {e}", f.object_id)))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (crate::provider::MountResponse::default(), files)
+            }
+        };
         let spec = VolumeSpec {
             id: VolumeId::new(&request.volume_id),
             dir_uid: 0,
@@ -458,6 +522,7 @@ impl Driver {
             synced: false,
             refreshed_at: std::time::SystemTime::now(),
             last_error: None,
+            live,
         })
     }
 
@@ -469,11 +534,19 @@ impl Driver {
             return;
         };
         let target_text = target.to_string_lossy();
+        // A lazy volume has no bytes until read: its Secrets follow once a
+        // refresh has seen its files; the pod status is written now.
+        let secret_objects: &[SecretObject] =
+            if published.live.is_some() && published.files.is_empty() {
+                &[]
+            } else {
+                &published.secret_objects
+            };
         let input = crate::sync::SyncInput {
             pod: &published.request.pod,
             class: &published.class,
             target: &target_text,
-            secret_objects: &published.secret_objects,
+            secret_objects,
             files: &published.files,
             versions: &published.versions,
         };
@@ -528,6 +601,9 @@ impl VolumeManager for Driver {
             }
             existing.request.service_account_tokens = ctx.tokens;
             existing.request.secrets = request.secrets;
+            if let Some(live) = &existing.live {
+                *live.lock().unwrap_or_else(|e| e.into_inner()) = existing.request.clone();
+            }
             tracing::debug!(target = ?request.target_path, "republish: tokens refreshed");
             return Ok(());
         }
@@ -714,12 +790,8 @@ pub(crate) fn apply(
                     .map_err(rotate_error)?;
                 outcome.replaced += 1;
             }
-            None if volume.file_paths().iter().any(|p| p == &file.path) => {
-                volume
-                    .replace(&file.path, file.contents.clone())
-                    .map_err(rotate_error)?;
-                outcome.replaced += 1;
-            }
+            // Not loaded yet (lazy): it loads fresh on first access.
+            None if volume.file_paths().iter().any(|p| p == &file.path) => {}
             None => {
                 let spec = file_spec(file, gid, ErrorCode::Internal, "FailedToRotate")?;
                 volume.add(spec).map_err(rotate_error)?;

@@ -294,3 +294,52 @@ async fn status_and_on_demand_refresh_through_the_binary() {
     drop(held);
     env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
 }
+
+/// `secretfs.io/fetch: lazy` through the binary: the mount asks the vault
+/// nothing; the first read fetches, with the node identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_class_mounts_without_vault_calls() {
+    if !fuse_available() {
+        return;
+    }
+    let class = azure_class(
+        "lazy",
+        &[
+            ("secretfs.io/fetch", "lazy"),
+            ("useVMManagedIdentity", "true"),
+            (
+                "userAssignedIdentityID",
+                "5a1d3e0c-6f0e-4c55-9a57-3c2f1b7d9e21",
+            ),
+        ],
+        &one_secret("sql-password", "SECRET_1"),
+    );
+    let env = Env::start(&[class]).await;
+    let control = env.emulator.control();
+    control.reset_counters();
+    let pod = pod(
+        "1a2b3c4d-0000-4000-8000-00000000beef",
+        Some("lazy"),
+        None,
+        None,
+    );
+    let target = env
+        .kubelet
+        .publish(&pod, VOLUME, &PublishExtras::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        control.count(&CounterFilter::default()),
+        0,
+        "no request at mount"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("SECRET_1")).unwrap(),
+        "Sql-Passw0rd-from-kv-demo"
+    );
+    assert_eq!(
+        control.count(&CounterFilter::route(Route::SecretGet).status(200)),
+        1
+    );
+    env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
+}

@@ -35,6 +35,23 @@ impl Provider for FakeProvider {
         "fake"
     }
 
+    fn plan(
+        &self,
+        request: &MountRequest,
+    ) -> Option<Result<Vec<secretfs::provider::PlannedFile>, MountError>> {
+        Some(Ok(request
+            .parameters
+            .keys()
+            .filter_map(|k| k.strip_prefix("file:"))
+            .map(|path| secretfs::provider::PlannedFile {
+                path: path.to_owned(),
+                mode: request.default_mode,
+                object_id: format!("secret/{path}"),
+                required: true,
+            })
+            .collect()))
+    }
+
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail.load(Ordering::SeqCst) {

@@ -203,3 +203,69 @@ async fn refresh_rotates_files_in_place_with_no_remount() {
     let err = s.driver.refresh(&target).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::NotFound);
 }
+
+/// `secretfs.io/fetch: lazy`: the mount makes no provider call; the first
+/// read of a file does; an unknown value is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_volume_fetches_on_first_read() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup_with(&[
+        class(
+            "lazy",
+            "fake",
+            &[
+                ("secretfs.io/fetch", "lazy"),
+                ("file:SECRET_1", "lazy value"),
+            ],
+        ),
+        class(
+            "sometimes",
+            "fake",
+            &[("secretfs.io/fetch", "sometimes"), ("file:a", "x")],
+        ),
+    ]);
+    s.driver.publish(s.request("l1", "lazy")).await.unwrap();
+    assert_eq!(
+        s.provider.calls.load(Ordering::SeqCst),
+        0,
+        "no provider call at mount"
+    );
+    let names: Vec<_> = std::fs::read_dir(s.target("l1")).unwrap().collect();
+    assert_eq!(names.len(), 1, "the listing is there without a fetch");
+    assert_eq!(
+        s.provider.calls.load(Ordering::SeqCst),
+        0,
+        "listing does not fetch"
+    );
+    assert_eq!(
+        std::fs::read(s.target("l1").join("SECRET_1")).unwrap(),
+        b"lazy value"
+    );
+    assert_eq!(s.provider.calls.load(Ordering::SeqCst), 1);
+    // A refresh of a read lazy volume works like any other.
+    s.provider
+        .overrides
+        .lock()
+        .unwrap()
+        .insert("SECRET_1".into(), Some("rotated lazily".into()));
+    s.driver.refresh(&s.target("l1")).await.unwrap();
+    assert_eq!(
+        std::fs::read(s.target("l1").join("SECRET_1")).unwrap(),
+        b"rotated lazily"
+    );
+    s.unpublish("l1").await;
+
+    let err = s
+        .driver
+        .publish(s.request("l2", "sometimes"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("secretfs.io/fetch") && err.message.contains("lazy"),
+        "{}",
+        err.message
+    );
+    assert!(!is_mounted(&s.target("l2")));
+}

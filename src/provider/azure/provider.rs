@@ -81,6 +81,50 @@ pub struct AzureProvider {
     identities: Mutex<LruCache<IdentityKey, Arc<IdentityEntry>>>,
 }
 
+impl AzureProvider {
+    /// Parameters, objects and identity checked, no network: the files a
+    /// lazy volume shows (version-history slots past the newest are left
+    /// out, since how many versions exist is only known by listing).
+    fn plan_files(
+        &self,
+        request: &MountRequest,
+    ) -> Result<Vec<crate::provider::PlannedFile>, MountError> {
+        let options = ParseOptions {
+            default_cloud: self.config.default_cloud,
+            load_cloud_env: &read_cloud_env_file,
+        };
+        let params = AzureParameters::parse(&request.parameters, &options)
+            .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
+        let plan = params
+            .plan(request.default_mode)
+            .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
+        let secrets: BTreeMap<String, SecretString> = request
+            .secrets
+            .expose()
+            .map(|(k, v)| (k.to_owned(), SecretString::from(v)))
+            .collect();
+        let pod = PodInfo {
+            name: request.pod.name.clone(),
+            namespace: request.pod.namespace.clone(),
+            service_account: request.pod.service_account.clone(),
+        };
+        let inputs = IdentityInputs {
+            secrets: &secrets,
+            service_account_tokens: request.service_account_tokens.as_ref(),
+            pod: &pod,
+            node_name: &request.node_name,
+        };
+        resolve_identity(&params, &inputs, &self.salt)
+            .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
+        Ok(plan
+            .files()
+            .iter()
+            .filter(|f| f.required)
+            .cloned()
+            .collect())
+    }
+}
+
 /// One object's fetch with everything it needs owned, so that concurrent
 /// mounts can share it (the cache's single flight).
 struct OwnedFetch {
@@ -279,6 +323,13 @@ impl AzureProvider {
 impl Provider for AzureProvider {
     fn name(&self) -> &str {
         "azure"
+    }
+
+    fn plan(
+        &self,
+        request: &MountRequest,
+    ) -> Option<Result<Vec<crate::provider::PlannedFile>, MountError>> {
+        Some(self.plan_files(request))
     }
 
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
