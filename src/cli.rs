@@ -165,6 +165,10 @@ pub struct AzureArgs {
     /// Cloud used when a SecretProviderClass leaves `cloudName` empty.
     #[arg(long = "azure-cloud-name", default_value = "AzurePublicCloud")]
     pub cloud_name: String,
+    /// Byte budget of the node's shared cache of vault objects (least
+    /// recently used objects are evicted and wiped past it).
+    #[arg(long = "cache-max-bytes", default_value_t = 64 * 1024 * 1024)]
+    pub cache_max_bytes: usize,
     /// Extra CA certificates (PEM) to trust for Key Vault and Entra ID.
     #[arg(long = "azure-ca-file", value_name = "PEM")]
     pub ca_file: Option<PathBuf>,

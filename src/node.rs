@@ -84,6 +84,7 @@ pub fn azure_config(args: &AzureArgs) -> Result<AzureProviderConfig, NodeError> 
         authority_host: args.authority_host.clone(),
         imds_url: args.imds_endpoint.clone(),
         nmi_url: args.nmi_endpoint.clone(),
+        cache_bytes: args.cache_max_bytes,
         ..AzureProviderConfig::default()
     })
 }

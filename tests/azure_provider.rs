@@ -21,3 +21,5 @@ mod identities;
 mod retries;
 #[path = "azure_provider/reuse.rs"]
 mod reuse;
+#[path = "azure_provider/storm.rs"]
+mod storm;
