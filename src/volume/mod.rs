@@ -288,15 +288,27 @@ impl Driver {
                 format!("no volume is published at {target:?}"),
             ));
         };
-        let volume = published.mounted.volume();
-        if published.live.is_some()
-            && volume
-                .file_paths()
-                .iter()
-                .all(|p| volume.contents(p).is_none())
-        {
-            // A lazy volume nobody has read yet: nothing to refresh; its
-            // files load fresh on first access.
+        if published.live.is_some() {
+            // A lazy volume keeps no bytes between intervals: its loaded
+            // files are dropped (and wiped), and the next access loads them
+            // again, fresh, through the shared cache.
+            let volume = published.mounted.volume().clone();
+            tokio::task::spawn_blocking(move || {
+                for path in volume.file_paths() {
+                    if volume.contents(&path).is_some() {
+                        let _ = volume.unload(&path);
+                    }
+                }
+            })
+            .await
+            .map_err(|e| {
+                VolumeError::new(
+                    ErrorCode::Internal,
+                    "FailedToRotate",
+                    format!("refresh task failed: {e}"),
+                )
+            })?;
+            published.refreshed_at = std::time::SystemTime::now();
             return Ok(RefreshOutcome::default());
         }
         let mut request = published.request.clone();
@@ -534,14 +546,13 @@ impl Driver {
             return;
         };
         let target_text = target.to_string_lossy();
-        // A lazy volume has no bytes until read: its Secrets follow once a
-        // refresh has seen its files; the pod status is written now.
-        let secret_objects: &[SecretObject] =
-            if published.live.is_some() && published.files.is_empty() {
-                &[]
-            } else {
-                &published.secret_objects
-            };
+        // A lazy volume holds no values to mirror: its class's Secrets are
+        // not written (the pod status is).
+        let secret_objects: &[SecretObject] = if published.live.is_some() {
+            &[]
+        } else {
+            &published.secret_objects
+        };
         let input = crate::sync::SyncInput {
             pod: &published.request.pod,
             class: &published.class,
