@@ -132,3 +132,28 @@ async fn refresh_requested_on_the_class_skips_the_interval() {
     scheduler.abort();
     s.unpublish("q1").await;
 }
+
+/// A `subPath` mount is a bind mount of the file itself, which pins its
+/// inode: rotation in place reaches it (upstream's symlink swap does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_reaches_a_sub_path_bind_mount_of_the_file() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup();
+    s.driver.publish(s.request("sp1", "ok")).await.unwrap();
+    let container = tempfile::tempdir().unwrap();
+    let sub_path = container.path().join("SECRET_1");
+    std::fs::write(&sub_path, b"").unwrap();
+    rustix::mount::mount_bind(s.target("sp1").join("SECRET_1"), &sub_path).unwrap();
+    assert_eq!(std::fs::read(&sub_path).unwrap(), b"s3cr3t");
+    s.provider
+        .overrides
+        .lock()
+        .unwrap()
+        .insert("SECRET_1".into(), Some("seen through subPath".into()));
+    s.driver.refresh(&s.target("sp1")).await.unwrap();
+    assert_eq!(std::fs::read(&sub_path).unwrap(), b"seen through subPath");
+    rustix::mount::unmount(&sub_path, rustix::mount::UnmountFlags::empty()).unwrap();
+    s.unpublish("sp1").await;
+}
