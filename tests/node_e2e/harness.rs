@@ -93,6 +93,15 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The metrics listener starts beside the CSI socket: wait for it
+        // too, so tests that read /readyz never race its bind.
+        while std::net::TcpStream::connect(metrics_addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the node plugin did not serve {metrics_addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let kubelet = Kubelet::connect(&socket, &root).await.unwrap();
         Env {
             emulator,
