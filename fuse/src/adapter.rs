@@ -100,6 +100,10 @@ fn file_attr(attr: &Attr) -> FileAttr {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Nothing is ever written; this only sizes the kernel's requests
+        // (max_pages follows it): reads of at most 128 KiB, whose answers
+        // fit the relay's socket pair (see relay.rs).
+        let _ = config.set_max_write(crate::relay::MAX_READ as u32);
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA) {
             tracing::warn!(
                 ?missing,

@@ -34,9 +34,11 @@ mod core;
 mod error;
 mod inode;
 mod path;
+mod relay;
 mod spec;
 mod tree;
 mod volume;
+mod wire;
 
 pub use bytes::SecretBytes;
 pub use config::{CachePolicy, MountOptions, ReadMode};
@@ -45,4 +47,4 @@ pub use error::FsError;
 pub use inode::{ROOT_INO, generation, inode_number};
 pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, VolumePath};
 pub use spec::{Content, ContentSource, FileSpec, LoadError, TreeError, VolumeId, VolumeSpec};
-pub use volume::{FS_TYPE, MountError, MountedVolume, Volume, VolumeError};
+pub use volume::{FS_TYPE, MountError, MountedVolume, Released, SessionState, Volume, VolumeError};

@@ -3,11 +3,12 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::OpenOptions;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use fuser::{BackgroundSession, Config, INodeNo, Notifier, Session, SessionACL};
+use fuser::{BackgroundSession, Config, Session, SessionACL};
 use rustix::mount::{MountFlags, UnmountFlags};
 use thiserror::Error;
 use tokio::runtime::Handle;
@@ -16,8 +17,10 @@ use crate::adapter::FuseAdapter;
 use crate::bytes::SecretBytes;
 use crate::config::MountOptions;
 use crate::core::FsCore;
+use crate::relay::{self, Relay, RelayEnd};
 use crate::spec::{FileSpec, TreeError, VolumeId, VolumeSpec};
 use crate::tree::{Invalidations, Tree};
+use crate::wire::{self, Notifier};
 
 /// The file-system type shown in `/proc/mounts`.
 pub const FS_TYPE: &str = "fuse.secretfs";
@@ -63,6 +66,8 @@ pub enum MountError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot take over the FUSE connection of {path:?}: {reason}")]
+    Adopt { path: PathBuf, reason: String },
     #[error("unmounting {path:?} failed: {source}")]
     Unmount {
         path: PathBuf,
@@ -193,24 +198,51 @@ impl Volume {
         };
         for (parent, name) in &inval.entries {
             notifier
-                .inval_entry(INodeNo(*parent), OsStr::new(name))
+                .inval_entry(*parent, OsStr::new(name))
                 .map_err(failed)?;
         }
         for ino in &inval.inodes {
             // Offset 0, length 0: attributes and every cached page.
-            notifier.inval_inode(INodeNo(*ino), 0, 0).map_err(failed)?;
+            notifier.inval_inode(*ino).map_err(failed)?;
         }
         Ok(())
     }
 }
 
+/// What a process needs, besides the `/dev/fuse` descriptor, to take over
+/// a live connection: the INIT request the kernel sent at mount time and
+/// the answer it got. Neither holds a secret; both are safe to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    pub init_request: Vec<u8>,
+    pub init_reply: Vec<u8>,
+}
+
+/// How serving a volume ended at [`MountedVolume::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// Requests read from the kernel and still unanswered at the deadline:
+    /// the next server gets them again only on Linux 6.9+ (`RESEND`).
+    pub unanswered: usize,
+}
+
+/// The running parts of a mounted volume.
+#[derive(Debug)]
+struct Serving {
+    dev: Arc<OwnedFd>,
+    relay: Relay,
+    fuser: BackgroundSession,
+}
+
 /// A mounted volume. Dropping it unmounts (errors are logged); call
-/// [`MountedVolume::unmount`] to see them.
+/// [`MountedVolume::unmount`] to see them, or [`MountedVolume::release`]
+/// to stop serving and leave the mount to another process.
 #[derive(Debug)]
 pub struct MountedVolume {
     volume: Volume,
     target: PathBuf,
-    session: Option<BackgroundSession>,
+    session: Option<Serving>,
+    state: SessionState,
 }
 
 impl MountedVolume {
@@ -249,8 +281,9 @@ impl MountedVolume {
             .open("/dev/fuse")
             .map_err(|source| MountError::DevFuse { source })?;
         let data = format!(
-            "fd={},rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other",
-            dev.as_raw_fd()
+            "fd={},rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other,max_read={}",
+            dev.as_raw_fd(),
+            relay::MAX_READ
         );
         let data = CString::new(data).map_err(|e| MountError::Mount {
             path: target.to_owned(),
@@ -268,31 +301,74 @@ impl MountedVolume {
             path: target.to_owned(),
             source: e.into(),
         })?;
-
-        let adapter = FuseAdapter::new(volume.core().clone(), runtime, options);
-        let mut config = Config::default();
-        config.n_threads = Some(options.threads.max(1));
-        let started =
-            Session::from_fd(adapter, dev.into(), SessionACL::All, config).and_then(|session| {
-                let notifier = session.notifier();
-                session.spawn().map(|bg| (bg, notifier))
-            });
-        let (session, notifier) = match started {
-            Ok(ok) => ok,
+        let dev = Arc::new(OwnedFd::from(dev));
+        let started = read_init(&dev)
+            .and_then(|init| serve(&volume, dev.clone(), init, None, options, runtime));
+        match started {
+            Ok((session, state)) => {
+                tracing::debug!(target = %target.display(), volume = %volume.id(), "mounted");
+                Ok(Self {
+                    volume,
+                    target: target.to_owned(),
+                    session: Some(session),
+                    state,
+                })
+            }
             Err(source) => {
                 let _ = force_unmount(target);
-                return Err(MountError::Session {
+                Err(MountError::Session {
                     path: target.to_owned(),
                     source,
-                });
+                })
             }
+        }
+    }
+
+    /// Takes over the live connection `dev` of the volume mounted at
+    /// `target` by another (possibly dead) process, with the `state` it
+    /// recorded. `volume` must be built from the same spec (same volume id
+    /// and paths), so every inode the kernel knows keeps its meaning.
+    /// Requests that waited in the kernel's queue are answered now; on
+    /// Linux 6.9+ so are those the previous process read and never answered.
+    pub fn adopt(
+        volume: Volume,
+        target: &Path,
+        dev: OwnedFd,
+        state: &SessionState,
+        options: &MountOptions,
+        runtime: Handle,
+    ) -> Result<Self, MountError> {
+        let adopt_error = |reason: String| MountError::Adopt {
+            path: target.to_owned(),
+            reason,
         };
-        volume.set_notifier(Some(notifier));
-        tracing::debug!(target = %target.display(), volume = %volume.id(), "mounted");
+        if wire::request_id(&state.init_request).map(|(op, _)| op) != Some(wire::OP_INIT) {
+            return Err(adopt_error("the recorded INIT request is not one".into()));
+        }
+        let dev = Arc::new(dev);
+        let (session, _) = serve(
+            &volume,
+            dev,
+            state.init_request.clone(),
+            Some(&state.init_reply),
+            options,
+            runtime,
+        )
+        .map_err(|e| adopt_error(e.to_string()))?;
+        let notifier = Notifier::new(session.dev.clone());
+        if let Err(e) = notifier.resend() {
+            tracing::info!(
+                target = %target.display(),
+                error = %e,
+                "the kernel cannot resend requests (Linux older than 6.9): reads the previous process left unanswered stay blocked"
+            );
+        }
+        tracing::debug!(target = %target.display(), volume = %volume.id(), "adopted");
         Ok(Self {
             volume,
             target: target.to_owned(),
             session: Some(session),
+            state: state.clone(),
         })
     }
 
@@ -304,13 +380,57 @@ impl MountedVolume {
         &self.target
     }
 
+    /// What another process needs to take this mount over.
+    pub fn session_state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// The kernel connection, to hand a duplicate to a keeper: the mount
+    /// stays alive while any process holds one.
+    pub fn connection(&self) -> Option<BorrowedFd<'_>> {
+        self.session.as_ref().map(|s| s.dev.as_fd())
+    }
+
+    /// Stops serving without unmounting: no new request is read; those
+    /// already read are answered (waiting up to `drain`); then the session
+    /// ends. Requests that arrive later wait in the kernel until a process
+    /// adopts the connection — so someone must hold a duplicate of
+    /// [`MountedVolume::connection`], or the mount dies.
+    pub fn release(mut self, drain: Duration) -> Released {
+        let Some(serving) = self.session.take() else {
+            return Released { unanswered: 0 };
+        };
+        self.volume.set_notifier(None);
+        let end = serving.relay.release(drain);
+        let _ = serving.fuser.join();
+        let unanswered = match end {
+            RelayEnd::Released { unanswered } => unanswered,
+            _ => 0,
+        };
+        tracing::debug!(target = %self.target.display(), unanswered, "released");
+        Released { unanswered }
+    }
+
+    /// Stops serving at once, answering nothing more and keeping the
+    /// mount: what a crash does (for tests of the takeover).
+    #[doc(hidden)]
+    pub fn abandon(mut self) {
+        if let Some(serving) = self.session.take() {
+            self.volume.set_notifier(None);
+            serving.relay.abandon();
+            // The fuser thread ends when its socket closes, after any load
+            // it is waiting for; it is not waited for.
+            drop(serving.fuser.guard);
+        }
+    }
+
     /// Unmounts. Succeeds if the target is already unmounted.
     pub fn unmount(mut self) -> Result<(), MountError> {
         self.unmount_inner()
     }
 
     fn unmount_inner(&mut self) -> Result<(), MountError> {
-        let Some(session) = self.session.take() else {
+        let Some(serving) = self.session.take() else {
             return Ok(());
         };
         self.volume.set_notifier(None);
@@ -320,10 +440,12 @@ impl MountedVolume {
         })?;
         if lazily {
             // Still in use: the kernel keeps serving open files until they
-            // close, and the session thread ends by itself then.
-            drop(session.guard);
+            // close, and the relay and session threads end by themselves.
+            serving.relay.detach();
+            drop(serving.fuser.guard);
         } else {
-            let _ = session.join();
+            serving.relay.join();
+            let _ = serving.fuser.join();
         }
         tracing::debug!(target = %self.target.display(), "unmounted");
         Ok(())
@@ -336,6 +458,93 @@ impl Drop for MountedVolume {
             tracing::warn!(error = %err, "unmount on drop failed");
         }
     }
+}
+
+/// Reads the INIT request the kernel sends on a fresh connection.
+fn read_init(dev: &OwnedFd) -> std::io::Result<Vec<u8>> {
+    let mut buffer = vec![0u8; relay::kernel_buffer_len(0)];
+    let n = loop {
+        match rustix::io::read(dev, &mut buffer) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    buffer.truncate(n);
+    match wire::request_id(&buffer) {
+        Some((wire::OP_INIT, _)) => Ok(buffer),
+        _ => Err(std::io::Error::other(
+            "the kernel's first FUSE request was not INIT",
+        )),
+    }
+}
+
+/// Starts fuser on a socket pair, gives it `init` and relays its answer:
+/// to the kernel for a new mount (`recorded` is `None`), or nowhere when
+/// taking over a connection whose INIT was answered long ago (`recorded`
+/// is that answer; a different one from this build is logged).
+fn serve(
+    volume: &Volume,
+    dev: Arc<OwnedFd>,
+    init: Vec<u8>,
+    recorded: Option<&[u8]>,
+    options: &MountOptions,
+    runtime: Handle,
+) -> std::io::Result<(Serving, SessionState)> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+    let (ours, theirs) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    rustix::io::write(&ours, &init)?;
+    let adapter = FuseAdapter::new(volume.core().clone(), runtime, options);
+    let mut config = Config::default();
+    config.n_threads = Some(options.threads.max(1));
+    let session = Session::from_fd(adapter, theirs, SessionACL::All, config)?;
+    let mut reply = vec![0u8; relay::kernel_buffer_len(0)];
+    let n = rustix::io::read(&ours, &mut reply)?;
+    reply.truncate(n);
+    if wire::reply_error(&reply) != Some(0) {
+        return Err(std::io::Error::other("fuser refused the INIT request"));
+    }
+    match recorded {
+        None => {
+            rustix::io::write(dev.as_fd(), &reply)?;
+        }
+        Some(recorded) if recorded != reply.as_slice() => {
+            tracing::warn!(
+                "this build answers INIT differently from the one that mounted the volume; the kernel keeps the first answer"
+            );
+        }
+        Some(_) => {}
+    }
+    let max_write = wire::init_reply_max_write(recorded.unwrap_or(&reply)).unwrap_or(0);
+    // Another process may be waiting on this connection later: never block
+    // in a read that a concurrent interrupt emptied.
+    rustix::io::ioctl_fionbio(dev.as_fd(), true)?;
+    let relay = Relay::start(
+        dev.clone(),
+        ours,
+        relay::kernel_buffer_len(max_write),
+        "secretfs-relay",
+    )?;
+    let fuser = match session.spawn() {
+        Ok(fuser) => fuser,
+        Err(e) => {
+            relay.abandon();
+            return Err(e);
+        }
+    };
+    volume.set_notifier(Some(Notifier::new(dev.clone())));
+    Ok((
+        Serving { dev, relay, fuser },
+        SessionState {
+            init_request: init,
+            init_reply: recorded.map_or(reply, <[u8]>::to_vec),
+        },
+    ))
 }
 
 /// Unmounts `target`; falls back to a lazy unmount if it is busy. Returns

@@ -11,4 +11,5 @@ mod mount {
     mod permissions;
     mod rotation;
     mod stress;
+    mod takeover;
 }
