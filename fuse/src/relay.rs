@@ -82,6 +82,7 @@ impl Relay {
         dev: Arc<OwnedFd>,
         sock: OwnedFd,
         kernel_buffer: usize,
+        sessions: usize,
         name: &str,
     ) -> std::io::Result<Self> {
         let wake = Arc::new(eventfd(0, EventfdFlags::CLOEXEC)?);
@@ -100,7 +101,13 @@ impl Relay {
                     from_kernel: vec![0; kernel_buffer],
                     from_fuser: vec![0; FUSER_MESSAGE_MAX],
                 };
-                relay.run()
+                let end = relay.run();
+                // End fuser's reader threads the way the kernel would, so
+                // they stop quietly instead of on a short read.
+                for _ in 0..sessions {
+                    let _ = rustix::io::write(&relay.sock, &wire::destroy_request());
+                }
+                end
             }
         })?;
         Ok(Self {

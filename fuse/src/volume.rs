@@ -528,6 +528,7 @@ fn serve(
         dev.clone(),
         ours,
         relay::kernel_buffer_len(max_write),
+        options.threads.max(1),
         "secretfs-relay",
     )?;
     let fuser = match session.spawn() {

@@ -15,6 +15,7 @@ pub(crate) const OUT_HEADER_LEN: usize = 16;
 pub(crate) const OP_FORGET: u32 = 2;
 pub(crate) const OP_INIT: u32 = 26;
 pub(crate) const OP_INTERRUPT: u32 = 36;
+pub(crate) const OP_DESTROY: u32 = 38;
 pub(crate) const OP_BATCH_FORGET: u32 = 42;
 
 const NOTIFY_INVAL_INODE: i32 = 2;
@@ -31,6 +32,15 @@ pub(crate) fn request_id(message: &[u8]) -> Option<(u32, u64)> {
     let opcode = u32::from_ne_bytes(message[4..8].try_into().ok()?);
     let unique = u64::from_ne_bytes(message[8..16].try_into().ok()?);
     Some((opcode, unique))
+}
+
+/// A DESTROY request, as the kernel sends when a connection ends.
+pub(crate) fn destroy_request() -> [u8; IN_HEADER_LEN] {
+    let mut message = [0u8; IN_HEADER_LEN];
+    message[0..4].copy_from_slice(&(IN_HEADER_LEN as u32).to_ne_bytes());
+    message[4..8].copy_from_slice(&OP_DESTROY.to_ne_bytes());
+    message[8..16].copy_from_slice(&u64::MAX.to_ne_bytes());
+    message
 }
 
 /// Whether the kernel expects an answer to a request with `opcode`.
