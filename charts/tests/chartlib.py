@@ -100,6 +100,17 @@ def find(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> dict[s
     return hits[0]
 
 
-def container(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    ds = find(docs, "DaemonSet")
-    return next(c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+# Names of the two DaemonSets with RELEASE as the release name.
+NODE_DS = RELEASE
+KEEPER_DS = f"{RELEASE}-keeper"
+
+
+def daemonset(docs: list[dict[str, Any]], name: str = NODE_DS) -> dict[str, Any]:
+    """The DaemonSet called `name` (default: the node plugin's)."""
+    hits = [d for d in docs if d["kind"] == "DaemonSet" and d["metadata"]["name"] == name]
+    assert len(hits) == 1, f"expected one DaemonSet {name}, got {[d['metadata']['name'] for d in docs if d['kind'] == 'DaemonSet']}"
+    return hits[0]
+
+
+def container(docs: list[dict[str, Any]], name: str, ds: str = NODE_DS) -> dict[str, Any]:
+    return next(c for c in daemonset(docs, ds)["spec"]["template"]["spec"]["containers"] if c["name"] == name)

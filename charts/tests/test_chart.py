@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import chartlib
-from chartlib import container, find, manifests
+from chartlib import container, daemonset, find, manifests
 
 ALL_FEATURES = chartlib.load_values_file(chartlib.CHART / "ci" / "all-features-values.yaml")
 MINIMAL = chartlib.load_values_file(chartlib.CHART / "ci" / "minimal-values.yaml")
@@ -54,7 +54,7 @@ def all_docs() -> list[dict[str, Any]]:
 
 
 def pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return find(docs, "DaemonSet")["spec"]["template"]["spec"]
+    return daemonset(docs)["spec"]["template"]["spec"]
 
 
 def volume(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -83,6 +83,7 @@ def test_default_install_objects(default_docs):
         ("ClusterRole", "secretfs-node"),
         ("ClusterRoleBinding", "secretfs-node"),
         ("DaemonSet", "secretfs"),
+        ("DaemonSet", "secretfs-keeper"),
         ("ServiceAccount", "secretfs"),
     ]
     for d in default_docs:
@@ -101,6 +102,7 @@ def test_all_features_objects(all_docs):
             "ClusterRoleBinding",
             "ConfigMap",
             "DaemonSet",
+            "DaemonSet",
             "PrometheusRule",
             "Service",
             "ServiceAccount",
@@ -110,7 +112,7 @@ def test_all_features_objects(all_docs):
 
 
 def test_selector_matches_pod_labels_and_service_account(default_docs):
-    ds = find(default_docs, "DaemonSet")
+    ds = daemonset(default_docs)
     selector = ds["spec"]["selector"]["matchLabels"]
     labels = ds["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= labels.items()
@@ -153,6 +155,8 @@ def test_driver_args_with_defaults(default_docs):
         "--sync-secrets=false",
         "--provider-volume=/var/run/secrets-store-csi-providers",
         "--additional-provider-volume-paths=/etc/kubernetes/secrets-store-csi-providers",
+        "--state-dir=/csi/state",
+        "--keeper-socket=/keeper/keeper.sock",
     ]
 
 
@@ -286,12 +290,12 @@ def test_placement_defaults(default_docs):
     assert spec["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert spec["priorityClassName"] == "system-node-critical"
     assert spec["terminationGracePeriodSeconds"] == 30
-    assert find(default_docs, "DaemonSet")["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+    assert daemonset(default_docs)["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
     assert "hostNetwork" not in spec
 
 
 def test_placement_overrides(all_docs):
-    ds = find(all_docs, "DaemonSet")
+    ds = daemonset(all_docs)
     spec = ds["spec"]["template"]["spec"]
     assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
     assert spec["terminationGracePeriodSeconds"] == 60
@@ -301,6 +305,147 @@ def test_placement_overrides(all_docs):
     assert meta["annotations"]["example.com/owner"] == "platform"
     minimal = pod_spec(manifests(MINIMAL))
     assert "tolerations" not in minimal and "affinity" not in minimal and "priorityClassName" not in minimal
+
+
+# ---------------------------------------------------------------- restart survival (keeper)
+
+
+def keeper_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return daemonset(docs, chartlib.KEEPER_DS)["spec"]["template"]["spec"]
+
+
+def keeper(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return container(docs, "keeper", ds=chartlib.KEEPER_DS)
+
+
+def test_keeper_daemonset_with_defaults(default_docs):
+    ds = daemonset(default_docs, chartlib.KEEPER_DS)
+    assert ds["metadata"]["namespace"] == chartlib.NAMESPACE
+    # a rollout must never replace a keeper: its pod holds the node's volumes
+    assert ds["spec"]["updateStrategy"] == {"type": "OnDelete"}
+    spec = keeper_spec(default_docs)
+    assert [c["name"] for c in spec["containers"]] == ["keeper"]
+    assert "initContainers" not in spec
+    assert spec["priorityClassName"] == "system-node-critical"
+    assert spec["terminationGracePeriodSeconds"] == 30
+    # no API access: no token, and no ServiceAccount of the chart's
+    assert spec["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in spec
+    assert "hostNetwork" not in spec and "hostPID" not in spec
+    k = keeper(default_docs)
+    assert k["args"] == ["keeper", "--socket=/keeper/keeper.sock", "--log=info"]
+    assert k["image"] == container(default_docs, "secrets-store")["image"] == "secretfs:0.1.0"
+    assert k["resources"] == {"limits": {"memory": "256Mi"}, "requests": {"cpu": "10m", "memory": "32Mi"}}
+    # it serves no HTTP endpoint: nothing to probe, no port
+    assert not {"livenessProbe", "readinessProbe", "startupProbe", "ports"} & k.keys()
+
+
+def test_keeper_is_unprivileged_root_with_ipc_lock(default_docs):
+    sc = keeper(default_docs)["securityContext"]
+    # root: it accepts only peers of its own uid (SO_PEERCRED), and the node
+    # plugin is root; IPC_LOCK for mlockall; nothing else
+    assert sc["runAsUser"] == 0
+    assert sc["privileged"] is False
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container(default_docs, "secrets-store")["securityContext"]["runAsUser"] == sc["runAsUser"]
+    # no device, no propagation, only its socket directory
+    spec = keeper_spec(default_docs)
+    assert [v["name"] for v in spec["volumes"]] == ["keeper-dir"]
+    assert all("mountPropagation" not in m for m in keeper(default_docs)["volumeMounts"])
+
+
+@pytest.mark.parametrize(
+    "root, expected",
+    [
+        (None, "/var/lib/kubelet"),
+        ("/var/snap/microk8s/common/var/lib/kubelet/", "/var/snap/microk8s/common/var/lib/kubelet"),
+    ],
+)
+def test_node_and_keeper_share_the_keeper_socket_on_the_host(root, expected):
+    docs = manifests(None if root is None else {"kubeletRootDir": root})
+    host = {"path": f"{expected}/plugins/csi-secrets-store-keeper", "type": "DirectoryOrCreate"}
+    keeper_vol = next(v for v in keeper_spec(docs)["volumes"] if v["name"] == "keeper-dir")
+    assert keeper_vol["hostPath"] == host
+    assert volume(docs, "keeper-dir")["hostPath"] == host
+    assert mount(keeper(docs), "keeper-dir")["mountPath"] == "/keeper"
+    driver = container(docs, "secrets-store")
+    node_mount = mount(driver, "keeper-dir")
+    assert node_mount["mountPath"] == "/keeper"
+    # the driver only connects to the socket
+    assert node_mount.get("readOnly") is True
+    socket = args_dict(keeper(docs))["--socket"]
+    assert args_dict(driver)["--keeper-socket"] == socket == "/keeper/keeper.sock"
+    # the state records land in the plugin directory, a host directory
+    state = args_dict(driver)["--state-dir"]
+    assert state == "/csi/state"
+    assert mount(driver, "plugin-dir")["mountPath"] == "/csi"
+    assert volume(docs, "plugin-dir")["hostPath"]["path"] == f"{expected}/plugins/csi-secrets-store/"
+
+
+def test_keeper_follows_values(all_docs):
+    k = keeper(all_docs)
+    assert k["args"] == ["keeper", "--socket=/keeper/keeper.sock", "--log=secretfs=debug,info", "--log-format-json"]
+    assert k["image"] == container(all_docs, "secrets-store")["image"]
+    assert k["imagePullPolicy"] == "Always"
+    assert k["resources"] == {"limits": {"memory": "512Mi"}, "requests": {"cpu": "20m", "memory": "64Mi"}}
+    spec = keeper_spec(all_docs)
+    assert spec["priorityClassName"] == "system-cluster-critical"
+    # the node plugin's pod settings stay its own
+    assert spec["terminationGracePeriodSeconds"] == 30
+    assert "hostNetwork" not in spec
+
+
+@pytest.mark.parametrize("values", [None, ALL_FEATURES, {**MINIMAL, "restartSurvival": {"enabled": True}}], ids=["defaults", "all", "minimal"])
+def test_keeper_runs_where_the_node_plugin_runs(values):
+    docs = manifests(values)
+    node, kept = pod_spec(docs), keeper_spec(docs)
+    for key in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
+        assert node.get(key) == kept.get(key), key
+
+
+def test_keeper_priority_class_can_be_unset():
+    docs = manifests({"restartSurvival": {"keeper": {"priorityClassName": ""}}})
+    assert "priorityClassName" not in keeper_spec(docs)
+    assert pod_spec(docs)["priorityClassName"] == "system-node-critical"
+
+
+@pytest.mark.parametrize("values", [None, ALL_FEATURES, {"podLabels": {"app.kubernetes.io/component": "keeper"}}], ids=["defaults", "all", "podLabels"])
+def test_selectors_do_not_overlap(values):
+    """The node DaemonSet's selector (immutable) must not claim keeper pods,
+    nor the keeper's node plugin pods, nor the metrics Service keeper pods."""
+    docs = manifests(values)
+    node, kept = daemonset(docs), daemonset(docs, chartlib.KEEPER_DS)
+    node_sel, keeper_sel = node["spec"]["selector"]["matchLabels"], kept["spec"]["selector"]["matchLabels"]
+    node_pod, keeper_pod = node["spec"]["template"]["metadata"]["labels"], kept["spec"]["template"]["metadata"]["labels"]
+    assert node_sel.items() <= node_pod.items()
+    assert keeper_sel.items() <= keeper_pod.items()
+    assert not node_sel.items() <= keeper_pod.items()
+    assert not keeper_sel.items() <= node_pod.items()
+    # the node selector is the one released before the keeper existed
+    assert node_sel == {"app.kubernetes.io/name": "secretfs", "app.kubernetes.io/instance": chartlib.RELEASE}
+    assert keeper_pod["app.kubernetes.io/component"] == "keeper"
+    assert keeper_pod["app.kubernetes.io/part-of"] == node_pod["app.kubernetes.io/part-of"] == "secretfs"
+    for svc in (d for d in docs if d["kind"] == "Service"):
+        assert not svc["spec"]["selector"].items() <= keeper_pod.items()
+
+
+@pytest.mark.parametrize("values", [{"restartSurvival": {"enabled": False}}, MINIMAL], ids=["off", "minimal"])
+def test_restart_survival_off_renders_no_keeper_and_no_flags(values):
+    docs = manifests(values)
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "DaemonSet"] == [chartlib.NODE_DS]
+    driver = container(docs, "secrets-store")
+    assert not [a for a in driver["args"] if a.startswith(("--state-dir", "--keeper-socket"))]
+    assert not [m for m in driver["volumeMounts"] if m["name"] == "keeper-dir"]
+    assert not [v for v in pod_spec(docs)["volumes"] if v["name"] == "keeper-dir"]
+    assert "keeper" not in chartlib.notes(values)
+
+
+def test_keeper_subcommand_exists_in_the_binary():
+    src = (chartlib.REPO / "src" / "cli.rs").read_text()
+    assert re.search(r"^\s*Keeper\(KeeperArgs\),", src, re.M), "no `secretfs keeper` subcommand in src/cli.rs"
 
 
 # ---------------------------------------------------------------- CSIDriver
@@ -419,6 +564,12 @@ def test_rbac_can_be_left_to_the_operator():
         {"enableSecretRotaton": True},  # typo of a real key
         {"driverName": "Secrets_Store"},
         {"additionalProvidersDirs": ["/a,/b"]},
+        {"restartSurvival": {"enabled": "true"}},
+        {"restartSurvival": {"enabled": 1}},
+        {"restartSurvival": True},
+        {"restartSurvival": {"keeper": {"priorityClassName": 5}}},
+        {"restartSurvival": {"keeper": {"resources": {"limits": {"memroy": "1Gi"}}}}},
+        {"restartSurvival": {"stateDir": "/var/lib/secretfs"}},  # not a value
     ],
     ids=lambda v: json.dumps(v),
 )
@@ -563,7 +714,7 @@ def promql_metrics(expr: str) -> set[str]:
 def test_service_monitor_scrapes_the_driver_pods(all_docs):
     svc = find(all_docs, "Service", "-metrics")
     sm = find(all_docs, "ServiceMonitor")
-    ds = find(all_docs, "DaemonSet")
+    ds = daemonset(all_docs)
     pod_labels = ds["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
@@ -611,6 +762,7 @@ def test_monitoring_off_by_default(default_docs):
 
 def test_notes_tell_how_to_check():
     text = chartlib.notes()
+    assert "DaemonSet secretfs-keeper" in text and "OnDelete" in text and "after draining the node" in text
     assert "kubectl get csidriver secrets-store.csi.k8s.io" in text
     assert "rollout status daemonset/secretfs" in text
     assert "port 8095" in text and "/metrics" in text
@@ -674,9 +826,14 @@ def test_docker_context_holds_the_whole_workspace():
 # ---------------------------------------------------------------- contract with the binary
 
 
-def cli_long_flags() -> set[str]:
-    """Long flags `secretfs` defines (clap derive in src/cli.rs)."""
+def cli_long_flags(*structs: str) -> set[str]:
+    """Long flags `secretfs` defines (clap derive in src/cli.rs); with
+    `structs`, only those of these argument structs."""
     src = (chartlib.REPO / "src" / "cli.rs").read_text()
+    if structs:
+        bodies = [re.search(rf"pub struct {s} \{{\n(.*?)\n\}}\n", src, re.S) for s in structs]
+        assert all(bodies), f"not all of {structs} found in src/cli.rs"
+        src = "\n".join(b.group(1) for b in bodies if b)
     flags = set()
     for attr, field in re.findall(r"#\[arg\(((?:[^()]|\([^()]*\))*)\)\]\s*(?:///[^\n]*\n\s*)*pub\s+(\w+)\s*:", src):
         if not re.search(r"\blong\b", attr):
@@ -700,3 +857,16 @@ def test_every_flag_the_chart_passes_exists_in_the_binary(all_docs, default_docs
             passed.add(a.split("=", 1)[0].removeprefix("--"))
     missing = sorted(passed - cli_long_flags())
     assert missing == [], f"flags the chart passes but `secretfs node` does not define: {missing}"
+
+
+def test_every_flag_the_keeper_gets_exists_in_the_binary(all_docs, default_docs):
+    passed = set()
+    for docs in (default_docs, all_docs):
+        args = keeper(docs)["args"]
+        assert args[0] == "keeper"
+        passed |= {a.split("=", 1)[0].removeprefix("--") for a in args[1:]}
+    # `secretfs keeper` takes its own flags and the global logging ones
+    defined = cli_long_flags("KeeperArgs", "LogArgs")
+    assert {"socket", "log", "log-format-json"} <= defined
+    missing = sorted(passed - defined)
+    assert missing == [], f"flags the chart passes but `secretfs keeper` does not define: {missing}"

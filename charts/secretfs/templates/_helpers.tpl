@@ -52,3 +52,36 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "secretfs.pluginDir" -}}
 {{- printf "%s/plugins/csi-secrets-store" (include "secretfs.kubeletDir" .) -}}
 {{- end -}}
+
+{{/* Name of the keeper DaemonSet: <fullname>-keeper, within 63 characters. */}}
+{{- define "secretfs.keeperFullname" -}}
+{{- printf "%s-keeper" (include "secretfs.fullname" . | trunc 56 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/*
+Host directory of the keeper's socket, next to the plugin directory rather
+than in it: the keeper needs its socket only, not the CSI socket or the
+node plugin's state records.
+*/}}
+{{- define "secretfs.keeperDir" -}}
+{{- printf "%s-keeper" (include "secretfs.pluginDir" .) -}}
+{{- end -}}
+
+{{/*
+Selector labels of the keeper pods. Their app.kubernetes.io/name differs
+from the node plugin's: the node DaemonSet selects on name and instance only
+(an immutable selector), so keeper pods sharing both would be claimed by it.
+*/}}
+{{- define "secretfs.keeperSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-keeper" (include "secretfs.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: keeper
+{{- end -}}
+
+{{- define "secretfs.keeperLabels" -}}
+{{ include "secretfs.keeperSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: secretfs
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
