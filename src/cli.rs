@@ -35,6 +35,10 @@ pub enum Command {
     /// (`v1alpha1.CSIDriverProvider` on a unix socket), in place of the
     /// upstream Azure provider DaemonSet behind the upstream driver.
     Provider(Box<ProviderArgs>),
+    /// Hold the /dev/fuse connections of the node plugin's volumes (and
+    /// their state, in locked memory) so the volumes survive a restart or
+    /// upgrade of the node plugin.
+    Keeper(KeeperArgs),
 }
 
 /// Logging options, shared by every command.
@@ -208,6 +212,15 @@ pub struct AdminArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `secretfs keeper`.
+#[derive(Debug, Clone, Args)]
+pub struct KeeperArgs {
+    /// The socket the node plugin hands its volumes to (mode 0600; its
+    /// directory is created with mode 0700 if missing).
+    #[arg(long, default_value = crate::keeper::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 /// `secretfs refresh`.

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod duration;
 pub mod endpoints;
 pub mod hygiene;
+pub mod keeper;
 pub mod logging;
 pub mod metrics;
 pub mod names;
@@ -78,5 +79,6 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             admin_command(&args.admin, Some(target))
         }
         Command::Provider(args) => provider_server::run(&args).map_err(Into::into),
+        Command::Keeper(args) => keeper::run(&args).map_err(Into::into),
     }
 }
