@@ -93,6 +93,17 @@ pub struct NodeArgs {
     /// (mode 0600; empty to disable).
     #[arg(long, default_value = crate::admin::DEFAULT_SOCKET)]
     pub admin_socket: String,
+    /// Directory (on the host, surviving the container) of one record per
+    /// published volume, without secrets: at start the node takes those
+    /// volumes over or repairs them. Empty: volumes are not recorded.
+    #[arg(long, default_value = "")]
+    pub state_dir: String,
+    /// Socket of `secretfs keeper`, which holds the volumes' FUSE
+    /// connections (and their secrets, in locked memory) while the node
+    /// plugin restarts. Needs --state-dir. Empty: volumes die with the
+    /// process (their pods see ENOTCONN until they restart).
+    #[arg(long, default_value = "")]
+    pub keeper_socket: String,
     /// Address of /metrics, /healthz and /readyz (`:8095` for every
     /// address; empty to disable).
     #[arg(long, default_value = ":8095")]

@@ -72,6 +72,8 @@ pub struct Metrics {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_bytes: Gauge,
+    /// Volumes of a previous process at start: taken over or lost.
+    pub restored_volumes: Family<OutcomeLabels, Counter>,
 }
 
 fn histogram() -> Histogram {
@@ -98,6 +100,7 @@ impl Metrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             cache_bytes: Gauge::default(),
+            restored_volumes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -175,6 +178,11 @@ impl Metrics {
             "Bytes of secret material in the shared cache",
             metrics.cache_bytes.clone(),
         );
+        registry.register(
+            "secretfs_restored_volumes",
+            "Volumes of a previous process at start, by outcome (adopted: served again with no remount; lost: the pod needs a restart)",
+            metrics.restored_volumes.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -219,6 +227,20 @@ impl Metrics {
         self.node_unpublish.get_or_create(&os()).inc();
         if had_volume {
             self.volumes.dec();
+        }
+    }
+
+    /// Volumes of a previous process taken over (`adopted`) or `lost`.
+    pub fn restored(&self, adopted: usize, lost: usize) {
+        for (outcome, n) in [("adopted", adopted), ("lost", lost)] {
+            self.restored_volumes
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc_by(n as u64);
+            if outcome == "adopted" {
+                self.volumes.inc_by(n as i64);
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use crate::provider::azure::{AzureProvider, CloudName};
 use crate::provider::external::ExternalConfig;
 use crate::provider::{Provider, ProviderRegistry};
 use crate::spc::{KubeSpcs, SpcDir, SpcSource};
-use crate::volume::{Driver, DriverConfig};
+use crate::volume::{Driver, DriverConfig, Persistence};
 
 /// The version reported to kubelet.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,6 +41,16 @@ pub enum NodeError {
     Kube(String),
     #[error(transparent)]
     Server(#[from] secretfs_csi::ServerError),
+    #[error(
+        "--keeper-socket needs --state-dir: the keeper holds connections, the state directory says what they are"
+    )]
+    KeeperWithoutState,
+    #[error("cannot create --state-dir {path:?}: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -125,12 +135,28 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
         classes,
         providers,
     );
-    Ok(match client {
+    let driver = match client {
         Some(client) => driver.with_syncer(Arc::new(
             crate::sync::Syncer::new(client, &args.node_id).with_secrets(args.sync_secrets),
         )),
         None => driver,
-    })
+    };
+    if args.state_dir.is_empty() {
+        if !args.keeper_socket.is_empty() {
+            return Err(NodeError::KeeperWithoutState);
+        }
+        return Ok(driver);
+    }
+    let keeper =
+        (!args.keeper_socket.is_empty()).then(|| std::path::Path::new(&args.keeper_socket));
+    let persistence =
+        Persistence::new(std::path::Path::new(&args.state_dir), keeper).map_err(|source| {
+            NodeError::StateDir {
+                path: args.state_dir.clone().into(),
+                source,
+            }
+        })?;
+    Ok(driver.with_persistence(persistence))
 }
 
 /// Serves CSI on `--endpoint` until SIGTERM or SIGINT.
@@ -144,6 +170,19 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
         tracing::warn!(error = %err, "memory hygiene");
     }
     let driver = Arc::new(driver(args).await?);
+    // Before kubelet can call: the previous process's volumes first.
+    let restored = driver.restore().await;
+    if restored.adopted > 0 || !restored.lost.is_empty() {
+        tracing::info!(
+            adopted = restored.adopted,
+            lost = restored.lost.len(),
+            "volumes of the previous process"
+        );
+    }
+    for pod in &restored.lost {
+        tracing::warn!(pod = %pod, "this pod lost its secrets volume with the previous process: restart it");
+    }
+    let keeper_watch = tokio::spawn(driver.clone().watch_keeper());
     let path = secretfs_csi::socket_path(&args.endpoint)?;
     let listener = secretfs_csi::bind(&path)?;
     let (identity, node) =
@@ -189,11 +228,21 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     if let Some(scheduler) = scheduler {
         scheduler.abort();
     }
+    keeper_watch.abort();
+    // Stop between requests and leave every mount to the keeper; the next
+    // process takes them over.
+    let handed = driver.hand_over(std::time::Duration::from_secs(5)).await;
+    if handed > 0 {
+        tracing::info!(
+            volumes = handed,
+            "volumes left to the keeper for the next process"
+        );
+    }
     let left = driver.published().await;
     if !left.is_empty() {
         tracing::warn!(
             volumes = left.len(),
-            "stopping with volumes mounted: their pods lose access until they restart (restart survival is not built yet)"
+            "stopping with volumes mounted and no keeper: their pods lose access until they restart (see --keeper-socket)"
         );
     }
     Ok(())

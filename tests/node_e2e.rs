@@ -11,4 +11,5 @@ mod node_e2e {
     mod identities;
     mod seed;
     mod standalone;
+    mod survival;
 }

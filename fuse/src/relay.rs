@@ -107,6 +107,7 @@ impl Relay {
                 for _ in 0..sessions {
                     let _ = rustix::io::write(&relay.sock, &wire::destroy_request());
                 }
+                relay.wait_for_destroyed(sessions, Duration::from_secs(1));
                 end
             }
         })?;
@@ -227,6 +228,35 @@ impl Running {
                 && let Some(end) = self.forward()
             {
                 return end;
+            }
+        }
+    }
+
+    /// Reads (and drops) what fuser still sends until it has answered
+    /// `sessions` DESTROY requests, so those answers find a reader.
+    fn wait_for_destroyed(&mut self, sessions: usize, limit: Duration) {
+        let until = Instant::now() + limit;
+        let mut answered = 0;
+        while answered < sessions {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let timeout = Timespec::try_from(left).ok();
+            let mut fds = [PollFd::new(&self.sock, PollFlags::IN)];
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(Errno::INTR) => continue,
+                Err(_) => return,
+            }
+            match rustix::io::read(&self.sock, &mut self.from_fuser) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if wire::reply_unique(&self.from_fuser[..n]) == Some(wire::DESTROY_UNIQUE) {
+                        answered += 1;
+                    }
+                }
             }
         }
     }

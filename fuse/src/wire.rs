@@ -34,12 +34,16 @@ pub(crate) fn request_id(message: &[u8]) -> Option<(u32, u64)> {
     Some((opcode, unique))
 }
 
+/// The id of our own DESTROY requests (the kernel's ids count up from 1
+/// and use the top bit only to mark resent requests).
+pub(crate) const DESTROY_UNIQUE: u64 = u64::MAX >> 1;
+
 /// A DESTROY request, as the kernel sends when a connection ends.
 pub(crate) fn destroy_request() -> [u8; IN_HEADER_LEN] {
     let mut message = [0u8; IN_HEADER_LEN];
     message[0..4].copy_from_slice(&(IN_HEADER_LEN as u32).to_ne_bytes());
     message[4..8].copy_from_slice(&OP_DESTROY.to_ne_bytes());
-    message[8..16].copy_from_slice(&u64::MAX.to_ne_bytes());
+    message[8..16].copy_from_slice(&DESTROY_UNIQUE.to_ne_bytes());
     message
 }
 

@@ -11,6 +11,7 @@
 mod context;
 mod errors;
 mod lazy;
+mod survival;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use crate::provider::{
 use crate::spc::{SecretObject, SpcSource};
 
 pub use context::{PublishContext, check_target};
+pub use survival::{Persistence, RestoreReport};
 
 /// Settings of the volume manager.
 #[derive(Debug, Clone)]
@@ -81,6 +83,9 @@ struct Published {
     /// Lazy volumes: the request their files load with (kept current on
     /// republish, so a load uses the pod's newest tokens).
     live: Option<Arc<std::sync::Mutex<MountRequest>>>,
+    /// Kubelet's `csi.storage.k8s.io/*` keys (tokens excluded), for an
+    /// external provider after a restart.
+    kubelet_keys: std::collections::BTreeMap<String, String>,
 }
 
 /// Per-target slot: operations on one target run one at a time; different
@@ -96,6 +101,8 @@ pub struct Driver {
     syncer: Option<Arc<crate::sync::Syncer>>,
     /// FUSE request counts: live volumes, plus those already unmounted.
     fuse: std::sync::Mutex<FuseTally>,
+    /// State directory and keeper, when volumes survive restarts.
+    persist: Option<Arc<Persistence>>,
 }
 
 #[derive(Default)]
@@ -133,7 +140,17 @@ impl Driver {
             targets: std::sync::Mutex::new(HashMap::new()),
             syncer: None,
             fuse: std::sync::Mutex::new(FuseTally::default()),
+            persist: None,
         }
+    }
+
+    /// Counts the FUSE requests of a volume served from now on.
+    fn track(&self, target: &Path, published: &Published) {
+        self.fuse
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live
+            .insert(target.to_owned(), published.mounted.volume().core().clone());
     }
 
     /// FUSE requests that reached this process since it started:
@@ -363,6 +380,9 @@ impl Driver {
         if outcome.changed() || !published.synced {
             self.sync(target, published).await;
         }
+        if outcome.changed() {
+            self.persist(target, published).await;
+        }
         Ok(outcome)
     }
 
@@ -397,6 +417,12 @@ impl Driver {
             })?),
             None => None,
         };
+        let kubelet_keys = ProviderVolume::new(
+            &ctx.class,
+            &request.target_path,
+            request.volume_context.iter(),
+        )
+        .kubelet_keys;
         let provider = self
             .providers
             .lookup(&spec.provider, || {
@@ -468,20 +494,7 @@ impl Driver {
                         ))
                     })?
                     .map_err(|e| errors::provider_failed(&ctx.class, &e))?;
-                let files = planned
-                    .iter()
-                    .map(|f| {
-                        let source = lazy::LazyFile::new(provider.clone(), live.clone(), &f.path);
-                        FileSpec::new(
-                            &f.path,
-                            f.mode.bits(),
-                            0,
-                            gid,
-                            Content::Lazy(Arc::new(source)),
-                        )
-                        .map_err(|e| VolumeError::invalid(format!("object {}: {e}", f.object_id)))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let files = lazy_file_specs(&provider, live, &planned, gid)?;
                 (crate::provider::MountResponse::default(), files)
             }
         };
@@ -535,6 +548,7 @@ impl Driver {
             refreshed_at: std::time::SystemTime::now(),
             last_error: None,
             live,
+            kubelet_keys,
         })
     }
 
@@ -616,6 +630,7 @@ impl VolumeManager for Driver {
                 *live.lock().unwrap_or_else(|e| e.into_inner()) = existing.request.clone();
             }
             tracing::debug!(target = ?request.target_path, "republish: tokens refreshed");
+            self.persist(&request.target_path, existing).await;
             return Ok(());
         }
         let mut new = match self.publish_new(&request, ctx).await {
@@ -627,15 +642,9 @@ impl VolumeManager for Driver {
             }
         };
         crate::metrics::global().published(new.provider.name());
-        self.fuse
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .live
-            .insert(
-                request.target_path.clone(),
-                new.mounted.volume().core().clone(),
-            );
+        self.track(&request.target_path, &new);
         self.sync(&request.target_path, &mut new).await;
+        self.persist(&request.target_path, &new).await;
         tracing::info!(
             target = ?request.target_path,
             pod = %new.request.pod.name,
@@ -699,6 +708,7 @@ impl VolumeManager for Driver {
             Err(_) => crate::metrics::global().unpublish_failed(),
         }
         if result.is_ok() {
+            self.forget(&request.target_path).await;
             let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
             targets.remove(&request.target_path);
         }
@@ -756,6 +766,48 @@ impl RefreshOutcome {
     pub fn changed(&self) -> bool {
         self.replaced + self.added + self.removed > 0
     }
+}
+
+/// The entries of a lazy volume: each loads on first access.
+fn lazy_file_specs(
+    provider: &Arc<dyn Provider>,
+    live: &Arc<std::sync::Mutex<MountRequest>>,
+    planned: &[crate::provider::PlannedFile],
+    gid: u32,
+) -> Result<Vec<FileSpec>, VolumeError> {
+    planned
+        .iter()
+        .map(|f| {
+            let source = lazy::LazyFile::new(provider.clone(), live.clone(), &f.path);
+            FileSpec::new(
+                &f.path,
+                f.mode.bits(),
+                0,
+                gid,
+                Content::Lazy(Arc::new(source)),
+            )
+            .map_err(|e| VolumeError::invalid(format!("object {}: {e}", f.object_id)))
+        })
+        .collect()
+}
+
+/// [`lazy_file_specs`] from the provider's plan for `request`.
+fn lazy_specs(
+    provider: &Arc<dyn Provider>,
+    live: &Arc<std::sync::Mutex<MountRequest>>,
+    request: &MountRequest,
+    gid: u32,
+) -> Result<Vec<FileSpec>, VolumeError> {
+    let planned = provider
+        .plan(request)
+        .ok_or_else(|| {
+            VolumeError::invalid(format!(
+                "provider {:?} cannot mount lazily",
+                provider.name()
+            ))
+        })?
+        .map_err(|e| errors::provider_failed("(restored volume)", &e))?;
+    lazy_file_specs(provider, live, &planned, gid)
 }
 
 /// The file-system entry of a provider's file: owned by root, group `gid`.

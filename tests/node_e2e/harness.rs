@@ -23,8 +23,24 @@ pub struct Env {
     pub metrics_addr: std::net::SocketAddr,
     /// The node's admin socket (`secretfs status`, `secretfs refresh`).
     pub admin_socket: PathBuf,
+    /// The node's state directory (restart survival).
+    pub state_dir: PathBuf,
+    socket: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(String, std::ffi::OsString)>,
     child: Child,
+    /// `secretfs keeper`, when volumes survive restarts.
+    keeper: Option<Child>,
     _dir: tempfile::TempDir,
+}
+
+/// How the node plugin is stopped before a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGTERM: a graceful hand-over.
+    Term,
+    /// SIGKILL: a crash.
+    Kill,
 }
 
 impl Env {
@@ -36,6 +52,19 @@ impl Env {
     /// With `kubeconfig`, the node reads classes from (and syncs to) that
     /// API server instead of a directory.
     pub async fn start_with(classes: &[String], kubeconfig: Option<&Path>) -> Env {
+        Self::start_full(classes, kubeconfig, false).await
+    }
+
+    /// With a state directory and, if `keeper`, a `secretfs keeper`, so
+    /// volumes survive [`Env::restart`].
+    pub async fn start_surviving(keeper: bool) -> Env {
+        Self::start_full(&[], None, true)
+            .await
+            .with_keeper(keeper)
+            .await
+    }
+
+    async fn start_full(classes: &[String], kubeconfig: Option<&Path>, state: bool) -> Env {
         let emulator = Emulator::start(EmulatorConfig::with_seed(Seed::demo()))
             .await
             .unwrap();
@@ -53,55 +82,38 @@ impl Env {
             .unwrap()
             .local_addr()
             .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_secretfs"));
-        command.arg("node");
+        let mut args: Vec<std::ffi::OsString> = vec!["node".into()];
+        let mut envs = vec![("SECRETFS_LOG".to_owned(), "secretfs=debug,warn".into())];
         match kubeconfig {
-            Some(path) => {
-                command.env("KUBECONFIG", path);
-            }
+            Some(path) => envs.push(("KUBECONFIG".into(), path.into())),
             None => {
-                command.arg("--spc-dir").arg(&class_dir);
+                args.push("--spc-dir".into());
+                args.push(class_dir.into());
             }
         }
-        let child = command
-            .arg(format!("--metrics-addr={metrics_addr}"))
-            .arg("--admin-socket")
-            .arg(dir.path().join("admin.sock"))
-            .arg(format!("--endpoint=unix://{}", socket.display()))
-            .args(["--nodeid", "e2e-node"])
-            .arg("--azure-ca-file")
-            .arg(emulator.ca_path())
-            .arg(format!("--azure-resolve=*.vault.azure.net={addr}"))
-            .arg(format!("--azure-resolve=login.microsoftonline.com={addr}"))
-            .arg(format!("--azure-vault-port={}", addr.port()))
-            .arg(format!(
-                "--azure-authority-host={}",
-                emulator.authority_url()
-            ))
-            .arg(format!("--azure-imds-endpoint={}", emulator.imds_url()))
-            .arg(format!("--azure-nmi-endpoint={}", emulator.imds_url()))
-            .env("SECRETFS_LOG", "secretfs=debug,warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the node plugin did not create its socket"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let state_dir = dir.path().join("state");
+        if state {
+            args.push("--state-dir".into());
+            args.push(state_dir.clone().into());
         }
-        // The metrics listener starts beside the CSI socket: wait for it
-        // too, so tests that read /readyz never race its bind.
-        while std::net::TcpStream::connect(metrics_addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the node plugin did not serve {metrics_addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        args.extend(
+            [
+                format!("--metrics-addr={metrics_addr}"),
+                format!("--admin-socket={}", dir.path().join("admin.sock").display()),
+                format!("--endpoint=unix://{}", socket.display()),
+                "--nodeid=e2e-node".into(),
+                format!("--azure-ca-file={}", emulator.ca_path().display()),
+                format!("--azure-resolve=*.vault.azure.net={addr}"),
+                format!("--azure-resolve=login.microsoftonline.com={addr}"),
+                format!("--azure-vault-port={}", addr.port()),
+                format!("--azure-authority-host={}", emulator.authority_url()),
+                format!("--azure-imds-endpoint={}", emulator.imds_url()),
+                format!("--azure-nmi-endpoint={}", emulator.imds_url()),
+            ]
+            .map(Into::into),
+        );
+        let child = spawn(Path::new(env!("CARGO_BIN_EXE_secretfs")), &args, &envs);
+        wait_until_serving(&socket, metrics_addr).await;
         let kubelet = Kubelet::connect(&socket, &root).await.unwrap();
         Env {
             emulator,
@@ -109,9 +121,116 @@ impl Env {
             root,
             metrics_addr,
             admin_socket: dir.path().join("admin.sock"),
+            state_dir,
+            socket,
+            args,
+            envs,
             child,
+            keeper: None,
             _dir: dir,
         }
+    }
+
+    /// Starts a keeper and restarts the node with it.
+    async fn with_keeper(mut self, keeper: bool) -> Env {
+        if !keeper {
+            return self;
+        }
+        let socket = self.start_keeper().await;
+        self.args
+            .push(format!("--keeper-socket={}", socket.display()).into());
+        self.restart(Stop::Term, None).await;
+        self
+    }
+
+    async fn start_keeper(&mut self) -> PathBuf {
+        let socket = self._dir.path().join("keeper.sock");
+        let _ = std::fs::remove_file(&socket);
+        self.keeper = Some(
+            Command::new(env!("CARGO_BIN_EXE_secretfs"))
+                .arg("keeper")
+                .arg("--socket")
+                .arg(&socket)
+                .env("SECRETFS_LOG", "secretfs=debug,warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the keeper did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        socket
+    }
+
+    /// Kills the keeper (SIGKILL) and starts a new one.
+    pub async fn restart_keeper(&mut self) {
+        if let Some(mut keeper) = self.keeper.take() {
+            let _ = keeper.kill();
+            let _ = keeper.wait();
+        }
+        self.start_keeper().await;
+    }
+
+    /// Stops the node plugin (`how`) and starts it again, from `binary`
+    /// (an upgrade) or the same one; waits until it serves.
+    pub async fn restart(&mut self, how: Stop, binary: Option<&Path>) {
+        let signal = match how {
+            Stop::Term => rustix::process::Signal::TERM,
+            Stop::Kill => rustix::process::Signal::KILL,
+        };
+        rustix::process::kill_process(rustix::process::Pid::from_child(&self.child), signal)
+            .unwrap();
+        let child = &mut self.child;
+        let status = tokio::task::block_in_place(|| child.wait()).unwrap();
+        if how == Stop::Term {
+            assert!(
+                status.success(),
+                "the node plugin stopped cleanly: {status}"
+            );
+        }
+        // A CSI socket left by a killed process is replaced at start.
+        let _ = std::fs::remove_file(&self.socket);
+        let binary = binary.unwrap_or(Path::new(env!("CARGO_BIN_EXE_secretfs")));
+        self.child = spawn(binary, &self.args, &self.envs);
+        wait_until_serving(&self.socket, self.metrics_addr).await;
+        self.kubelet = Kubelet::connect(&self.socket, &self.root).await.unwrap();
+    }
+}
+
+fn spawn(
+    binary: &Path,
+    args: &[std::ffi::OsString],
+    envs: &[(String, std::ffi::OsString)],
+) -> Child {
+    Command::new(binary)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_until_serving(socket: &Path, metrics_addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the node plugin did not create its socket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The metrics listener starts beside the CSI socket: wait for it too,
+    // so tests that read /readyz never race its bind.
+    while std::net::TcpStream::connect(metrics_addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the node plugin did not serve {metrics_addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -166,6 +285,21 @@ impl Drop for Env {
             rustix::process::Signal::TERM,
         );
         let _ = self.child.wait();
+        if let Some(keeper) = &mut self.keeper {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(keeper),
+                rustix::process::Signal::TERM,
+            );
+            let _ = keeper.wait();
+        }
+        // Volumes a test left behind: never leave mounts in a temp dir.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let ours = self._dir.path().to_string_lossy().into_owned();
+        for point in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if point.starts_with(&ours) {
+                let _ = rustix::mount::unmount(point, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
     }
 }
 

@@ -1,0 +1,762 @@
+//! Restart survival (docs/ARCHITECTURE.md, "Restart survival").
+//!
+//! Two places keep a volume alive while no node plugin runs:
+//! - the state directory: one JSON record per volume with everything that
+//!   is not secret (pod, class, parameters, files and versions, the FUSE
+//!   session's INIT exchange). Written at publish and after each change.
+//! - the keeper (`secretfs keeper`): the volume's `/dev/fuse` connection
+//!   (which keeps the mount alive) and, in locked memory, what is secret:
+//!   the files' bytes, the pod's tokens and the publish secrets.
+//!
+//! A starting node reads the records, takes each connection back from the
+//! keeper and serves the same files under the same inode numbers; requests
+//! that waited meanwhile are answered, and on Linux 6.9+ so are those a
+//! killed process left unanswered. What cannot be kept is repaired: a
+//! record without a connection means the mount died with the old process;
+//! it is unmounted and the pods that need a restart are named in the log.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine;
+use secretfs_csi::SecretMap;
+use secretfs_fuse::{
+    Content, FileSpec, MountOptions, MountedVolume, SecretBytes, SessionState, Volume, VolumeId,
+    VolumeSpec,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{Driver, Published, cache_age, unmount_stale};
+use crate::keeper::{KeeperClient, Kept};
+use crate::provider::external::ProviderVolume;
+use crate::provider::{FileMode, MountRequest, MountedFile, ObjectVersion, PodRef, SecretString};
+use crate::spc::SecretObject;
+
+const RECORD_FORMAT: u32 = 1;
+const BLOB_MAGIC: &[u8; 4] = b"SFK1";
+
+/// Where volumes are kept across restarts.
+pub struct Persistence {
+    state_dir: PathBuf,
+    keeper: Option<KeeperLink>,
+}
+
+impl std::fmt::Debug for Persistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persistence")
+            .field("state_dir", &self.state_dir)
+            .field("keeper", &self.keeper.as_ref().map(|k| &k.socket))
+            .finish()
+    }
+}
+
+/// A connection to the keeper, made again after an error.
+struct KeeperLink {
+    socket: PathBuf,
+    client: std::sync::Mutex<Option<KeeperClient>>,
+}
+
+impl KeeperLink {
+    /// Runs `op` on a connected client; on failure the connection is dropped
+    /// and made again next time.
+    fn with<T>(
+        &self,
+        mut op: impl FnMut(&mut KeeperClient) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        let mut guard = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        // A kept connection may lead to a keeper that has since restarted:
+        // on failure, connect again once and retry.
+        if let Some(client) = guard.as_mut() {
+            match op(client) {
+                Ok(value) => return Ok(value),
+                Err(_) => *guard = None,
+            }
+        }
+        let mut client = KeeperClient::connect(&self.socket)?;
+        let result = op(&mut client);
+        if result.is_ok() {
+            *guard = Some(client);
+        }
+        result
+    }
+}
+
+impl Persistence {
+    /// Records go to `state_dir` (created 0700); connections and secrets
+    /// to the keeper at `keeper` (none: volumes die with the process, and
+    /// the next start only repairs).
+    pub fn new(state_dir: &Path, keeper: Option<&Path>) -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)?;
+        Ok(Self {
+            state_dir: state_dir.to_owned(),
+            keeper: keeper.map(|socket| KeeperLink {
+                socket: socket.to_owned(),
+                client: std::sync::Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn has_keeper(&self) -> bool {
+        self.keeper.is_some()
+    }
+
+    fn record_path(&self, target: &Path) -> PathBuf {
+        self.state_dir
+            .join(format!("{}.json", record_name(&target.to_string_lossy())))
+    }
+
+    fn write_record(&self, record: &Record) -> std::io::Result<()> {
+        let path = self.record_path(&record.target);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    fn remove_record(&self, target: &Path) {
+        match std::fs::remove_file(self.record_path(target)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(target = ?target, error = %e, "cannot remove the volume's state record")
+            }
+        }
+    }
+
+    fn records(&self) -> Vec<Record> {
+        let Ok(entries) = std::fs::read_dir(&self.state_dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| serde_json::from_slice::<Record>(&text).map_err(|e| e.to_string()))
+            {
+                Ok(record) if record.format == RECORD_FORMAT => out.push(record),
+                Ok(record) => {
+                    tracing::warn!(file = ?path, format = record.format, "state record of an unknown format: ignored")
+                }
+                Err(e) => {
+                    tracing::warn!(file = ?path, error = %e, "unreadable state record: ignored")
+                }
+            }
+        }
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
+    }
+}
+
+/// A stable file name for a target path (FNV-1a, two seeds).
+fn record_name(target: &str) -> String {
+    let fnv = |seed: u64| {
+        target.bytes().fold(seed, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "{:016x}{:016x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142)
+    )
+}
+
+/// What a volume's record holds: everything needed to serve it again,
+/// except secrets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    format: u32,
+    target: PathBuf,
+    volume_id: String,
+    provider: String,
+    class: String,
+    interval_seconds: Option<u64>,
+    gid: u32,
+    lazy: bool,
+    pod: PodRecord,
+    parameters: BTreeMap<String, String>,
+    default_mode: u32,
+    kubelet_keys: BTreeMap<String, String>,
+    versions: Vec<VersionRecord>,
+    files: Vec<FileRecord>,
+    secret_objects: Vec<SecretObject>,
+    synced: bool,
+    refreshed_at: u64,
+    fuse_init_request: String,
+    fuse_init_reply: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodRecord {
+    name: String,
+    namespace: String,
+    uid: String,
+    service_account: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct VersionRecord {
+    id: String,
+    version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FileRecord {
+    path: String,
+    mode: u32,
+    object: String,
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+fn record_of(target: &Path, p: &Published) -> Record {
+    let state = p.mounted.session_state();
+    Record {
+        format: RECORD_FORMAT,
+        target: target.to_owned(),
+        volume_id: p.mounted.volume().id().as_str().to_owned(),
+        provider: p.provider.name().to_owned(),
+        class: p.class.clone(),
+        interval_seconds: p.interval.map(|d| d.as_secs()),
+        gid: p.gid,
+        lazy: p.live.is_some(),
+        pod: PodRecord {
+            name: p.request.pod.name.clone(),
+            namespace: p.request.pod.namespace.clone(),
+            uid: p.request.pod.uid.clone(),
+            service_account: p.request.pod.service_account.clone(),
+        },
+        parameters: p.request.parameters.clone(),
+        default_mode: p.request.default_mode.bits(),
+        kubelet_keys: p.kubelet_keys.clone(),
+        versions: p
+            .versions
+            .iter()
+            .map(|v| VersionRecord {
+                id: v.id.clone(),
+                version: v.version.clone(),
+            })
+            .collect(),
+        files: p
+            .files
+            .iter()
+            .map(|f| FileRecord {
+                path: f.path.clone(),
+                mode: f.mode.bits(),
+                object: f.object_id.clone(),
+            })
+            .collect(),
+        secret_objects: p.secret_objects.clone(),
+        synced: p.synced,
+        refreshed_at: p
+            .refreshed_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        fuse_init_request: b64().encode(&state.init_request),
+        fuse_init_reply: b64().encode(&state.init_reply),
+    }
+}
+
+/// The secret half of a volume, as the keeper holds it.
+struct Secrets {
+    tokens: Option<SecretString>,
+    secrets: SecretMap,
+    files: BTreeMap<String, Arc<SecretBytes>>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("files", &self.files.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encodes the secret half into one buffer allocated at its final size
+/// (no reallocation leaves a copy behind): magic, tokens (`u32::MAX` length
+/// when absent), secrets as key/value pairs, files as path/bytes pairs;
+/// every field a little-endian `u32` length and its bytes.
+fn encode_secrets(p: &Published) -> Zeroizing<Vec<u8>> {
+    let tokens = p
+        .request
+        .service_account_tokens
+        .as_ref()
+        .map(|t| t.expose().as_bytes());
+    let secrets: Vec<(&str, &str)> = p.request.secrets.expose().collect();
+    let files: Vec<(&str, &[u8])> = p
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.contents.expose()))
+        .collect();
+    let size = 4
+        + 4
+        + tokens.map_or(0, <[u8]>::len)
+        + 4
+        + secrets
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum::<usize>()
+        + 4
+        + files
+            .iter()
+            .map(|(k, v)| 8 + k.len() + v.len())
+            .sum::<usize>();
+    let mut out = Zeroizing::new(Vec::with_capacity(size));
+    let field = |out: &mut Vec<u8>, bytes: &[u8]| {
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    };
+    out.extend_from_slice(BLOB_MAGIC);
+    match tokens {
+        Some(t) => field(&mut out, t),
+        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+    }
+    out.extend_from_slice(&(secrets.len() as u32).to_le_bytes());
+    for (k, v) in &secrets {
+        field(&mut out, k.as_bytes());
+        field(&mut out, v.as_bytes());
+    }
+    out.extend_from_slice(&(files.len() as u32).to_le_bytes());
+    for (k, v) in &files {
+        field(&mut out, k.as_bytes());
+        field(&mut out, v);
+    }
+    debug_assert_eq!(out.len(), size);
+    out
+}
+
+fn decode_secrets(blob: &[u8]) -> Result<Secrets, &'static str> {
+    struct Reader<'a>(&'a [u8]);
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+            if self.0.len() < n {
+                return Err("truncated");
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+        fn u32(&mut self) -> Result<u32, &'static str> {
+            Ok(u32::from_le_bytes(
+                self.take(4)?.try_into().map_err(|_| "truncated")?,
+            ))
+        }
+        fn field(&mut self) -> Result<&'a [u8], &'static str> {
+            let n = self.u32()? as usize;
+            self.take(n)
+        }
+        fn text(&mut self) -> Result<String, &'static str> {
+            String::from_utf8(self.field()?.to_vec()).map_err(|_| "not UTF-8")
+        }
+    }
+    let mut r = Reader(blob);
+    if r.take(4)? != BLOB_MAGIC {
+        return Err("unknown format");
+    }
+    let tokens = match r.u32()? {
+        u32::MAX => None,
+        n => Some(SecretString::new(
+            String::from_utf8(r.take(n as usize)?.to_vec()).map_err(|_| "not UTF-8")?,
+        )),
+    };
+    let mut pairs = Vec::new();
+    for _ in 0..r.u32()? {
+        pairs.push((r.text()?, r.text()?));
+    }
+    let secrets = SecretMap::new(pairs);
+    let mut files = BTreeMap::new();
+    for _ in 0..r.u32()? {
+        let path = r.text()?;
+        files.insert(path, Arc::new(SecretBytes::from_slice(r.field()?)));
+    }
+    if !r.0.is_empty() {
+        return Err("trailing bytes");
+    }
+    Ok(Secrets {
+        tokens,
+        secrets,
+        files,
+    })
+}
+
+/// What a start did with the volumes it found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Volumes served again, with no remount.
+    pub adopted: usize,
+    /// Volumes whose mount could not be kept; their pods need a restart.
+    pub lost: Vec<String>,
+}
+
+impl Driver {
+    /// Keeps volumes across restarts with `persistence`.
+    pub fn with_persistence(mut self, persistence: Persistence) -> Self {
+        self.persist = Some(Arc::new(persistence));
+        self
+    }
+
+    /// Records `p` and hands the keeper its secrets and a duplicate of its
+    /// connection. Failures are logged: the volume works, it just would not
+    /// survive a restart.
+    pub(super) async fn persist(&self, target: &Path, p: &Published) {
+        let Some(persist) = self.persist.clone() else {
+            return;
+        };
+        let record = record_of(target, p);
+        let blob = persist.keeper.is_some().then(|| encode_secrets(p));
+        // The connection goes with every update: a keeper that restarted
+        // since the last one has none.
+        let fd = p
+            .mounted
+            .connection()
+            .and_then(|fd| fd.try_clone_to_owned().ok());
+        let target = target.to_owned();
+        let done = tokio::task::spawn_blocking(move || {
+            if let Err(e) = persist.write_record(&record) {
+                tracing::warn!(target = ?target, error = %e, "cannot write the volume's state record: it will not survive a restart");
+            }
+            if let (Some(link), Some(blob)) = (&persist.keeper, blob) {
+                let key = target.to_string_lossy();
+                let result = link.with(|c| {
+                    use std::os::fd::AsFd;
+                    c.put(&key, fd.as_ref().map(|f| f.as_fd()), &blob)
+                });
+                if let Err(e) = result {
+                    tracing::warn!(target = ?target, error = %e, "the keeper did not take the volume: it will not survive a restart");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "persisting a volume failed");
+        }
+    }
+
+    /// Watches the keeper: when it comes back after a restart (it lost
+    /// everything it held), every volume is handed to it again. Runs until
+    /// the process ends; does nothing without a keeper.
+    pub async fn watch_keeper(self: Arc<Self>) {
+        let Some(socket) = self
+            .persist
+            .as_ref()
+            .and_then(|p| p.keeper.as_ref())
+            .map(|k| k.socket.clone())
+        else {
+            return;
+        };
+        let mut seen = false;
+        loop {
+            let connected = tokio::net::UnixStream::connect(&socket).await;
+            let Ok(mut stream) = connected else {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            };
+            if seen {
+                tracing::info!(socket = ?socket, "the keeper is back: handing it every volume again");
+                for (target, slot) in self.slots() {
+                    let guard = slot.lock().await;
+                    if let Some(published) = guard.as_ref() {
+                        self.persist(&target, published).await;
+                    }
+                }
+            }
+            seen = true;
+            // The keeper never writes on this connection: a read ends only
+            // when the keeper goes away.
+            let mut byte = [0u8; 1];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut byte).await;
+            tracing::warn!(socket = ?socket, "lost the keeper: volumes survive a restart again once it is back");
+        }
+    }
+
+    /// Forgets a volume that was unpublished.
+    pub(super) async fn forget(&self, target: &Path) {
+        let Some(persist) = self.persist.clone() else {
+            return;
+        };
+        let target = target.to_owned();
+        let _ = tokio::task::spawn_blocking(move || {
+            persist.remove_record(&target);
+            if let Some(link) = &persist.keeper
+                && let Err(e) = link.with(|c| c.remove(&target.to_string_lossy()))
+            {
+                tracing::warn!(target = ?target, error = %e, "the keeper did not drop the volume");
+            }
+        })
+        .await;
+    }
+
+    /// Serves again the volumes of a previous process (call once, before
+    /// serving CSI).
+    pub async fn restore(&self) -> RestoreReport {
+        let mut report = RestoreReport::default();
+        let Some(persist) = self.persist.clone() else {
+            return report;
+        };
+        let records = persist.records();
+        let mut kept: BTreeMap<String, Kept> = match &persist.keeper {
+            Some(link) => {
+                let link_persist = persist.clone();
+                let listed = tokio::task::spawn_blocking(move || {
+                    link_persist
+                        .keeper
+                        .as_ref()
+                        .map(|l| l.with(KeeperClient::list))
+                })
+                .await
+                .ok()
+                .flatten();
+                match listed {
+                    Some(Ok(entries)) => entries.into_iter().map(|k| (k.key.clone(), k)).collect(),
+                    Some(Err(e)) => {
+                        tracing::error!(socket = ?link.socket, error = %e, "cannot reach the keeper: volumes of the previous process cannot be taken over");
+                        BTreeMap::new()
+                    }
+                    None => BTreeMap::new(),
+                }
+            }
+            None => BTreeMap::new(),
+        };
+        for record in records {
+            let key = record.target.to_string_lossy().into_owned();
+            let target = record.target.clone();
+            let pod = format!(
+                "{}/{} (uid {})",
+                record.pod.namespace, record.pod.name, record.pod.uid
+            );
+            let outcome = match kept.remove(&key) {
+                Some(entry) => self.adopt(record, entry).await,
+                None => Err(
+                    "its FUSE connection was not kept (no keeper, or the keeper restarted)"
+                        .to_owned(),
+                ),
+            };
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(target = ?target, pod = %pod, "volume taken over from the previous process");
+                    report.adopted += 1;
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        target = ?target,
+                        pod = %pod,
+                        "volume lost: {reason}; restart the pod (its next republish mounts a fresh volume, which reaches only new containers)"
+                    );
+                    let stale = target.clone();
+                    let _ = tokio::task::spawn_blocking(move || unmount_stale(&stale)).await;
+                    self.forget(&target).await;
+                    report.lost.push(pod);
+                }
+            }
+        }
+        // Connections the keeper holds for volumes nobody recorded.
+        for (key, entry) in kept {
+            drop(entry);
+            tracing::warn!(target = %key, "the keeper held a volume with no state record: dropped");
+            let target = PathBuf::from(&key);
+            let _ = tokio::task::spawn_blocking(move || unmount_stale(&target)).await;
+            self.forget(Path::new(&key)).await;
+        }
+        crate::metrics::global().restored(report.adopted, report.lost.len());
+        report
+    }
+
+    async fn adopt(&self, record: Record, entry: Kept) -> Result<(), String> {
+        let secrets = decode_secrets(&entry.blob)
+            .map_err(|e| format!("the keeper's copy is unusable ({e})"))?;
+        let pod = PodRef {
+            name: record.pod.name.clone(),
+            namespace: record.pod.namespace.clone(),
+            uid: record.pod.uid.clone(),
+            service_account: record.pod.service_account.clone(),
+        };
+        let interval = record.interval_seconds.map(std::time::Duration::from_secs);
+        let request = MountRequest {
+            parameters: record.parameters.clone(),
+            pod,
+            service_account_tokens: secrets.tokens,
+            secrets: secrets.secrets,
+            default_mode: FileMode::new(record.default_mode).unwrap_or_default(),
+            current: Vec::new(),
+            node_name: self.config.node_name.clone(),
+            max_age: cache_age(interval.unwrap_or(self.config.rotation_interval)),
+        };
+        let kubelet_keys = record.kubelet_keys.clone();
+        let provider = self
+            .providers
+            .lookup(&record.provider, || ProviderVolume {
+                class: record.class.clone(),
+                target_path: record.target.clone(),
+                kubelet_keys: kubelet_keys.clone(),
+            })
+            .map_err(|e| format!("its provider is not available ({e})"))?;
+        let (specs, files, live) = if record.lazy {
+            let live = Arc::new(std::sync::Mutex::new(request.clone()));
+            let specs =
+                super::lazy_specs(&provider, &live, &request, record.gid).map_err(|e| e.message)?;
+            (specs, Vec::new(), Some(live))
+        } else {
+            let mut files = Vec::new();
+            let mut specs = Vec::new();
+            for f in &record.files {
+                let contents = secrets
+                    .files
+                    .get(&f.path)
+                    .cloned()
+                    .ok_or_else(|| format!("the keeper has no bytes for {:?}", f.path))?;
+                let mode = FileMode::new(f.mode).unwrap_or_default();
+                specs.push(
+                    FileSpec::new(
+                        &f.path,
+                        mode.bits(),
+                        0,
+                        record.gid,
+                        Content::Ready(contents.clone()),
+                    )
+                    .map_err(|e| e.to_string())?,
+                );
+                files.push(MountedFile {
+                    path: f.path.clone(),
+                    mode,
+                    contents,
+                    object_id: f.object.clone(),
+                });
+            }
+            (specs, files, None)
+        };
+        let volume = Volume::new(VolumeSpec {
+            id: VolumeId::new(&record.volume_id),
+            dir_uid: 0,
+            dir_gid: record.gid,
+            files: specs,
+        })
+        .map_err(|e| e.to_string())?;
+        let state = SessionState {
+            init_request: b64()
+                .decode(&record.fuse_init_request)
+                .map_err(|e| e.to_string())?,
+            init_reply: b64()
+                .decode(&record.fuse_init_reply)
+                .map_err(|e| e.to_string())?,
+        };
+        let options = MountOptions {
+            read_mode: self.config.read_mode,
+            ..MountOptions::default()
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let target = record.target.clone();
+        let fd = entry.fd;
+        let mounted = tokio::task::spawn_blocking(move || {
+            MountedVolume::adopt(volume, &target, fd, &state, &options, runtime)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let published = Published {
+            mounted,
+            provider,
+            gid: record.gid,
+            class: record.class.clone(),
+            interval,
+            request,
+            versions: record
+                .versions
+                .iter()
+                .map(|v| ObjectVersion {
+                    id: v.id.clone(),
+                    version: v.version.clone(),
+                })
+                .collect(),
+            files,
+            secret_objects: record.secret_objects.clone(),
+            synced: record.synced,
+            refreshed_at: std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(record.refreshed_at),
+            last_error: None,
+            live,
+            kubelet_keys: record.kubelet_keys.clone(),
+        };
+        self.track(&record.target, &published);
+        *self.slot(&record.target).lock().await = Some(published);
+        Ok(())
+    }
+
+    /// Stops serving every volume without unmounting, after the keeper has
+    /// its newest state: the next process takes them over. Without a
+    /// keeper this does nothing (the volumes die with the process).
+    pub async fn hand_over(&self, drain: std::time::Duration) -> usize {
+        let Some(persist) = self.persist.clone() else {
+            return 0;
+        };
+        if !persist.has_keeper() {
+            return 0;
+        }
+        let mut handed = 0;
+        for (target, slot) in self.slots() {
+            let mut guard = slot.lock().await;
+            let Some(published) = guard.take() else {
+                continue;
+            };
+            self.persist(&target, &published).await;
+            let released =
+                tokio::task::spawn_blocking(move || published.mounted.release(drain)).await;
+            match released {
+                Ok(r) if r.unanswered > 0 => {
+                    tracing::warn!(target = ?target, unanswered = r.unanswered, "requests left unanswered at hand-over; the next process gets them again on Linux 6.9+")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(target = ?target, error = %e, "release failed"),
+            }
+            handed += 1;
+        }
+        handed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_names_are_stable_and_distinct() {
+        let a = record_name("/var/lib/kubelet/pods/a/volumes/x/mount");
+        assert_eq!(a, record_name("/var/lib/kubelet/pods/a/volumes/x/mount"));
+        assert_ne!(a, record_name("/var/lib/kubelet/pods/b/volumes/x/mount"));
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn damaged_blobs_are_refused_not_trusted() {
+        assert_eq!(decode_secrets(b"").unwrap_err(), "truncated");
+        assert_eq!(decode_secrets(b"XXXX").unwrap_err(), "unknown format");
+        let mut blob = BLOB_MAGIC.to_vec();
+        blob.extend_from_slice(&u32::MAX.to_le_bytes());
+        blob.extend_from_slice(&0u32.to_le_bytes());
+        blob.extend_from_slice(&1u32.to_le_bytes());
+        blob.extend_from_slice(&100u32.to_le_bytes());
+        assert_eq!(decode_secrets(&blob).unwrap_err(), "truncated");
+        let mut ok = BLOB_MAGIC.to_vec();
+        ok.extend_from_slice(&u32::MAX.to_le_bytes());
+        ok.extend_from_slice(&0u32.to_le_bytes());
+        ok.extend_from_slice(&0u32.to_le_bytes());
+        let decoded = decode_secrets(&ok).unwrap();
+        assert!(decoded.tokens.is_none() && decoded.files.is_empty());
+        ok.push(0);
+        assert_eq!(decode_secrets(&ok).unwrap_err(), "trailing bytes");
+    }
+}
