@@ -32,10 +32,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         total += seconds;
         rest = tail;
     }
-    if total <= 0.0 || !total.is_finite() {
+    if total <= 0.0 || total.is_nan() {
         return Err(format!("{text:?} must be longer than zero"));
     }
-    Ok(Duration::from_secs_f64(total))
+    // `from_secs_f64` panics past u64::MAX seconds.
+    Duration::try_from_secs_f64(total)
+        .map_err(|_| format!("{text:?} is too long: write e.g. 30s, 2m or 1h30m"))
 }
 
 #[cfg(test)]
@@ -52,5 +54,12 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert!(parse("2x").unwrap_err().contains("30s"));
+        // Past u64::MAX seconds: an error, not a panic.
+        for huge in [
+            "100000000000000000000h".to_owned(),
+            format!("{}s", "9".repeat(400)),
+        ] {
+            assert!(parse(&huge).unwrap_err().contains("too long"), "{huge}");
+        }
     }
 }

@@ -69,6 +69,14 @@ pub fn read(request: &PublishRequest) -> Result<PublishContext, VolumeError> {
             )
         })?
         .to_owned();
+    if !valid_object_name(&class) {
+        return Err(VolumeError::invalid(format!(
+            "secretProviderClass {:?} is not a valid SecretProviderClass name: set \
+             volumeAttributes.secretProviderClass to the metadata.name of a SecretProviderClass in the \
+             pod's namespace (lowercase letters, digits, '-' and '.', at most 253)",
+            shorten(&class)
+        )));
+    }
     check_target(&request.target_path, &pod.uid)?;
     // Kubernetes ≥ 1.35 may put the tokens in the request secrets instead.
     let tokens = request
@@ -80,9 +88,51 @@ pub fn read(request: &PublishRequest) -> Result<PublishContext, VolumeError> {
     Ok(PublishContext { pod, class, tokens })
 }
 
+/// A Kubernetes object name (RFC 1123 subdomain). The class name goes into
+/// the API path of a live read, so anything else (`/`, `..`, NUL) must
+/// never get that far.
+fn valid_object_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=253).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'.')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+}
+
+/// At most 64 characters of `text`, for messages.
+fn shorten(text: &str) -> String {
+    let mut short: String = text.chars().take(64).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    short
+}
+
+/// Linux's PATH_MAX and NAME_MAX: kubelet never creates a longer target.
+const MAX_TARGET_LEN: usize = 4095;
+const MAX_TARGET_NAME_LEN: usize = 255;
+
 /// The target must be `…/pods/<pod uid>/volumes/kubernetes.io~csi/<name>/mount`
 /// with the uid of the pod in the request (upstream's CVE-2020-8568 rule).
 pub fn check_target(target: &Path, pod_uid: &str) -> Result<(), VolumeError> {
+    let too_long = target.as_os_str().len() > MAX_TARGET_LEN
+        || target
+            .components()
+            .any(|c| c.as_os_str().len() > MAX_TARGET_NAME_LEN);
+    if too_long {
+        return Err(VolumeError::new(
+            ErrorCode::InvalidArgument,
+            "UnexpectedTargetPath",
+            format!(
+                "target path {:?} ({} bytes) is longer than a path kubelet creates (at most {MAX_TARGET_LEN} \
+                 bytes, {MAX_TARGET_NAME_LEN} per name): it is not a volume of pod {pod_uid}",
+                shorten(&target.to_string_lossy()),
+                target.as_os_str().len()
+            ),
+        ));
+    }
     let names: Vec<&str> = target
         .components()
         .filter_map(|c| match c {
@@ -217,9 +267,72 @@ mod tests {
             format!("/var/lib/kubelet/pods/{UID}/volumes/kubernetes.io~empty-dir/v/mount"),
             format!("pods/{UID}/volumes/kubernetes.io~csi/v/mount"),
             "/etc".to_owned(),
+            format!(
+                "/var/lib/kubelet/pods/{UID}/volumes/kubernetes.io~csi/{}/mount",
+                "v".repeat(256)
+            ),
+            format!(
+                "/var/lib/kubelet/{}/pods/{UID}/volumes/kubernetes.io~csi/v/mount",
+                "d/".repeat(2100)
+            ),
         ] {
             let err = check_target(Path::new(&bad), UID).unwrap_err();
             assert_eq!(err.error_type, "UnexpectedTargetPath", "{bad}");
+            assert!(err.message.len() < 512, "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn the_class_name_must_be_a_kubernetes_name() {
+        for good in ["azure-kvname", "a", "v1.class-2", &"c".repeat(253)] {
+            let req = request(&[]);
+            let mut ctx: Vec<(String, String)> = req
+                .volume_context
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            ctx.retain(|(k, _)| k != keys::SECRET_PROVIDER_CLASS);
+            ctx.push((keys::SECRET_PROVIDER_CLASS.to_owned(), good.to_owned()));
+            let req = PublishRequest {
+                volume_context: VolumeContext::new(ctx),
+                ..req
+            };
+            assert_eq!(read(&req).unwrap().class, good);
+        }
+        for bad in [
+            "../x",
+            "a/b",
+            "A",
+            "a\0b",
+            "-a",
+            "a.",
+            &"c".repeat(254),
+            "a b",
+        ] {
+            let req = request(&[]);
+            let ctx = req
+                .volume_context
+                .iter()
+                .map(|(k, v)| {
+                    let v = if k == keys::SECRET_PROVIDER_CLASS {
+                        bad
+                    } else {
+                        v
+                    };
+                    (k.to_owned(), v.to_owned())
+                })
+                .collect::<Vec<_>>();
+            let req = PublishRequest {
+                volume_context: VolumeContext::new(ctx),
+                ..req
+            };
+            let err = read(&req).unwrap_err();
+            assert!(
+                err.message
+                    .contains("is not a valid SecretProviderClass name"),
+                "{bad}: {}",
+                err.message
+            );
         }
     }
 }

@@ -28,8 +28,9 @@
 //!   a process-wide environment variable ([`cloud`]).
 //! - Stricter input checks, because the values end up in URLs and paths:
 //!   `tenantID`, `clientID`, `userAssignedIdentityID`, `objectName` and
-//!   `objectVersion` must use their documented character sets, and
-//!   `filePermission` must be at most `0777`.
+//!   `objectVersion` must use their documented character sets,
+//!   `filePermission` must be at most `0777`, and one volume mounts at most
+//!   10 000 files (objects, counting `objectVersionHistory` slots).
 //! - More lenient where upstream would fail for no good reason:
 //!   `objectType`/`objectFormat`/`objectEncoding` are case-insensitive,
 //!   `objectVersion: latest` also works without history, unknown object fields

@@ -16,6 +16,12 @@
 //! and reported as warnings (they are usually typos). Every problem of every
 //! object is reported at once; each names the object's index and field and
 //! says what is allowed.
+//!
+//! One volume mounts at most [`MAX_FILES`] files (objects, counting every
+//! `objectVersionHistory` slot). Upstream has no such limit, but fetches the
+//! objects one after the other inside kubelet's ~2 minute deadline, so no
+//! class near it mounts there either; without it a class could make the
+//! node plan a billion files (`objectVersionHistory: 1000000000`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +29,9 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::provider::{ErrorKind, FileMode, Plan, PlanError, PlannedFile, validate_relative_path};
+
+/// The most files the objects of one volume may make.
+pub const MAX_FILES: usize = 10_000;
 
 /// `objectType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -186,6 +195,16 @@ pub enum ObjectsError {
     /// `array` is empty.
     #[error("objects array is empty: list at least one object")]
     Empty,
+    /// More objects than [`MAX_FILES`].
+    #[error(
+        "objects array lists {0} objects: one volume mounts at most {MAX_FILES}; split them over several SecretProviderClasses"
+    )]
+    TooManyObjects(usize),
+    /// More files than [`MAX_FILES`], counting version-history slots.
+    #[error(
+        "objects make {0} files (one per object, objectVersionHistory per object with history): one volume mounts at most {MAX_FILES}; lower objectVersionHistory or split the objects over several SecretProviderClasses"
+    )]
+    TooManyFiles(usize),
     /// One or more objects are invalid.
     #[error("{}", join_errors(.0))]
     Objects(Vec<ObjectFieldError>),
@@ -274,6 +293,9 @@ pub fn parse_objects(objects: &str) -> Result<ParsedObjects, ObjectsError> {
     if items.is_empty() {
         return Err(ObjectsError::Empty);
     }
+    if items.len() > MAX_FILES {
+        return Err(ObjectsError::TooManyObjects(items.len()));
+    }
     let mut parsed = ParsedObjects {
         objects: Vec::with_capacity(items.len()),
         warnings: Vec::new(),
@@ -285,11 +307,18 @@ pub fn parse_objects(objects: &str) -> Result<ParsedObjects, ObjectsError> {
             Err(mut e) => errors.append(&mut e),
         }
     }
-    if errors.is_empty() {
-        Ok(parsed)
-    } else {
-        Err(ObjectsError::Objects(errors))
+    if !errors.is_empty() {
+        return Err(ObjectsError::Objects(errors));
     }
+    let files: usize = parsed
+        .objects
+        .iter()
+        .map(|o| o.version_history.max(1) as usize)
+        .sum();
+    if files > MAX_FILES {
+        return Err(ObjectsError::TooManyFiles(files));
+    }
+    Ok(parsed)
 }
 
 fn parse_item(
@@ -403,12 +432,12 @@ fn parse_item(
     let version_history = match trimmed(raw.object_version_history) {
         None => 0,
         Some(h) => match h.strip_prefix('+').unwrap_or(&h).parse::<u32>() {
-            Ok(n) if n <= i32::MAX as u32 => n,
+            Ok(n) if n as usize <= MAX_FILES => n,
             _ => {
                 err(
                     "objectVersionHistory",
                     format!(
-                        "{h:?} is not valid: use a whole number (0 or 1 mount one version, N > 1 mounts the N newest versions as <file>/0 … <file>/N-1)"
+                        "{h:?} is not valid: use a whole number, at most {MAX_FILES} (0 or 1 mount one version, N > 1 mounts the N newest versions as <file>/0 … <file>/N-1)"
                     ),
                 );
                 0

@@ -181,6 +181,41 @@ fn outer_shape_errors() {
 }
 
 #[test]
+fn one_volume_makes_at_most_max_files() {
+    // Objects beyond the limit are refused before any of them is parsed.
+    let many: Vec<String> = (0..=MAX_FILES)
+        .map(|i| format!("objectName: s{i}\nobjectType: secret"))
+        .collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(
+        parse_objects(&objects(&refs)),
+        Err(ObjectsError::TooManyObjects(MAX_FILES + 1))
+    );
+    assert!(parse_objects(&objects(&refs[..MAX_FILES])).is_ok());
+    // A history beyond it is a field error; histories adding up beyond it
+    // are refused as a whole.
+    assert!(
+        error("objectName: a\nobjectType: secret\nobjectVersionHistory: 1000000000")
+            .contains("\"1000000000\" is not valid: use a whole number, at most 10000")
+    );
+    let max = one(&format!(
+        "objectName: a\nobjectType: secret\nobjectVersionHistory: {MAX_FILES}"
+    ));
+    assert_eq!(max.planned_files(FileMode::DEFAULT).len(), MAX_FILES);
+    let err = parse_objects(&objects(&[
+        "objectName: a\nobjectType: secret\nobjectVersionHistory: 6000",
+        "objectName: b\nobjectType: secret\nobjectVersionHistory: 4000",
+        "objectName: c\nobjectType: secret",
+    ]))
+    .unwrap_err();
+    assert_eq!(err, ObjectsError::TooManyFiles(10_001));
+    assert!(
+        err.to_string().contains("lower objectVersionHistory"),
+        "{err}"
+    );
+}
+
+#[test]
 fn entry_shape_errors_name_the_index() {
     // A mapping written directly under array instead of a string.
     let errs = match parse_objects("array:\n  - objectName: a\n    objectType: secret\n") {
