@@ -218,13 +218,22 @@ pub struct KubeSpcs {
     api: kube::Api<SecretProviderClass>,
     store: kube::runtime::reflector::Store<SecretProviderClass>,
     synced: Arc<AtomicBool>,
+    /// Longest wait for a live read (kube's client retries a 503 or 429 on
+    /// its own for minutes, and has no read timeout).
+    timeout: std::time::Duration,
 }
+
+/// How long a publish waits for a SecretProviderClass the watch cache does
+/// not hold yet: well inside kubelet's NodePublish deadline (~2 m), which
+/// the provider's own deadline (100 s) shares.
+pub const DEFAULT_LIVE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for KubeSpcs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeSpcs")
             .field("cached", &self.store.state().len())
             .field("synced", &self.synced.load(Ordering::Relaxed))
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -256,7 +265,19 @@ impl KubeSpcs {
                 flag.store(true, Ordering::Relaxed);
             }
         });
-        Self { api, store, synced }
+        Self {
+            api,
+            store,
+            synced,
+            timeout: DEFAULT_LIVE_READ_TIMEOUT,
+        }
+    }
+
+    /// Sets the longest wait for a live read (default
+    /// [`DEFAULT_LIVE_READ_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 }
 
@@ -271,10 +292,19 @@ impl SpcSource for KubeSpcs {
         if let Some(class) = self.store.get(&key) {
             return Ok(Some((*class).clone()));
         }
-        kube::Api::<SecretProviderClass>::namespaced(self.api.clone().into_client(), namespace)
-            .get_opt(name)
-            .await
-            .map_err(|e| SpcError::Api(e.to_string()))
+        let api =
+            kube::Api::<SecretProviderClass>::namespaced(self.api.clone().into_client(), namespace);
+        match tokio::time::timeout(self.timeout, api.get_opt(name)).await {
+            Ok(result) => result.map_err(|e| {
+                SpcError::Api(format!(
+                    "reading SecretProviderClass {namespace}/{name} (not in the watch cache yet): {e}"
+                ))
+            }),
+            Err(_) => Err(SpcError::Api(format!(
+                "reading SecretProviderClass {namespace}/{name} (not in the watch cache yet): no answer within {:?}",
+                self.timeout
+            ))),
+        }
     }
 
     async fn readiness(&self) -> Readiness {

@@ -10,9 +10,14 @@
 //! - `PATCH <object>` (server-side apply: the body replaces the object,
 //!   keeping a generated `uid` and a rising `resourceVersion`);
 //! - `POST <collection>` (create; used for events).
+//!
+//! Failure injection, for fault tests: [`FakeApiServer::down`] closes the
+//! port and every open connection (clients get connection refused) until
+//! [`FakeApiServer::up`]; [`FakeApiServer::add_fault`] makes matching
+//! requests (by method and resource) answer an error status, wait, or lose
+//! their connection, for the next N requests or until removed.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,6 +37,90 @@ pub struct Recorded {
     pub path: String,
     pub query: String,
     pub body: Value,
+    /// Whether an injected fault answered it (it was not processed).
+    pub faulted: bool,
+}
+
+/// What an injected fault does to a matching request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiFaultKind {
+    /// Answer this status with a Kubernetes `Status` body; the request is
+    /// not processed (a 503 or 429 is retried by kube's client on its own).
+    Status(u16),
+    /// Wait this long, then process the request normally.
+    Latency(Duration),
+    /// Close the connection without an answer; the request is not processed.
+    CloseConnection,
+}
+
+/// A fault for the requests it matches (`None` matches anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFault {
+    pub kind: ApiFaultKind,
+    /// `GET`, `PATCH`, `POST`, … (any case).
+    pub method: Option<String>,
+    /// The resource's plural: `secrets`, `pods`, `secretproviderclasses`,
+    /// `secretproviderclasspodstatuses`, `events`.
+    pub resource: Option<String>,
+    /// Hit the next `count` matching requests; forever when absent.
+    pub count: Option<u32>,
+}
+
+impl ApiFault {
+    /// A fault of `kind` for every request, forever.
+    pub fn new(kind: ApiFaultKind) -> Self {
+        Self {
+            kind,
+            method: None,
+            resource: None,
+            count: None,
+        }
+    }
+
+    /// Only requests with this method.
+    pub fn method(mut self, method: &str) -> Self {
+        self.method = Some(method.to_owned());
+        self
+    }
+
+    /// Only requests for this resource (plural).
+    pub fn resource(mut self, plural: &str) -> Self {
+        self.resource = Some(plural.to_owned());
+        self
+    }
+
+    /// Only the next `n` matching requests.
+    pub fn times(mut self, n: u32) -> Self {
+        self.count = Some(n);
+        self
+    }
+
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        self.method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method.as_str()))
+            && self
+                .resource
+                .as_deref()
+                .is_none_or(|r| resource_of(path) == r)
+    }
+}
+
+/// The resource (plural) a path names: `/api/v1/namespaces/ns/secrets/x`
+/// → `secrets`, `/apis/g/v1/secretproviderclasses` →
+/// `secretproviderclasses`.
+pub fn resource_of(path: &str) -> &str {
+    let mut parts = path.trim_start_matches('/').split('/');
+    let rest: Vec<&str> = match parts.next() {
+        Some("api") => parts.skip(1).collect(),
+        Some("apis") => parts.skip(2).collect(),
+        _ => return "",
+    };
+    match rest.as_slice() {
+        ["namespaces", _, resource, ..] => resource,
+        [resource, ..] => resource,
+        [] => "",
+    }
 }
 
 #[derive(Default)]
@@ -39,6 +128,32 @@ struct State {
     objects: BTreeMap<String, Value>,
     requests: Vec<Recorded>,
     version: u64,
+    faults: Vec<(u64, ApiFault)>,
+    next_fault: u64,
+}
+
+impl State {
+    /// The fault for one request, consuming counts.
+    fn fault(&mut self, method: &Method, path: &str) -> Option<ApiFaultKind> {
+        let (_, fault) = self
+            .faults
+            .iter_mut()
+            .find(|(_, f)| f.matches(method, path))?;
+        let kind = fault.kind.clone();
+        if let Some(n) = fault.count.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        self.faults.retain(|(_, f)| f.count != Some(0));
+        Some(kind)
+    }
+}
+
+/// The accept loop and the connections it serves, so [`FakeApiServer::down`]
+/// can stop them all.
+#[derive(Default)]
+struct Tasks {
+    accept: Option<tokio::task::JoinHandle<()>>,
+    connections: Vec<tokio::task::AbortHandle>,
 }
 
 /// A running fake API server.
@@ -46,6 +161,7 @@ struct State {
 pub struct FakeApiServer {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
+    tasks: Arc<Mutex<Tasks>>,
 }
 
 impl std::fmt::Debug for FakeApiServer {
@@ -77,20 +193,102 @@ impl FakeApiServer {
         let server = Self {
             addr: listener.local_addr()?,
             state: Arc::new(Mutex::new(State::default())),
+            tasks: Arc::new(Mutex::new(Tasks::default())),
         };
-        let state = server.state.clone();
-        tokio::spawn(async move {
+        server.serve(listener);
+        Ok(server)
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let state = self.state.clone();
+        let tasks = self.tasks.clone();
+        let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = state.clone();
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |r| handle(state.clone(), r));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
+                let mut tasks = tasks.lock().unwrap_or_else(|e| e.into_inner());
+                tasks.connections.retain(|c| !c.is_finished());
+                tasks.connections.push(connection.abort_handle());
             }
         });
-        Ok(server)
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).accept = Some(accept);
+    }
+
+    /// The API server goes down: its port is closed (new connections are
+    /// refused) and every open connection is dropped, requests in flight
+    /// included. Objects are kept for [`FakeApiServer::up`].
+    pub async fn down(&self) {
+        let (accept, connections) = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+            (tasks.accept.take(), std::mem::take(&mut tasks.connections))
+        };
+        for connection in connections {
+            connection.abort();
+        }
+        if let Some(accept) = accept {
+            accept.abort();
+            // The listener is closed once the aborted task is gone.
+            let _ = accept.await;
+        }
+        // A connection accepted meanwhile goes too.
+        let late = std::mem::take(
+            &mut self
+                .tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .connections,
+        );
+        for connection in late {
+            connection.abort();
+        }
+    }
+
+    /// Back up on the same address after [`FakeApiServer::down`] (a no-op
+    /// when it is up).
+    pub async fn up(&self) -> std::io::Result<()> {
+        if self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .accept
+            .is_some()
+        {
+            return Ok(());
+        }
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        self.serve(listener);
+        Ok(())
+    }
+
+    /// Injects `fault`; returns its id. The first matching fault answers.
+    pub fn add_fault(&self, fault: ApiFault) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.next_fault += 1;
+        let id = state.next_fault;
+        state.faults.push((id, fault));
+        id
+    }
+
+    /// Removes one fault; false if it was not there (or ran out).
+    pub fn remove_fault(&self, id: u64) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let before = state.faults.len();
+        state.faults.retain(|(i, _)| *i != id);
+        state.faults.len() != before
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .faults
+            .clear();
     }
 
     pub fn url(&self) -> String {
@@ -173,10 +371,22 @@ fn not_found(path: &str) -> Response<Full<Bytes>> {
     )
 }
 
+/// Why a connection is closed without an answer (an injected fault).
+#[derive(Debug)]
+struct Hangup;
+
+impl std::fmt::Display for Hangup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected fault: connection closed")
+    }
+}
+
+impl std::error::Error for Hangup {}
+
 async fn handle(
     state: Arc<Mutex<State>>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, Hangup> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
@@ -187,6 +397,34 @@ async fn handle(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let body: Value = serde_json::from_slice(&body_bytes).unwrap_or(Value::Null);
+    let fault = {
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let fault = state.fault(&method, &path);
+        if let Some(ApiFaultKind::Status(_) | ApiFaultKind::CloseConnection) = fault {
+            state.requests.push(Recorded {
+                method: method.to_string(),
+                path: path.clone(),
+                query: query.clone(),
+                body: body.clone(),
+                faulted: true,
+            });
+        }
+        fault
+    };
+    match fault {
+        Some(ApiFaultKind::Status(code)) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return Ok(reply(
+                status,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": status.canonical_reason().unwrap_or("Unknown").replace(' ', ""),
+                        "code": code, "message": format!("injected fault: {code}")}),
+            ));
+        }
+        Some(ApiFaultKind::CloseConnection) => return Err(Hangup),
+        Some(ApiFaultKind::Latency(pause)) => tokio::time::sleep(pause).await,
+        None => {}
+    }
     if query.contains("watch=true") {
         tokio::time::sleep(Duration::from_millis(500)).await;
         return Ok(Response::new(Full::new(Bytes::new())));
@@ -197,6 +435,7 @@ async fn handle(
         path: path.clone(),
         query,
         body: body.clone(),
+        faulted: false,
     });
     let response = match method {
         Method::GET => match state.objects.get(&path) {
@@ -253,4 +492,35 @@ async fn handle(
         ),
     };
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_are_read_from_paths() {
+        for (path, resource) in [
+            ("/api/v1/namespaces/default/secrets/sqlserver", "secrets"),
+            ("/api/v1/namespaces/default/pods", "pods"),
+            (
+                "/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses",
+                "secretproviderclasses",
+            ),
+            (
+                "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/a/secretproviderclasspodstatuses/x",
+                "secretproviderclasspodstatuses",
+            ),
+            ("/apis/events.k8s.io/v1/namespaces/default/events", "events"),
+            ("/version", ""),
+        ] {
+            assert_eq!(resource_of(path), resource, "{path}");
+        }
+        let fault = ApiFault::new(ApiFaultKind::Status(503))
+            .method("patch")
+            .resource("secrets");
+        assert!(fault.matches(&Method::PATCH, "/api/v1/namespaces/d/secrets/s"));
+        assert!(!fault.matches(&Method::GET, "/api/v1/namespaces/d/secrets/s"));
+        assert!(!fault.matches(&Method::PATCH, "/api/v1/namespaces/d/pods/s"));
+    }
 }

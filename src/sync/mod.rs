@@ -41,7 +41,14 @@ pub enum SyncError {
         #[source]
         source: kube::Error,
     },
+    #[error("the Kubernetes API did not answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
+
+/// How long one sync (or one event) may wait for the Kubernetes API. Kube's
+/// client has no read timeout and retries a 503 or 429 on its own for
+/// minutes; a publish or refresh must not wait that long for a mirror.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One volume's state to mirror.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +71,8 @@ pub struct Syncer {
     applied: Mutex<HashMap<String, u64>>,
     /// Whether `secretObjects` Secrets are written (pod statuses always).
     secrets: bool,
+    /// Longest wait of one sync or event.
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -98,7 +107,15 @@ impl Syncer {
             hasher: RandomState::new(),
             applied: Mutex::new(HashMap::new()),
             secrets: true,
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// Sets the longest wait of one sync or event (default
+    /// [`DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Whether to write `secretObjects` Secrets (`--sync-secrets`).
@@ -123,7 +140,15 @@ impl Syncer {
     }
 
     /// Mirrors one volume; writes only what changed since the last call.
+    /// Gives up after the timeout: what was not written is written at the
+    /// next call.
     pub async fn sync(&self, input: SyncInput<'_>) -> Result<usize, SyncError> {
+        tokio::time::timeout(self.timeout, self.sync_once(input))
+            .await
+            .unwrap_or(Err(SyncError::Timeout(self.timeout)))
+    }
+
+    async fn sync_once(&self, input: SyncInput<'_>) -> Result<usize, SyncError> {
         let mut writes = 0;
         let status = status::body(
             &self.node,
@@ -282,8 +307,12 @@ impl Syncer {
             action: "Sync".into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %err, reason, "publishing an event");
+        match tokio::time::timeout(self.timeout, self.recorder.publish(&event, &reference)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, reason, "publishing an event"),
+            Err(_) => {
+                tracing::warn!(reason, timeout = ?self.timeout, "publishing an event: no answer")
+            }
         }
     }
 }

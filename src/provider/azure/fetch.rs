@@ -349,6 +349,11 @@ pub fn object_error(
         "get"
     };
     let fix = match (failure.kind, failure.status) {
+        // An outage of Entra ID or IMDS is not the identity's fault.
+        _ if failure.credential && failure.kind.is_retryable() => format!(
+            "the token endpoint (Entra ID, or IMDS for a managed identity) is failing or unreachable; gave up after {} attempts; the mount is retried later",
+            failure.attempts
+        ),
         _ if failure.credential => format!(
             "check that {} exists in the tenant and may be used here (tenantID, clientID, federated credential subject, nodePublishSecretRef secret, or the node's identity)",
             ctx.identity

@@ -249,7 +249,11 @@ where
         } else {
             match tokio::time::timeout(budget, op()).await {
                 Ok(r) => r,
-                Err(_) => Err(Failure::timed_out(budget)),
+                Err(_) => {
+                    // `op` counts the attempts that end; this one was cut.
+                    crate::metrics::global().vault_request("transient", budget.as_secs_f64());
+                    Err(Failure::timed_out(budget))
+                }
             }
         };
         let mut failure = match result {
