@@ -111,7 +111,8 @@ async fn run(driver: Arc<Driver>, config: RotationConfig) {
                     };
                     entry.next = Instant::now() + jitter.apply(wait, config.jitter);
                 }
-                continue;
+                // A permit is free again: start the next due volume now,
+                // not at the next tick.
             }
         }
         if Arc::strong_count(&driver) == 1 {
@@ -119,7 +120,10 @@ async fn run(driver: Arc<Driver>, config: RotationConfig) {
         }
         let volumes = driver.volumes();
         let now = Instant::now();
-        due.retain(|target, d| d.running || volumes.iter().any(|v| &v.target == target));
+        // `volumes` leaves out volumes busy right now (a republish holds
+        // them): only a volume that is gone loses its place in the schedule.
+        let published: std::collections::HashSet<PathBuf> = driver.targets().into_iter().collect();
+        due.retain(|target, d| d.running || published.contains(target));
         for volume in &volumes {
             due.entry(volume.target.clone()).or_insert_with(|| Due {
                 next: now + jitter.apply(volume.interval.unwrap_or(config.interval), config.jitter),
@@ -133,13 +137,20 @@ async fn run(driver: Arc<Driver>, config: RotationConfig) {
             last_request_check = now;
             check_requests(&driver, &volumes, &mut due).await;
         }
-        for volume in &volumes {
+        // The most overdue first, so with more due volumes than permits
+        // none waits longer than its turn.
+        let mut ready: Vec<(Instant, &VolumeInfo)> = volumes
+            .iter()
+            .filter_map(|v| {
+                let entry = due.get(&v.target)?;
+                (!entry.running && entry.next <= now).then_some((entry.next, v))
+            })
+            .collect();
+        ready.sort_by_key(|(next, _)| *next);
+        for (_, volume) in ready {
             let Some(entry) = due.get_mut(&volume.target) else {
                 continue;
             };
-            if entry.running || entry.next > now {
-                continue;
-            }
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 break;
             };

@@ -8,7 +8,7 @@
 //! periodic republish) only refreshes the pod's tokens. Unpublish unmounts
 //! and removes the directory; it succeeds for unknown targets.
 
-mod context;
+pub(crate) mod context;
 mod errors;
 mod lazy;
 mod survival;
@@ -195,6 +195,11 @@ impl Driver {
     fn slot(&self, target: &Path) -> Slot {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
         targets.entry(target.to_owned()).or_default().clone()
+    }
+
+    /// Every target with a volume or an operation under way, busy or not.
+    pub fn targets(&self) -> Vec<PathBuf> {
+        self.slots().into_iter().map(|(path, _)| path).collect()
     }
 
     /// The volumes mounted now and not busy (a publish or refresh holds a

@@ -157,3 +157,40 @@ async fn rotation_reaches_a_sub_path_bind_mount_of_the_file() {
     rustix::mount::unmount(&sub_path, rustix::mount::UnmountFlags::empty()).unwrap();
     s.unpublish("sp1").await;
 }
+
+/// More due volumes than permits: a finished refresh starts the next due
+/// volume at once (not at the next tick), most overdue first, so every
+/// volume is reached, not only the first ones in path order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_volumes_than_permits_all_rotate_without_waiting_for_ticks() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup();
+    let uids: Vec<String> = (0..40).map(|i| format!("many{i:02}")).collect();
+    for uid in &uids {
+        s.driver.publish(s.request(uid, "ok")).await.unwrap();
+    }
+    // A long tick and two permits: waiting for ticks would take 20 s.
+    let config = RotationConfig {
+        concurrency: 2,
+        tick: Duration::from_secs(1),
+        ..fast()
+    };
+    let scheduler = rotation::spawn(s.driver.clone(), config);
+    s.provider
+        .overrides
+        .lock()
+        .unwrap()
+        .insert("SECRET_1".into(), Some("rotated, all of them".into()));
+    wait_for("all 40 volumes rotated", Duration::from_secs(6), || {
+        uids.iter().all(|uid| {
+            std::fs::read(s.target(uid).join("SECRET_1")).unwrap() == b"rotated, all of them"
+        })
+    })
+    .await;
+    scheduler.abort();
+    for uid in &uids {
+        s.unpublish(uid).await;
+    }
+}
