@@ -9,6 +9,8 @@ pub mod cli;
 pub mod demo;
 pub mod duration;
 pub mod endpoints;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hygiene;
 pub mod keeper;
 pub mod logging;

@@ -140,7 +140,11 @@ pub fn check_target(target: &Path, pod_uid: &str) -> Result<(), VolumeError> {
             _ => None,
         })
         .collect();
+    // A name that is not UTF-8 is left out of `names`, so such a target
+    // could match with a foreign directory in the pod's place
+    // (`pods/<not UTF-8>/<uid>/…`); kubelet never makes one: refuse it.
     let clean = target.is_absolute()
+        && target.to_str().is_some()
         && !target
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::CurDir));
