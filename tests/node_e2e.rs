@@ -9,6 +9,7 @@ mod node_e2e {
     mod bad_input;
     mod cluster;
     mod identities;
+    mod leaks;
     mod seed;
     mod standalone;
     mod survival;

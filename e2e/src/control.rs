@@ -8,6 +8,7 @@ use crate::counters::{CounterFilter, CounterRow};
 use crate::directory::Directory;
 use crate::error::EmulatorError;
 use crate::faults::{ActiveFault, FaultSpec};
+use crate::secrets_seen::{SecretKind, SeenSecret, store_secrets};
 use crate::seed::{AccessSeed, CertificateVersionSeed, KeyVersionSeed};
 use crate::state::Shared;
 use crate::store::{NewSecretVersion, ObjectKind};
@@ -100,7 +101,9 @@ impl Control {
         name: &str,
         version: Option<&str>,
     ) -> Result<(), EmulatorError> {
-        self.shared.store_mut().delete(vault, kind, name, version)
+        let mut store = self.shared.store_mut();
+        self.shared.seen.record_store(&store);
+        store.delete(vault, kind, name, version)
     }
 
     /// Replace a vault's access list.
@@ -189,7 +192,11 @@ impl Control {
         if req.issuer.is_empty() {
             req.issuer = self.shared.directory.oidc_issuer.clone();
         }
-        self.shared.tokens.mint_service_account_token(&req)
+        let token = self.shared.tokens.mint_service_account_token(&req)?;
+        self.shared
+            .seen
+            .record(SecretKind::ServiceAccountToken, &token);
+        Ok(token)
     }
 
     /// Mint an access token for an identity (name, client id or object id)
@@ -205,11 +212,13 @@ impl Control {
             .directory
             .find(identity)
             .ok_or_else(|| EmulatorError::IdentityNotFound(identity.to_string()))?;
-        Ok(self
+        let token = self
             .shared
             .tokens
             .issue_with(id, resource, lifetime_secs)?
-            .access_token)
+            .access_token;
+        self.shared.seen.record(SecretKind::AccessToken, &token);
+        Ok(token)
     }
 
     /// The directory (identities, federations) the emulator was seeded with.
@@ -220,5 +229,23 @@ impl Control {
     /// JWKS of the OIDC issuer that signs service-account tokens.
     pub fn oidc_jwks(&self) -> serde_json::Value {
         self.shared.tokens.oidc_jwks()
+    }
+
+    /// Every secret this emulator knows of: secret values of every version
+    /// (deleted ones included) and certificate private keys, the client
+    /// secrets of its directory, the access tokens it issued, the
+    /// service-account tokens it minted, and the client secrets and
+    /// assertions its token endpoints received. None may appear in a log.
+    pub fn secrets_seen(&self) -> Vec<SeenSecret> {
+        let mut all = self.shared.seen.list();
+        all.extend(store_secrets(&self.shared.store()));
+        for identity in &self.shared.directory.identities {
+            if let Some(secret) = &identity.client_secret {
+                all.push(SeenSecret::new(SecretKind::ClientSecret, secret));
+            }
+        }
+        all.sort();
+        all.dedup();
+        all
     }
 }

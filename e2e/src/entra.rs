@@ -10,6 +10,7 @@ use crate::directory::Identity;
 use crate::faults::{FaultKind, FaultTarget};
 use crate::http::{Handled, Incoming, Outcome, Tally, json as json_response};
 use crate::route::Route;
+use crate::secrets_seen::SecretKind;
 use crate::state::Shared;
 use crate::tokens::is_known_resource;
 use crate::util::new_guid;
@@ -83,6 +84,12 @@ pub async fn handle(shared: &Shared, req: &Incoming, route: Route, tenant: &str)
             .map(|(_, v)| v.as_str())
     };
     tally.identity = field("client_id").unwrap_or("").to_ascii_lowercase();
+    if let Some(sent) = field("client_secret") {
+        shared.seen.record(SecretKind::ClientSecret, sent);
+    }
+    if let Some(sent) = field("client_assertion") {
+        shared.seen.record(SecretKind::ClientAssertion, sent);
+    }
 
     let decision = shared.faults.decide(FaultTarget {
         vault: "",
@@ -338,7 +345,10 @@ fn token<'a>(
         return resp;
     }
     let issued = match shared.tokens.issue(identity, &resource) {
-        Ok(t) => t,
+        Ok(t) => {
+            shared.seen.record(SecretKind::AccessToken, &t.access_token);
+            t
+        }
         Err(e) => {
             return oauth_error(
                 StatusCode::INTERNAL_SERVER_ERROR,

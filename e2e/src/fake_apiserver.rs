@@ -186,6 +186,9 @@ fn collection_of(path: &str) -> Option<(&str, &str)> {
     path.rsplit_once('/')
 }
 
+/// Every server started in this process, for [`FakeApiServer::find`].
+static STARTED: Mutex<Vec<FakeApiServer>> = Mutex::new(Vec::new());
+
 impl FakeApiServer {
     /// Starts on 127.0.0.1 with a free port.
     pub async fn start() -> std::io::Result<Self> {
@@ -196,7 +199,23 @@ impl FakeApiServer {
             tasks: Arc::new(Mutex::new(Tasks::default())),
         };
         server.serve(listener);
+        STARTED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(server.clone());
         Ok(server)
+    }
+
+    /// The server started in this process at `url` (as in its kubeconfig):
+    /// the e2e harness scans every request it got for secrets.
+    pub fn find(url: &str) -> Option<FakeApiServer> {
+        let url = url.trim_end_matches('/');
+        STARTED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|s| s.url() == url)
+            .cloned()
     }
 
     fn serve(&self, listener: tokio::net::TcpListener) {

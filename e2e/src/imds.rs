@@ -11,6 +11,7 @@ use crate::directory::Identity;
 use crate::faults::{FaultKind, FaultTarget};
 use crate::http::{Body, Handled, Incoming, Outcome, Tally, json as json_response, text};
 use crate::route::Route;
+use crate::secrets_seen::SecretKind;
 use crate::seed::IdentityKind;
 use crate::state::Shared;
 use crate::tokens::is_known_resource;
@@ -122,7 +123,10 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
         return Handled::respond(tally, resp);
     }
     let issued = match shared.tokens.issue(&identity, resource) {
-        Ok(t) => t,
+        Ok(t) => {
+            shared.seen.record(SecretKind::AccessToken, &t.access_token);
+            t
+        }
         Err(e) => {
             return Handled::respond(
                 tally,

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::digest;
 use hyper_util::rt::TokioIo;
@@ -24,6 +25,8 @@ use secretfs_csi::proto::csi::{
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::secrets_seen::{SecretKind, SecretsSeen, SeenSecret};
 
 /// Why a harness call failed before reaching the driver.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,10 @@ pub struct PublishExtras {
 pub struct Kubelet {
     channel: Channel,
     root: PathBuf,
+    /// Credentials sent, for leak checks.
+    sent: SecretsSeen,
+    /// Error messages the driver answered, for leak checks.
+    errors: Arc<Mutex<Vec<String>>>,
 }
 
 /// Reads a Pod manifest (YAML).
@@ -91,7 +98,53 @@ impl Kubelet {
         Ok(Self {
             channel,
             root: root.to_owned(),
+            sent: SecretsSeen::default(),
+            errors: Arc::default(),
         })
+    }
+
+    /// The credentials this stand-in sent: `nodePublishSecretRef` values
+    /// (but those of keys ending in `id`, client ids) and service-account
+    /// tokens.
+    pub fn credentials_sent(&self) -> Vec<SeenSecret> {
+        self.sent.list()
+    }
+
+    /// Every error message the driver answered a publish or unpublish.
+    pub fn errors_received(&self) -> Vec<String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn note_sent(&self, request: &NodePublishVolumeRequest) {
+        for (key, value) in &request.secrets {
+            if !key.to_ascii_lowercase().ends_with("id") {
+                self.sent.record(SecretKind::Credential, value);
+            }
+        }
+        let tokens = request
+            .volume_context
+            .get("csi.storage.k8s.io/serviceAccount.tokens")
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+        for token in tokens
+            .iter()
+            .filter_map(|t| t.as_object())
+            .flat_map(|t| t.values())
+        {
+            if let Some(token) = token["token"].as_str() {
+                self.sent.record(SecretKind::ServiceAccountToken, token);
+            }
+        }
+    }
+
+    fn note_error(&self, status: tonic::Status) -> KubeletError {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(status.message().to_owned());
+        status.into()
     }
 
     /// The driver's name and version (what kubelet registers).
@@ -209,9 +262,11 @@ impl Kubelet {
             std::fs::create_dir_all(parent)
                 .map_err(|e| KubeletError::Pod(format!("cannot create {parent:?}: {e}")))?;
         }
+        self.note_sent(&request);
         NodeClient::new(self.channel.clone())
             .node_publish_volume(request)
-            .await?;
+            .await
+            .map_err(|s| self.note_error(s))?;
         Ok(target)
     }
 
@@ -221,9 +276,11 @@ impl Kubelet {
         &self,
         request: NodePublishVolumeRequest,
     ) -> Result<(), KubeletError> {
+        self.note_sent(&request);
         NodeClient::new(self.channel.clone())
             .node_publish_volume(request)
-            .await?;
+            .await
+            .map_err(|s| self.note_error(s))?;
         Ok(())
     }
 
@@ -235,7 +292,8 @@ impl Kubelet {
                 volume_id: request.volume_id,
                 target_path: request.target_path,
             })
-            .await?;
+            .await
+            .map_err(|s| self.note_error(s))?;
         Ok(())
     }
 }

@@ -42,6 +42,7 @@ pub mod kubelet;
 mod pki;
 pub mod prereq;
 mod route;
+pub mod secrets_seen;
 mod seed;
 mod server;
 mod state;

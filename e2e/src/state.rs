@@ -5,6 +5,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use crate::counters::Counters;
 use crate::directory::Directory;
 use crate::faults::Faults;
+use crate::secrets_seen::SecretsSeen;
 use crate::store::Store;
 use crate::tokens::TokenService;
 
@@ -31,6 +32,8 @@ pub struct Shared {
     pub tokens: TokenService,
     pub counters: Counters,
     pub faults: Faults,
+    /// Tokens issued, client secrets and assertions received, deleted values.
+    pub seen: SecretsSeen,
     /// Set to true when the emulator stops: open connections close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -50,6 +53,7 @@ impl Shared {
             tokens,
             counters: Counters::default(),
             faults: Faults::default(),
+            seen: SecretsSeen::default(),
             shutdown: tokio::sync::watch::Sender::new(false),
         }
     }

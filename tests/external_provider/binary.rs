@@ -12,6 +12,7 @@ use secretfs::provider::external::{ExternalClient, ExternalProvider, ProviderVol
 use secretfs::provider::{FileMode, MountRequest, PodRef, Provider};
 use secretfs::spc::{SpcDir, SpcSource};
 use secretfs_csi::SecretMap;
+use secretfs_e2e::secrets_seen::LeakScanner;
 use secretfs_e2e::{Emulator, EmulatorConfig, Seed};
 
 use super::common::config;
@@ -34,6 +35,16 @@ async fn secretfs_provider_serves_the_seed_class_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("providers/azure.sock");
     let addr = emu.https_addr();
+    // At trace, into a file that must hold no secret (unless
+    // SECRETFS_E2E_INHERIT_LOGS=1, as the node e2e suite).
+    let log = dir.path().join("provider.log");
+    let to_file = std::env::var_os("SECRETFS_E2E_INHERIT_LOGS").is_none_or(|v| v != "1");
+    let (stdout, stderr, filter) = if to_file {
+        let file = std::fs::File::create(&log).unwrap();
+        (file.try_clone().unwrap().into(), file.into(), "trace")
+    } else {
+        (Stdio::null(), Stdio::inherit(), "secretfs=debug,warn")
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_secretfs"))
         .arg("provider")
         .arg(format!("--endpoint=unix://{}", socket.display()))
@@ -46,8 +57,10 @@ async fn secretfs_provider_serves_the_seed_class_and_stops_on_sigterm() {
         .arg(format!("--azure-authority-host={}", emu.authority_url()))
         .arg(format!("--azure-imds-endpoint={}", emu.imds_url()))
         .arg(format!("--azure-nmi-endpoint={}", emu.imds_url()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .env("SECRETFS_LOG", filter)
+        .env("NO_COLOR", "1")
+        .stdout(stdout)
+        .stderr(stderr)
         .spawn()
         .unwrap();
     wait_for_socket(&socket).await;
@@ -120,4 +133,15 @@ async fn secretfs_provider_serves_the_seed_class_and_stops_on_sigterm() {
     };
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "the socket is removed on shutdown");
+    if to_file {
+        let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+        assert!(text.contains("TRACE"), "the provider logs at trace");
+        let leaks = LeakScanner::new(&emu.secrets_seen()).scan("provider.log", &text);
+        let report: Vec<String> = leaks.iter().map(ToString::to_string).collect();
+        assert!(
+            leaks.is_empty(),
+            "secrets in the log:\n{}",
+            report.join("\n")
+        );
+    }
 }

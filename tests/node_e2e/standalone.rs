@@ -1,7 +1,7 @@
 //! `secretfs mount`: one class outside Kubernetes, identity from the
 //! environment, refreshed in the foreground, unmounted on SIGTERM.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use secretfs_e2e::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
@@ -13,8 +13,10 @@ fn spawn(
     class: &std::path::Path,
     dir: &std::path::Path,
     env: &[(&str, &str)],
+    log: &LogCheck,
 ) -> Child {
     let addr = emulator.https_addr();
+    let (stdout, stderr) = log.output();
     Command::new(env!("CARGO_BIN_EXE_secretfs"))
         .arg("mount")
         .arg("--spc")
@@ -31,9 +33,10 @@ fn spawn(
             emulator.authority_url()
         ))
         .arg(format!("--azure-imds-endpoint={}", emulator.imds_url()))
+        .envs(log_envs())
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stdout(stdout)
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
@@ -72,7 +75,8 @@ async fn the_seed_class_mounts_standalone_and_rotates() {
     std::fs::write(&class, SEED_CLASS).unwrap();
     let dir = work.path().join("secrets");
     std::fs::create_dir(&dir).unwrap();
-    let child = spawn(&emulator, &class, &dir, &[]);
+    let log = LogCheck::new(work.path().join("mount.log"), emulator.control());
+    let child = spawn(&emulator, &class, &dir, &[], &log);
     let file = dir.join("SECRET_1");
     wait_for("the mount", Duration::from_secs(20), || {
         std::fs::read(&file).is_ok()
@@ -111,6 +115,7 @@ async fn a_service_principal_from_the_environment() {
     .unwrap();
     let dir = work.path().join("secrets");
     std::fs::create_dir(&dir).unwrap();
+    let log = LogCheck::new(work.path().join("mount.log"), emulator.control());
     let child = spawn(
         &emulator,
         &class,
@@ -119,6 +124,7 @@ async fn a_service_principal_from_the_environment() {
             ("AZURE_CLIENT_ID", "3f8e2d1c-7b6a-4c5d-9e8f-1a2b3c4d5e6f"),
             ("AZURE_CLIENT_SECRET", "emulator-test-client-secret"),
         ],
+        &log,
     );
     let file = dir.join("password");
     wait_for("the mount", Duration::from_secs(20), || {
