@@ -166,6 +166,9 @@ pub fn run(args: &NodeArgs) -> Result<(), NodeError> {
 }
 
 async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
+    // Registered first: a SIGTERM during start-up must not kill the
+    // process between two steps (it is handled once serving).
+    let stop = shutdown_signal();
     if let Err(err) = crate::hygiene::harden() {
         tracing::warn!(error = %err, "memory hygiene");
     }
@@ -218,7 +221,7 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
         })
     });
     tracing::info!(endpoint = %args.endpoint, driver = %args.driver_name, node = %args.node_id, "serving CSI");
-    secretfs_csi::serve(listener, identity, node, shutdown_signal()).await?;
+    secretfs_csi::serve(listener, identity, node, stop).await?;
     if let Some(endpoints) = endpoints {
         endpoints.abort();
     }
@@ -248,15 +251,24 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Registers SIGTERM and SIGINT now; the future ends at the first one.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let term = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        async fn next(signal: Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(term) => {}
+            _ = next(interrupt) => {}
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

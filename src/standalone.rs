@@ -101,6 +101,10 @@ pub fn run(args: &MountArgs) -> Result<(), StandaloneError> {
 }
 
 async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
+    // Listen before anything is mounted: a SIGTERM that arrives while the
+    // mount is made, or while a refresh runs, must still unmount.
+    let stop = crate::node::shutdown_signal();
+    tokio::pin!(stop);
     let text = std::fs::read_to_string(&args.spc).map_err(|source| StandaloneError::Read {
         path: args.spc.clone(),
         source,
@@ -185,7 +189,7 @@ async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
     tick.tick().await;
     loop {
         tokio::select! {
-            _ = shutdown() => break,
+            _ = &mut stop => break,
             _ = tick.tick() => {
                 match request(parameters.clone(), &namespace) {
                     Ok(req) => match provider.mount(&req).await {
@@ -208,19 +212,4 @@ async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
         .map_err(|e| StandaloneError::Provider(e.to_string()))??;
     println!("unmounted {}", args.dir.display());
     Ok(())
-}
-
-async fn shutdown() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
