@@ -456,12 +456,20 @@ pub fn check_response(
         && !code.is_empty()
     {
         let label = error_type_label(code);
+        // Only a plain code is repeated: anything else may be a whole
+        // message (a token in it, or megabytes of it).
+        let shown = if plain_code(code) {
+            format!("error code {code:?}")
+        } else {
+            format!(
+                "an error code that is not a plain code ({} bytes, not shown)",
+                code.len()
+            )
+        };
         return Err(MountError::External {
             kind: ErrorKind::Transient,
             error_type: label,
-            message: format!(
-                "{who} failed with error code {code:?}: see the provider's logs for the reason"
-            ),
+            message: format!("{who} failed with {shown}: see the provider's logs for the reason"),
         });
     }
     if response.object_version.is_empty() {
@@ -548,6 +556,15 @@ pub fn check_response(
     Ok(out)
 }
 
+/// A short code of letters, digits, `_`, `-` and `.` (`AccessDenied`).
+fn plain_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
 /// The metric label for a provider's `error.code`: the code itself when it
 /// is short and plain, interned (at most 64 distinct codes per process;
 /// more become `ProviderErrorOther`, so a misbehaving provider cannot grow
@@ -555,12 +572,7 @@ pub fn check_response(
 pub fn error_type_label(code: &str) -> &'static str {
     const MAX_CODES: usize = 64;
     static CODES: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
-    let plain = !code.is_empty()
-        && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
-    if !plain {
+    if !plain_code(code) {
         return "ProviderErrorOther";
     }
     let mut codes = CODES
@@ -658,6 +670,24 @@ mod tests {
             } => {
                 assert_eq!(error_type, "AccessDenied");
                 assert!(message.contains("AccessDenied"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Anything but a plain code is neither a label nor shown.
+        let mut r = response(vec![file("a", 420)]);
+        r.error = Some(pb::Error {
+            code: format!("denied: token=s3cr3t {}", "x".repeat(1 << 20)),
+        });
+        match check_response("vault", Path::new("/s"), r).unwrap_err() {
+            MountError::External {
+                error_type,
+                message,
+                ..
+            } => {
+                assert_eq!(error_type, "ProviderErrorOther");
+                assert!(!message.contains("s3cr3t"), "{message}");
+                assert!(message.len() < 512, "{message}");
+                assert!(message.contains("1048597 bytes, not shown"), "{message}");
             }
             other => panic!("{other:?}"),
         }
