@@ -171,18 +171,6 @@ impl Driver {
         self
     }
 
-    /// The provider label of a failed publish: the class's provider when
-    /// it can be read, else `unknown`.
-    async fn provider_label(&self, request: &PublishRequest) -> String {
-        let Ok(ctx) = context::read(request) else {
-            return "unknown".into();
-        };
-        match self.classes.get(&ctx.pod.namespace, &ctx.class).await {
-            Ok(Some(class)) if !class.spec.provider.is_empty() => class.spec.provider,
-            _ => "unknown".into(),
-        }
-    }
-
     /// Every target and its slot, now.
     fn slots(&self) -> Vec<(PathBuf, Slot)> {
         let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
@@ -391,10 +379,14 @@ impl Driver {
         Ok(outcome)
     }
 
+    /// Mounts a new volume. `provider_label` is set to the class's provider
+    /// as soon as the class is read (for the metrics of a failure; the class
+    /// is not read twice, which would double the wait on a slow API).
     async fn publish_new(
         &self,
         request: &PublishRequest,
         ctx: PublishContext,
+        provider_label: &mut String,
     ) -> Result<Published, VolumeError> {
         let class = self
             .classes
@@ -409,6 +401,9 @@ impl Driver {
             })?
             .ok_or_else(|| errors::class_not_found(&ctx.pod.namespace, &ctx.class))?;
         let spec = class.spec;
+        if !spec.provider.is_empty() {
+            provider_label.clone_from(&spec.provider);
+        }
         let secret_objects = spec.secret_objects.clone();
         let class_name = ctx.class.clone();
         let interval = match spec.parameters.get(names::PARAM_ROTATION_INTERVAL) {
@@ -638,11 +633,11 @@ impl VolumeManager for Driver {
             self.persist(&request.target_path, existing).await;
             return Ok(());
         }
-        let mut new = match self.publish_new(&request, ctx).await {
+        let mut label = String::from("unknown");
+        let mut new = match self.publish_new(&request, ctx, &mut label).await {
             Ok(new) => new,
             Err(err) => {
-                crate::metrics::global()
-                    .publish_failed(&self.provider_label(&request).await, err.error_type);
+                crate::metrics::global().publish_failed(&label, err.error_type);
                 return Err(err);
             }
         };
