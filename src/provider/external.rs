@@ -234,6 +234,17 @@ impl ExternalClient {
             {
                 return Err(self.deadline_error(timeout));
             }
+            // Otherwise `Cancelled` is tonic's word for a connection that
+            // closed under the call (the provider stopped or restarted);
+            // gRPC-Go, and so upstream, says `UNAVAILABLE` and retries.
+            let status = if status.code() == Code::Cancelled {
+                tonic::Status::unavailable(format!(
+                    "the connection closed during the call ({})",
+                    status.message()
+                ))
+            } else {
+                status
+            };
             if status.code() != Code::Unavailable || attempt >= retry.max_attempts.max(1) {
                 return Err(self.status_error(&status));
             }
