@@ -12,4 +12,5 @@ mod external_provider {
     mod binary;
     mod client;
     mod rotation;
+    mod survival;
 }

@@ -96,7 +96,7 @@ type Slot = Arc<Mutex<Option<Published>>>;
 pub struct Driver {
     config: DriverConfig,
     classes: Arc<dyn SpcSource>,
-    providers: ProviderRegistry,
+    providers: Arc<ProviderRegistry>,
     targets: std::sync::Mutex<HashMap<PathBuf, Slot>>,
     syncer: Option<Arc<crate::sync::Syncer>>,
     /// FUSE request counts: live volumes, plus those already unmounted.
@@ -136,7 +136,7 @@ impl Driver {
         Self {
             config,
             classes,
-            providers: providers.into(),
+            providers: Arc::new(providers.into()),
             targets: std::sync::Mutex::new(HashMap::new()),
             syncer: None,
             fuse: std::sync::Mutex::new(FuseTally::default()),

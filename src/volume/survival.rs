@@ -393,6 +393,46 @@ fn decode_secrets(blob: &[u8]) -> Result<Secrets, &'static str> {
     })
 }
 
+/// The provider of a restored volume that was not available at start: looked
+/// up again at each refresh until it is.
+struct Deferred {
+    name: String,
+    registry: Arc<crate::provider::ProviderRegistry>,
+    volume: ProviderVolume,
+    found: std::sync::Mutex<Option<Arc<dyn crate::provider::Provider>>>,
+}
+
+#[async_trait::async_trait]
+impl crate::provider::Provider for Deferred {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn mount(
+        &self,
+        request: &MountRequest,
+    ) -> Result<crate::provider::MountResponse, crate::provider::MountError> {
+        let cached = self.found.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let provider = match cached {
+            Some(provider) => provider,
+            None => {
+                let provider = self
+                    .registry
+                    .lookup(&self.name, || self.volume.clone())
+                    .map_err(|e| {
+                        crate::provider::MountError::config(
+                            crate::provider::ErrorKind::Transient,
+                            e.to_string(),
+                        )
+                    })?;
+                *self.found.lock().unwrap_or_else(|e| e.into_inner()) = Some(provider.clone());
+                provider
+            }
+        };
+        provider.mount(request).await
+    }
+}
+
 /// What a start did with the volumes it found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RestoreReport {
@@ -596,14 +636,31 @@ impl Driver {
             max_age: cache_age(interval.unwrap_or(self.config.rotation_interval)),
         };
         let kubelet_keys = record.kubelet_keys.clone();
-        let provider = self
-            .providers
-            .lookup(&record.provider, || ProviderVolume {
-                class: record.class.clone(),
-                target_path: record.target.clone(),
-                kubelet_keys: kubelet_keys.clone(),
-            })
-            .map_err(|e| format!("its provider is not available ({e})"))?;
+        let volume_of = || ProviderVolume {
+            class: record.class.clone(),
+            target_path: record.target.clone(),
+            kubelet_keys: kubelet_keys.clone(),
+        };
+        let provider = match self.providers.lookup(&record.provider, volume_of) {
+            Ok(provider) => provider,
+            // An external provider restarting with the node plugin: the
+            // kept files are served meanwhile and each refresh looks again.
+            Err(e) if !record.lazy => {
+                tracing::warn!(
+                    target = ?record.target,
+                    provider = %record.provider,
+                    error = %e,
+                    "provider not available yet: serving the kept files; refreshes look for it again"
+                );
+                Arc::new(Deferred {
+                    name: record.provider.clone(),
+                    registry: self.providers.clone(),
+                    volume: volume_of(),
+                    found: std::sync::Mutex::new(None),
+                })
+            }
+            Err(e) => return Err(format!("its provider is not available ({e})")),
+        };
         let (specs, files, live) = if record.lazy {
             let live = Arc::new(std::sync::Mutex::new(request.clone()));
             let specs =
