@@ -16,7 +16,8 @@ use secretfs_csi::SecretMap;
 use super::{ErrorKind, FileMode, ObjectErrors, SecretBytes, SecretString};
 
 /// The pod a volume is for (kubelet's `podInfoOnMount` keys).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PodRef {
     pub name: String,
     pub namespace: String,
@@ -26,7 +27,9 @@ pub struct PodRef {
 
 /// One object's id and version, as upstream reports them
 /// (`secret/sql-password` → `c55925c29c6743dcb9bb4bf091be03b0`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ObjectVersion {
     pub id: String,
     pub version: String,

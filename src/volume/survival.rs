@@ -184,32 +184,17 @@ struct Record {
     interval_seconds: Option<u64>,
     gid: u32,
     lazy: bool,
-    pod: PodRecord,
+    pod: PodRef,
     parameters: BTreeMap<String, String>,
     default_mode: u32,
     kubelet_keys: BTreeMap<String, String>,
-    versions: Vec<VersionRecord>,
+    versions: Vec<ObjectVersion>,
     files: Vec<FileRecord>,
     secret_objects: Vec<SecretObject>,
     synced: bool,
     refreshed_at: u64,
     fuse_init_request: String,
     fuse_init_reply: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodRecord {
-    name: String,
-    namespace: String,
-    uid: String,
-    service_account: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct VersionRecord {
-    id: String,
-    version: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,23 +219,11 @@ fn record_of(target: &Path, p: &Published) -> Record {
         interval_seconds: p.interval.map(|d| d.as_secs()),
         gid: p.gid,
         lazy: p.live.is_some(),
-        pod: PodRecord {
-            name: p.request.pod.name.clone(),
-            namespace: p.request.pod.namespace.clone(),
-            uid: p.request.pod.uid.clone(),
-            service_account: p.request.pod.service_account.clone(),
-        },
+        pod: p.request.pod.clone(),
         parameters: p.request.parameters.clone(),
         default_mode: p.request.default_mode.bits(),
         kubelet_keys: p.kubelet_keys.clone(),
-        versions: p
-            .versions
-            .iter()
-            .map(|v| VersionRecord {
-                id: v.id.clone(),
-                version: v.version.clone(),
-            })
-            .collect(),
+        versions: p.versions.clone(),
         files: p
             .files
             .iter()
@@ -548,28 +521,21 @@ impl Driver {
             return report;
         };
         let records = persist.records();
-        let mut kept: BTreeMap<String, Kept> = match &persist.keeper {
-            Some(link) => {
-                let link_persist = persist.clone();
-                let listed = tokio::task::spawn_blocking(move || {
-                    link_persist
-                        .keeper
-                        .as_ref()
-                        .map(|l| l.with(KeeperClient::list))
-                })
-                .await
-                .ok()
-                .flatten();
-                match listed {
-                    Some(Ok(entries)) => entries.into_iter().map(|k| (k.key.clone(), k)).collect(),
-                    Some(Err(e)) => {
-                        tracing::error!(socket = ?link.socket, error = %e, "cannot reach the keeper: volumes of the previous process cannot be taken over");
-                        BTreeMap::new()
-                    }
-                    None => BTreeMap::new(),
-                }
+        let listing = persist.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            listing
+                .keeper
+                .as_ref()
+                .map(|link| link.with(KeeperClient::list))
+        })
+        .await;
+        let mut kept: BTreeMap<String, Kept> = match listed {
+            Ok(Some(Ok(entries))) => entries.into_iter().map(|k| (k.key.clone(), k)).collect(),
+            Ok(Some(Err(e))) => {
+                tracing::error!(error = %e, "cannot reach the keeper: volumes of the previous process cannot be taken over");
+                BTreeMap::new()
             }
-            None => BTreeMap::new(),
+            _ => BTreeMap::new(),
         };
         for record in records {
             let key = record.target.to_string_lossy().into_owned();
@@ -618,16 +584,10 @@ impl Driver {
     async fn adopt(&self, record: Record, entry: Kept) -> Result<(), String> {
         let secrets = decode_secrets(&entry.blob)
             .map_err(|e| format!("the keeper's copy is unusable ({e})"))?;
-        let pod = PodRef {
-            name: record.pod.name.clone(),
-            namespace: record.pod.namespace.clone(),
-            uid: record.pod.uid.clone(),
-            service_account: record.pod.service_account.clone(),
-        };
         let interval = record.interval_seconds.map(std::time::Duration::from_secs);
         let request = MountRequest {
             parameters: record.parameters.clone(),
-            pod,
+            pod: record.pod.clone(),
             service_account_tokens: secrets.tokens,
             secrets: secrets.secrets,
             default_mode: FileMode::new(record.default_mode).unwrap_or_default(),
@@ -730,14 +690,7 @@ impl Driver {
             class: record.class.clone(),
             interval,
             request,
-            versions: record
-                .versions
-                .iter()
-                .map(|v| ObjectVersion {
-                    id: v.id.clone(),
-                    version: v.version.clone(),
-                })
-                .collect(),
+            versions: record.versions.clone(),
             files,
             secret_objects: record.secret_objects.clone(),
             synced: record.synced,
