@@ -249,58 +249,39 @@ async fn list_once(
     name: &str,
 ) -> Result<Vec<VersionInfo>, Failure> {
     let az = |e: azure_core::Error| classify(&e);
+    // The three SDKs page different property types with the same shape:
+    // an id field, and attributes with `enabled` and `created`.
+    macro_rules! versions {
+        ($pages:expr, $id:ident) => {
+            $pages
+                .map_err(az)?
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(az)?
+                .iter()
+                .filter_map(|p| {
+                    let a = p.attributes.as_ref();
+                    info(
+                        p.$id.as_deref(),
+                        a.and_then(|a| a.enabled),
+                        a.and_then(|a| a.created).map(|t| t.unix_timestamp()),
+                    )
+                })
+                .collect()
+        };
+    }
     Ok(match object_type {
-        ObjectType::Secret => clients
-            .secrets
-            .list_secret_properties_versions(name, None)
-            .map_err(az)?
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(az)?
-            .iter()
-            .filter_map(|p| {
-                let a = p.attributes.as_ref();
-                info(
-                    p.id.as_deref(),
-                    a.and_then(|a| a.enabled),
-                    a.and_then(|a| a.created).map(|t| t.unix_timestamp()),
-                )
-            })
-            .collect(),
-        ObjectType::Key => clients
-            .keys
-            .list_key_properties_versions(name, None)
-            .map_err(az)?
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(az)?
-            .iter()
-            .filter_map(|p| {
-                let a = p.attributes.as_ref();
-                info(
-                    p.kid.as_deref(),
-                    a.and_then(|a| a.enabled),
-                    a.and_then(|a| a.created).map(|t| t.unix_timestamp()),
-                )
-            })
-            .collect(),
-        ObjectType::Cert => clients
-            .certificates
-            .list_certificate_properties_versions(name, None)
-            .map_err(az)?
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(az)?
-            .iter()
-            .filter_map(|p| {
-                let a = p.attributes.as_ref();
-                info(
-                    p.id.as_deref(),
-                    a.and_then(|a| a.enabled),
-                    a.and_then(|a| a.created).map(|t| t.unix_timestamp()),
-                )
-            })
-            .collect(),
+        ObjectType::Secret => versions!(
+            clients.secrets.list_secret_properties_versions(name, None),
+            id
+        ),
+        ObjectType::Key => versions!(clients.keys.list_key_properties_versions(name, None), kid),
+        ObjectType::Cert => versions!(
+            clients
+                .certificates
+                .list_certificate_properties_versions(name, None),
+            id
+        ),
     })
 }
 
