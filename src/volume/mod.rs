@@ -374,7 +374,7 @@ impl Driver {
             self.sync(target, published).await;
         }
         if outcome.changed() {
-            self.persist(target, published).await;
+            self.persist(target, published, true).await;
         }
         Ok(outcome)
     }
@@ -630,7 +630,7 @@ impl VolumeManager for Driver {
                 *live.lock().unwrap_or_else(|e| e.into_inner()) = existing.request.clone();
             }
             tracing::debug!(target = ?request.target_path, "republish: tokens refreshed");
-            self.persist(&request.target_path, existing).await;
+            self.persist(&request.target_path, existing, false).await;
             return Ok(());
         }
         let mut label = String::from("unknown");
@@ -644,7 +644,7 @@ impl VolumeManager for Driver {
         crate::metrics::global().published(new.provider.name());
         self.track(&request.target_path, &new);
         self.sync(&request.target_path, &mut new).await;
-        self.persist(&request.target_path, &new).await;
+        self.persist(&request.target_path, &new, true).await;
         tracing::info!(
             target = ?request.target_path,
             pod = %new.request.pod.name,

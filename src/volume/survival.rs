@@ -422,14 +422,15 @@ impl Driver {
         self
     }
 
-    /// Records `p` and hands the keeper its secrets and a duplicate of its
-    /// connection. Failures are logged: the volume works, it just would not
-    /// survive a restart.
-    pub(super) async fn persist(&self, target: &Path, p: &Published) {
+    /// Hands the keeper `p`'s secrets and a duplicate of its connection,
+    /// and, when what it shows changed (`changed`: publish, rotation),
+    /// rewrites its record; a republish only brings new tokens. Failures
+    /// are logged: the volume works, it just would not survive a restart.
+    pub(super) async fn persist(&self, target: &Path, p: &Published, changed: bool) {
         let Some(persist) = self.persist.clone() else {
             return;
         };
-        let record = record_of(target, p);
+        let record = changed.then(|| record_of(target, p));
         let blob = persist.keeper.is_some().then(|| encode_secrets(p));
         // The connection goes with every update: a keeper that restarted
         // since the last one has none.
@@ -439,7 +440,9 @@ impl Driver {
             .and_then(|fd| fd.try_clone_to_owned().ok());
         let target = target.to_owned();
         let done = tokio::task::spawn_blocking(move || {
-            if let Err(e) = persist.write_record(&record) {
+            if let Some(record) = record
+                && let Err(e) = persist.write_record(&record)
+            {
                 tracing::warn!(target = ?target, error = %e, "cannot write the volume's state record: it will not survive a restart");
             }
             if let (Some(link), Some(blob)) = (&persist.keeper, blob) {
@@ -483,7 +486,7 @@ impl Driver {
                 for (target, slot) in self.slots() {
                     let guard = slot.lock().await;
                     if let Some(published) = guard.as_ref() {
-                        self.persist(&target, published).await;
+                        self.persist(&target, published, false).await;
                     }
                 }
             }
@@ -721,7 +724,7 @@ impl Driver {
             let Some(published) = guard.take() else {
                 continue;
             };
-            self.persist(&target, &published).await;
+            self.persist(&target, &published, false).await;
             let released =
                 tokio::task::spawn_blocking(move || published.mounted.release(drain)).await;
             match released {
