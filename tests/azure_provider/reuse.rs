@@ -268,3 +268,88 @@ async fn a_hundred_volumes_of_one_identity_cost_ten_gets_per_cycle() {
     mount_ok(&provider, &sp).await;
     assert_eq!(gets(), 0);
 }
+
+/// Two classes that name the same vault objects under other aliases, at other
+/// positions, with other modes, history layouts and `optional` flags share the
+/// cache: the second class makes no vault request, and each gets its own
+/// file names and modes.
+#[tokio::test]
+async fn classes_naming_one_object_differently_share_one_fetch() {
+    let emu = start().await;
+    let provider = provider(&emu);
+    emu.set_secret(VAULT, "shared", "shared-value").unwrap();
+    let mut first = sp_request(
+        VAULT,
+        &objects(&[
+            &object("shared", "secret", &[]),
+            &object("rotating", "secret", &[("objectVersionHistory", "2")]),
+        ]),
+    );
+    first.max_age = Duration::from_secs(3600);
+    let r1 = mount_ok(&provider, &first).await;
+    let mut second = sp_request(
+        VAULT,
+        &objects(&[
+            &object(
+                "rotating",
+                "secret",
+                &[("objectVersionHistory", "2"), ("objectAlias", "hist")],
+            ),
+            &object(
+                "shared",
+                "secret",
+                &[
+                    ("objectAlias", "dir/other-name"),
+                    ("filePermission", "0400"),
+                    ("optional", "true"),
+                ],
+            ),
+        ]),
+    );
+    second.max_age = Duration::from_secs(3600);
+    second.default_mode = secretfs::provider::FileMode::new(0o640).unwrap();
+    emu.reset_counters();
+    let r2 = mount_ok(&provider, &second).await;
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::SecretGet)),
+        0,
+        "the second class is served from the cache"
+    );
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::SecretVersions)),
+        0,
+        "the version listing too"
+    );
+
+    let modes = |r: &secretfs::provider::MountResponse| -> Vec<(String, u32)> {
+        let mut v: Vec<_> = r
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.mode.bits()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        modes(&r1),
+        [
+            ("rotating/0".to_owned(), 0o644),
+            ("rotating/1".to_owned(), 0o644),
+            ("shared".to_owned(), 0o644),
+        ]
+    );
+    assert_eq!(
+        modes(&r2),
+        [
+            ("dir/other-name".to_owned(), 0o400),
+            ("hist/0".to_owned(), 0o640),
+            ("hist/1".to_owned(), 0o640),
+        ]
+    );
+    assert_eq!(file_text(&r2, "dir/other-name"), "shared-value");
+    assert_eq!(file_text(&r2, "hist/0"), file_text(&r1, "rotating/0"));
+    assert_eq!(file_text(&r2, "hist/1"), file_text(&r1, "rotating/1"));
+    assert_ne!(file_text(&r2, "hist/0"), file_text(&r2, "hist/1"));
+    // The status ids name vault objects, not files: the same for both.
+    assert_eq!(r1.versions, r2.versions);
+}

@@ -114,6 +114,34 @@ impl KeyVaultObject {
         format!("{}/{}", self.object_type.as_str(), self.name)
     }
 
+    /// What decides the vault requests and the bytes of the files, without
+    /// where the files go or their modes: two classes that name one vault
+    /// object under different aliases, positions, modes or `optional` flags
+    /// share one cache entry (and one vault request per refresh).
+    pub fn fetch_spec(&self) -> KeyVaultObject {
+        KeyVaultObject {
+            index: 0,
+            alias: None,
+            file_permission: None,
+            optional: false,
+            ..self.clone()
+        }
+    }
+
+    /// Where a file fetched for [`fetch_spec`](Self::fetch_spec) goes for
+    /// this object: its path under this object's file name, `None` if the
+    /// path is not one of the spec's.
+    pub fn place_path(&self, fetched_path: &str) -> Option<String> {
+        if fetched_path == self.name {
+            Some(self.file_name().to_owned())
+        } else {
+            fetched_path
+                .strip_prefix(self.name.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .map(|rest| format!("{}/{rest}", self.file_name()))
+        }
+    }
+
     /// Whether several versions are mounted (`objectVersionHistory` > 1).
     pub fn uses_history(&self) -> bool {
         self.version_history > 1

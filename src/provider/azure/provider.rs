@@ -33,7 +33,7 @@ use super::identity::{
 };
 use super::params::{AzureParameters, ParseOptions, read_cloud_env_file};
 use crate::provider::{
-    ErrorKind, MountError, MountRequest, MountResponse, ObjectErrors, Provider, SecretString,
+    ErrorKind, MountError, MountRequest, MountedFile, MountResponse, ObjectErrors, Provider, SecretString,
 };
 
 /// The credential and clients of one identity.
@@ -385,10 +385,13 @@ impl Provider for AzureProvider {
             .objects
             .iter()
             .map(|object| {
+                // Keyed by what is fetched, not by where it goes: aliases,
+                // modes and positions are applied per volume below.
+                let spec = object.fetch_spec();
                 let key = ObjectKey {
                     identity: resolved.key.clone(),
                     vault: url.clone(),
-                    object: format!("{object:?}|{:?}", request.default_mode),
+                    object: format!("{spec:?}"),
                 };
                 let owned = OwnedFetch {
                     clients: clients.clone(),
@@ -400,7 +403,7 @@ impl Provider for AzureProvider {
                     deadline_total: self.config.deadline,
                     request_timeout: self.config.request_timeout,
                     default_mode: request.default_mode,
-                    object: object.clone(),
+                    object: spec,
                 };
                 async move {
                     self.cache
@@ -423,7 +426,25 @@ impl Provider for AzureProvider {
         for (object, result) in params.objects.iter().zip(results) {
             match result {
                 Ok(fetched) => {
-                    response.files.extend(fetched.files.iter().cloned());
+                    let mode = object.file_permission.unwrap_or(request.default_mode);
+                    for file in &fetched.files {
+                        let path = object.place_path(&file.path).ok_or_else(|| {
+                            MountError::config(
+                                ErrorKind::Invalid,
+                                format!(
+                                    "internal error: fetched file {:?} does not belong to object {}",
+                                    file.path,
+                                    object.id()
+                                ),
+                            )
+                        })?;
+                        response.files.push(MountedFile {
+                            path,
+                            mode,
+                            contents: file.contents.clone(),
+                            object_id: file.object_id.clone(),
+                        });
+                    }
                     response.versions.extend(fetched.versions.iter().cloned());
                     response.warnings.extend(fetched.warnings.iter().cloned());
                 }
