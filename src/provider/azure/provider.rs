@@ -33,7 +33,8 @@ use super::identity::{
 };
 use super::params::{AzureParameters, ParseOptions, read_cloud_env_file};
 use crate::provider::{
-    ErrorKind, MountError, MountRequest, MountedFile, MountResponse, ObjectErrors, Provider, SecretString,
+    ErrorKind, MountError, MountRequest, MountResponse, MountedFile, ObjectErrors, Provider,
+    SecretString,
 };
 
 /// The credential and clients of one identity.
