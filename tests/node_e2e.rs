@@ -8,6 +8,7 @@ mod node_e2e {
 
     mod bad_input;
     mod cluster;
+    mod demo;
     mod identities;
     mod leaks;
     mod seed;
