@@ -153,6 +153,7 @@ def test_driver_args_with_defaults(default_docs):
         "--log=info",
         "--read-mode=atomic",
         "--sync-secrets=false",
+        "--admin-socket=/var/run/secretfs/admin.sock",
         "--provider-volume=/var/run/secrets-store-csi-providers",
         "--additional-provider-volume-paths=/etc/kubernetes/secrets-store-csi-providers",
         "--state-dir=/csi/state",
@@ -173,14 +174,48 @@ def test_driver_args_follow_values(all_docs):
     assert args["--additional-provider-volume-paths"] == "/etc/kubernetes/secrets-store-csi-providers,/opt/providers"
 
 
+def host_dirs(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """Where the driver's socket, registration path and keeper socket live on the host."""
+    registrar = args_dict(container(docs, "node-driver-registrar"))
+    return {
+        "plugin": volume(docs, "plugin-dir")["hostPath"]["path"],
+        "registration": registrar["--kubelet-registration-path"],
+        "keeper-node": volume(docs, "keeper-dir")["hostPath"]["path"],
+        "keeper": next(v for v in keeper_spec(docs)["volumes"] if v["name"] == "keeper-dir")["hostPath"]["path"],
+    }
+
+
 def test_driver_name_is_passed_everywhere():
     docs = manifests({"driverName": "secretfs.example.com"})
     assert args_dict(container(docs, "secrets-store"))["--drivername"] == "secretfs.example.com"
     assert find(docs, "CSIDriver")["metadata"]["name"] == "secretfs.example.com"
-    csidrivers = [r for r in find(docs, "ClusterRole", "-node")["rules"] if "csidrivers" in r["resources"]]
-    assert csidrivers == [
-        {"apiGroups": ["storage.k8s.io"], "resources": ["csidrivers"], "resourceNames": ["secretfs.example.com"], "verbs": ["get"]}
-    ]
+    # its own socket directory: next to the upstream driver, the two must
+    # not share (and overwrite) plugins/csi-secrets-store/csi.sock
+    assert host_dirs(docs) == {
+        "plugin": "/var/lib/kubelet/plugins/secretfs.example.com/",
+        "registration": "/var/lib/kubelet/plugins/secretfs.example.com/csi.sock",
+        "keeper-node": "/var/lib/kubelet/plugins/secretfs.example.com-keeper",
+        "keeper": "/var/lib/kubelet/plugins/secretfs.example.com-keeper",
+    }
+
+
+@pytest.mark.parametrize("values", [None, {"driverName": "secrets-store.csi.k8s.io"}], ids=["default", "explicit"])
+def test_upstream_driver_name_keeps_upstream_socket_dir(values):
+    # in-place replacement of the upstream driver: same registration path
+    assert host_dirs(manifests(values)) == {
+        "plugin": "/var/lib/kubelet/plugins/csi-secrets-store/",
+        "registration": "/var/lib/kubelet/plugins/csi-secrets-store/csi.sock",
+        "keeper-node": "/var/lib/kubelet/plugins/csi-secrets-store-keeper",
+        "keeper": "/var/lib/kubelet/plugins/csi-secrets-store-keeper",
+    }
+
+
+def test_two_driver_names_share_no_host_dir():
+    a = host_dirs(manifests())
+    b = host_dirs(manifests({"driverName": "secretfs.csi.example.com", "kubeletRootDir": "/var/lib/kubelet/"}))
+    for key in ("plugin", "keeper"):
+        assert a[key].rstrip("/") != b[key].rstrip("/")
+        assert not b[key].startswith(a[key].rstrip("/") + "/") and not a[key].startswith(b[key].rstrip("/") + "/")
 
 
 def test_without_external_providers_no_provider_flags_or_mounts():
@@ -248,15 +283,55 @@ def test_csi_socket_dir_shared_by_the_three_containers(default_docs):
 def test_probes(default_docs):
     driver = container(default_docs, "secrets-store")
     ports = {p["name"]: p["containerPort"] for p in driver["ports"]}
+    assert ports == {"metrics": 8095}
+    # the driver's own /healthz (src/endpoints.rs, on --metrics-addr): not
+    # the sidecar's CSI Probe, which fails until the API watch has listed
     live = driver["livenessProbe"]
-    assert live["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert live["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert args_dict(driver)["--metrics-addr"] == f":{ports['metrics']}"
     assert (live["failureThreshold"], live["initialDelaySeconds"], live["timeoutSeconds"], live["periodSeconds"]) == (5, 30, 10, 15)
-    # healthz is the livenessprobe sidecar's endpoint
-    lp = container(default_docs, "liveness-probe")
-    assert lp["args"] == ["--csi-address=/csi/csi.sock", "--probe-timeout=3s", f"--http-endpoint=0.0.0.0:{ports['healthz']}"]
-    assert ports["healthz"] == 9808
     assert driver["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    assert ports["metrics"] == 8095
+    endpoints = (chartlib.REPO / "src" / "endpoints.rs").read_text()
+    assert '"/healthz" =>' in endpoints and '"/readyz" =>' in endpoints
+    # the livenessprobe sidecar stays, as upstream: CSI Probe over the socket
+    # on its own port
+    lp = container(default_docs, "liveness-probe")
+    lp_ports = {p["name"]: p["containerPort"] for p in lp["ports"]}
+    assert lp_ports == {"healthz": 9808}
+    assert lp["args"] == ["--csi-address=/csi/csi.sock", "--probe-timeout=3s", "--http-endpoint=0.0.0.0:9808"]
+
+
+def binary_default_admin_socket() -> str:
+    src = (chartlib.REPO / "src" / "admin.rs").read_text()
+    m = re.search(r'pub const DEFAULT_SOCKET: &str = "([^"]+)";', src)
+    assert m, "DEFAULT_SOCKET not found in src/admin.rs"
+    cli = (chartlib.REPO / "src" / "cli.rs").read_text()
+    # `secretfs node` and `secretfs status`/`refresh` default to it
+    assert len(re.findall(r"default_value = crate::admin::DEFAULT_SOCKET\)\]\s*pub admin_socket", cli)) == 2
+    return m.group(1)
+
+
+@pytest.mark.parametrize("values", [None, ALL_FEATURES, MINIMAL], ids=["defaults", "all", "minimal"])
+def test_admin_socket_dir_is_a_writable_mount(values):
+    """`secretfs status` / `refresh` reach the node over its admin socket; the
+    root filesystem is read-only, so the socket's directory must be a
+    writable volume of the driver container, at the path the bare commands
+    use (`kubectl exec ... -- secretfs status` passes no flag)."""
+    docs = manifests(values)
+    driver = container(docs, "secrets-store")
+    assert driver["securityContext"]["readOnlyRootFilesystem"] is True
+    socket = args_dict(driver).get("--admin-socket") or binary_default_admin_socket()
+    assert socket == binary_default_admin_socket() == "/var/run/secretfs/admin.sock"
+    directory = str(Path(socket).parent)
+    holding = [m for m in driver["volumeMounts"] if m["mountPath"].rstrip("/") == directory]
+    assert len(holding) == 1, f"nothing mounted at {directory}"
+    assert not holding[0].get("readOnly", False)
+    vol = volume(docs, holding[0]["name"])
+    assert "emptyDir" in vol, vol
+    # only the driver container reaches the socket
+    for c in pod_spec(docs)["containers"]:
+        if c["name"] != "secrets-store":
+            assert all(m["name"] != holding[0]["name"] for m in c["volumeMounts"])
 
 
 def test_sidecar_images(default_docs):
@@ -512,7 +587,9 @@ def test_no_secret_access_without_sync(values):
 
 def test_sync_adds_secret_access_in_its_own_bound_role():
     docs = manifests({"syncSecret": {"enabled": True}})
-    assert grants(docs, "secrets") == {"create", "get", "list", "watch", "patch", "update", "delete"}
+    # src/sync/mod.rs: one server-side apply per Secret (PATCH; `create` when
+    # the Secret does not exist yet); it never reads, lists or deletes one
+    assert grants(docs, "secrets") == {"create", "patch"}
     role = find(docs, "ClusterRole", "-sync")
     assert [r["resources"] for r in role["rules"]] == [["secrets"]]
     binding = find(docs, "ClusterRoleBinding", "-sync")
@@ -520,24 +597,79 @@ def test_sync_adds_secret_access_in_its_own_bound_role():
     assert binding["subjects"][0]["name"] == pod_spec(docs)["serviceAccountName"]
 
 
-def test_node_role_is_least_privilege(default_docs):
-    got = {}
-    for _, r in rules(default_docs):
+# What the driver's code calls, by (API group, resource), and the verbs each
+# call needs. A server-side apply is a PATCH that the API server authorises
+# as `create` when the object does not exist yet and as `patch` otherwise
+# (kubernetes.io/docs/reference/using-api/api-concepts/#patch-and-apply), so
+# every apply needs both.
+NODE_CALLS = {
+    # src/spc.rs: reflector(watcher(Api::all)) lists and watches; get_opt
+    # reads a class the cache does not hold yet
+    ("secrets-store.csi.x-k8s.io", "secretproviderclasses"): ["get", "list", "watch"],
+    # src/sync/mod.rs: Patch::Apply of the status; get of its uid when it
+    # owns a Secret. Deletion is the garbage collector's (owner: the pod).
+    ("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses"): ["create", "get", "patch"],
+    # src/sync/mod.rs: the pod's owner references for a synced Secret
+    ("", "pods"): ["get"],
+    # kube-runtime's events::Recorder: events.k8s.io/v1, create then patch
+    ("events.k8s.io", "events"): ["create", "patch"],
+}
+SYNC_CALLS = {
+    # src/sync/mod.rs: Patch::Apply of each Secret
+    ("", "secrets"): ["create", "patch"],
+}
+
+
+def role_grants(role: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    got: dict[tuple[str, str], list[str]] = {}
+    for r in role["rules"]:
+        assert "resourceNames" not in r, r
         for group in r["apiGroups"]:
             for res in r["resources"]:
+                assert (group, res) not in got, f"{(group, res)} granted twice"
                 got[(group, res)] = sorted(r["verbs"])
-    rw = sorted(["create", "get", "list", "watch", "patch", "update", "delete"])
-    assert got == {
-        ("secrets-store.csi.x-k8s.io", "secretproviderclasses"): ["get", "list", "watch"],
-        ("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses"): rw,
-        ("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses/status"): rw,
-        ("", "pods"): ["get", "list", "watch"],
-        ("", "events"): ["create", "patch"],
-        ("events.k8s.io", "events"): ["create", "patch"],
-        ("storage.k8s.io", "csidrivers"): ["get"],
-    }
+    return got
+
+
+def test_node_role_is_least_privilege(default_docs):
+    assert role_grants(find(default_docs, "ClusterRole", "-node")) == NODE_CALLS
     binding = find(default_docs, "ClusterRoleBinding", "-node")
     assert binding["roleRef"]["name"] == find(default_docs, "ClusterRole", "-node")["metadata"]["name"]
+
+
+def test_sync_role_is_least_privilege():
+    docs = manifests({"syncSecret": {"enabled": True}})
+    assert role_grants(find(docs, "ClusterRole", "-sync")) == SYNC_CALLS
+    assert role_grants(find(docs, "ClusterRole", "-node")) == NODE_CALLS
+
+
+def test_rbac_covers_every_resource_the_code_calls():
+    """Each Kubernetes resource type src/ builds an Api for (or records events
+    through) has a rule, and no rule names a resource nothing calls: a new
+    call site without a grant fails here, not with a 403 in a cluster."""
+    kinds: set[str] = set()
+    events = False
+    status_plural = False
+    for path in sorted((chartlib.REPO / "src").rglob("*.rs")):
+        text = path.read_text()
+        kinds |= {m.split("::")[-1] for m in re.findall(r"\bApi::<\s*([\w:]+)\s*>", text)}
+        kinds |= {m.split("::")[-1] for m in re.findall(r"\bApi<\s*([\w:]+)\s*>", text)}
+        events |= "Recorder::new(" in text
+        status_plural |= '"secretproviderclasspodstatuses"' in text
+    resources = {
+        "SecretProviderClass": ("secrets-store.csi.x-k8s.io", "secretproviderclasses"),
+        "Pod": ("", "pods"),
+        "Secret": ("", "secrets"),
+    }
+    assert kinds <= set(resources) | {"DynamicObject"}, f"Api of an unknown kind in src/: {kinds - set(resources)}"
+    called = {resources[k] for k in kinds if k in resources}
+    if "DynamicObject" in kinds:
+        # the only dynamic resource is the pod status (src/sync/mod.rs)
+        assert status_plural
+        called.add(("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses"))
+    if events:
+        called.add(("events.k8s.io", "events"))
+    assert called == set(NODE_CALLS) | set(SYNC_CALLS)
 
 
 def test_rbac_can_be_left_to_the_operator():
@@ -644,13 +776,29 @@ def test_crd_printer_columns(crds):
             ("Provider", ".spec.provider"),
             ("Age", ".metadata.creationTimestamp"),
         ]
-        assert [(c["name"], c["type"], c["jsonPath"]) for c in version(spcps, v)["additionalPrinterColumns"]] == [
-            ("Pod", "string", ".status.podName"),
-            ("Class", "string", ".status.secretProviderClassName"),
-            ("Mounted", "boolean", ".status.mounted"),
-            ("Objects", "string", ".status.objects"),
-            ("Age", "date", ".metadata.creationTimestamp"),
+        # pod, class, mounted and object count at a glance; the versions
+        # only with -o wide (priority 1)
+        assert [(c["name"], c["type"], c["jsonPath"], c.get("priority", 0)) for c in version(spcps, v)["additionalPrinterColumns"]] == [
+            ("Pod", "string", ".status.podName", 0),
+            ("Class", "string", ".status.secretProviderClassName", 0),
+            ("Mounted", "boolean", ".status.mounted", 0),
+            ("Objects", "integer", ".status.objectCount", 0),
+            ("Age", "date", ".metadata.creationTimestamp", 0),
+            ("Versions", "string", ".status.objects", 1),
         ]
+
+
+def test_object_count_column_is_written_by_the_driver(crds):
+    """The Objects column reads status.objectCount: the CRD declares it (or
+    the API server would prune it) and src/sync/status.rs writes it as the
+    length of the objects list it writes next to it."""
+    spcps = crds["secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io"]
+    for v in ("v1", "v1alpha1"):
+        field = schema_of(spcps, v)["properties"]["status"]["properties"]["objectCount"]
+        assert (field["type"], field["minimum"]) == ("integer", 0)
+    src = (chartlib.REPO / "src" / "sync" / "status.rs").read_text()
+    assert re.search(r'"objects": objects\.iter\(\)', src)
+    assert re.search(r'"objectCount": objects\.len\(\)', src)
 
 
 def schema_of(crd: dict[str, Any], v: str) -> dict[str, Any]:
@@ -684,6 +832,8 @@ def test_spcps_schema(crds):
         "mounted": "boolean",
         "targetPath": "string",
         "objects": "array",
+        # ours, for the Objects printer column; upstream's CRD prunes it
+        "objectCount": "integer",
     }
     assert sorted(status["objects"]["items"]["properties"]) == ["id", "version"]
     ok = {
@@ -696,11 +846,13 @@ def test_spcps_schema(crds):
             "mounted": True,
             "targetPath": "/var/lib/kubelet/pods/0b1c/volumes/kubernetes.io~csi/secrets-store-inline/mount",
             "objects": [{"id": "secret/sql-password", "version": "c55925c29c6743dcb9bb4bf091be03b0"}],
+            "objectCount": 1,
         },
     }
     jsonschema.Draft7Validator(schema).validate(ok)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.Draft7Validator(schema).validate({**ok, "status": {**ok["status"], "mounted": "yes"}})
+    for bad in ({"mounted": "yes"}, {"objectCount": "1"}, {"objectCount": -1}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.Draft7Validator(schema).validate({**ok, "status": {**ok["status"], **bad}})
 
 
 # ---------------------------------------------------------------- monitoring
@@ -768,6 +920,27 @@ def test_notes_tell_how_to_check():
     assert "port 8095" in text and "/metrics" in text
     assert "no access to Secrets" in text
     assert "secretfs-sync" in chartlib.notes({"syncSecret": {"enabled": True}})
+
+
+def test_notes_show_status_and_refresh_in_the_driver_container(default_docs):
+    text = chartlib.notes()
+    lines = text.splitlines()
+    pod_line = next(l for l in lines if "POD=$(kubectl" in l)
+    selector = re.search(r"-l (\S+)", pod_line).group(1)
+    labels = dict(kv.split("=", 1) for kv in selector.split(","))
+    # the selector finds the node plugin's pod, never the keeper's
+    node_pod = daemonset(default_docs)["spec"]["template"]["metadata"]["labels"]
+    keeper_pod = daemonset(default_docs, chartlib.KEEPER_DS)["spec"]["template"]["metadata"]["labels"]
+    assert labels.items() <= node_pod.items()
+    assert not labels.items() <= keeper_pod.items()
+    assert "--field-selector spec.nodeName=<node>" in pod_line and f"-n {chartlib.NAMESPACE}" in pod_line
+    for command in ("status", "refresh"):
+        line = next(l for l in lines if l.rstrip().endswith(f"-- secretfs {command}"))
+        assert f"kubectl -n {chartlib.NAMESPACE} exec $POD -c secrets-store --" in line
+    # `secretfs` is on the image's PATH and `status`/`refresh` are subcommands
+    assert "/usr/local/bin/secretfs" in DOCKERFILE
+    cli = (chartlib.REPO / "src" / "cli.rs").read_text()
+    assert re.search(r"^\s*Status\(AdminArgs\),", cli, re.M) and re.search(r"^\s*Refresh\(RefreshArgs\),", cli, re.M)
 
 
 # ---------------------------------------------------------------- Dockerfile

@@ -1,5 +1,5 @@
 //! SecretProviderClassPodStatus: what a pod mounted (upstream's shape, so
-//! tools that read it keep working).
+//! tools that read it keep working, plus `objectCount`).
 
 use serde_json::{Value, json};
 
@@ -14,6 +14,10 @@ pub fn name(pod: &PodRef, class: &str) -> String {
 
 /// The object to apply: labelled with the node, owned by the pod (so it is
 /// collected with it), objects sorted by id.
+///
+/// `objectCount` is ours, not upstream's: `kubectl get` prints it as the
+/// Objects column (a printer column's JSONPath cannot count a list). Under
+/// upstream's CRD the API server prunes it; the other fields are upstream's.
 pub fn body(
     node: &str,
     pod: &PodRef,
@@ -43,6 +47,48 @@ pub fn body(
             "mounted": true,
             "targetPath": target,
             "objects": objects.iter().map(|o| json!({"id": o.id, "version": o.version})).collect::<Vec<_>>(),
+            "objectCount": objects.len(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod() -> PodRef {
+        PodRef {
+            name: "web-0".into(),
+            namespace: "shop".into(),
+            uid: "uid-1".into(),
+            service_account: "default".into(),
+        }
+    }
+
+    fn version(id: &str, version: &str) -> ObjectVersion {
+        ObjectVersion {
+            id: id.into(),
+            version: version.into(),
+        }
+    }
+
+    #[test]
+    fn object_count_matches_the_sorted_objects() {
+        let versions = [version("secret/b", "2"), version("key/a", "1")];
+        let body = body("node-1", &pod(), "kv", "/t", &versions);
+        let status = &body["status"];
+        assert_eq!(status["objectCount"], 2);
+        assert_eq!(
+            status["objects"],
+            json!([{"id": "key/a", "version": "1"}, {"id": "secret/b", "version": "2"}])
+        );
+        assert_eq!(body["metadata"]["name"], "web-0-shop-kv");
+    }
+
+    #[test]
+    fn a_volume_without_objects_counts_zero() {
+        let body = body("node-1", &pod(), "kv", "/t", &[]);
+        assert_eq!(body["status"]["objectCount"], 0);
+        assert_eq!(body["status"]["objects"], json!([]));
+    }
 }

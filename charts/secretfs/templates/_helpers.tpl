@@ -48,9 +48,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- .Values.kubeletRootDir | trimSuffix "/" -}}
 {{- end -}}
 
-{{/* Directory of the driver's CSI socket on the host. */}}
+{{/*
+Directory of the driver's CSI socket (and restart-survival state) on the
+host: upstream's `plugins/csi-secrets-store` for upstream's driver name, so
+secretfs replaces the upstream driver in place; `plugins/<driverName>` for
+any other name, so a second driver next to upstream's never shares (and
+overwrites) its csi.sock.
+*/}}
 {{- define "secretfs.pluginDir" -}}
-{{- printf "%s/plugins/csi-secrets-store" (include "secretfs.kubeletDir" .) -}}
+{{- $dir := ternary "csi-secrets-store" .Values.driverName (eq .Values.driverName "secrets-store.csi.k8s.io") -}}
+{{- printf "%s/plugins/%s" (include "secretfs.kubeletDir" .) $dir -}}
 {{- end -}}
 
 {{/* Name of the keeper DaemonSet: <fullname>-keeper, within 63 characters. */}}
