@@ -152,6 +152,8 @@ async fn the_seed_secret_is_applied_once_and_again_only_after_rotation() {
         status["status"]["objects"],
         json!([{"id": "secret/sql-password", "version": "v1"}])
     );
+    // the Objects printer column of the chart's CRD
+    assert_eq!(status["status"]["objectCount"], 1);
     expect(&mut handle, Method::GET, POD_PATH, pod_reply(true)).await;
     let (query, secret) = expect(&mut handle, Method::PATCH, SECRET_PATH, secret_reply()).await;
     assert!(query.contains("fieldManager=secretfs"), "{query}");
@@ -188,6 +190,7 @@ async fn the_seed_secret_is_applied_once_and_again_only_after_rotation() {
     });
     let (_, status) = expect(&mut handle, Method::PATCH, STATUS_PATH, status_reply()).await;
     assert_eq!(status["status"]["objects"][0]["version"], "v2");
+    assert_eq!(status["status"]["objectCount"], 1);
     expect(&mut handle, Method::GET, POD_PATH, pod_reply(true)).await;
     let (_, secret) = expect(&mut handle, Method::PATCH, SECRET_PATH, secret_reply()).await;
     assert_eq!(secret["data"]["dbpassword"], "cm90YXRlZA==");
