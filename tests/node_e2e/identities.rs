@@ -1,12 +1,14 @@
 //! Every identity mode through the whole path, and pods without access.
 
 use secretfs_e2e::kubelet::{KubeletError, PublishExtras};
+use secretfs_e2e::{CounterFilter, Route};
 
 use super::harness::*;
 
 const WORKLOAD_CLIENT: &str = "7c6b5a49-3e2d-4f1a-8b9c-0d1e2f3a4b5c";
 const SP_CLIENT: &str = "3f8e2d1c-7b6a-4c5d-9e8f-1a2b3c4d5e6f";
 const SP_SECRET: &str = "emulator-test-client-secret";
+const NODE_IDENTITY: &str = "5a1d3e0c-6f0e-4c55-9a57-3c2f1b7d9e21";
 
 fn tokens_json(token: &str) -> String {
     format!(
@@ -20,6 +22,11 @@ async fn env() -> Env {
         azure_class("workload", &[("clientID", WORKLOAD_CLIENT)], &objects),
         azure_class("service-principal", &[], &objects),
         azure_class("pod-identity", &[("usePodIdentity", "true")], &objects),
+        azure_class(
+            "system-assigned",
+            &[("useVMManagedIdentity", "true")],
+            &objects,
+        ),
     ])
     .await
 }
@@ -97,6 +104,38 @@ async fn workload_identity_of_an_unfederated_service_account_is_refused() {
     assert!(!is_mounted(&target));
 }
 
+/// `useVMManagedIdentity` without `userAssignedIdentityID`: IMDS is asked
+/// with no selector and answers for the VM's default identity (here the
+/// node's only managed identity, as Azure does without a system-assigned one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_default_managed_identity_without_a_client_id() {
+    if !fuse_available() {
+        return;
+    }
+    let env = env().await;
+    let pod = pod(
+        "77777777-7777-4777-8777-777777777777",
+        Some("system-assigned"),
+        None,
+        None,
+    );
+    env.emulator.control().reset_counters();
+    assert_eq!(
+        read_secret(&env, &pod, &PublishExtras::default())
+            .await
+            .unwrap(),
+        "Sql-Passw0rd-from-kv-demo"
+    );
+    let control = env.emulator.control();
+    let imds = CounterFilter::route(Route::ImdsToken);
+    assert_eq!(control.count(&imds), 1, "one IMDS token request");
+    assert_eq!(
+        control.count(&imds.identity(NODE_IDENTITY).status(200)),
+        1,
+        "answered for the node's identity"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_identity_without_a_token_says_how_to_fix_it() {
     if !fuse_available() {
@@ -109,17 +148,19 @@ async fn workload_identity_without_a_token_says_how_to_fix_it() {
         Some("workload-sa"),
         None,
     );
+    let target = env.kubelet.target_path(&pod, VOLUME);
     let err = read_secret(&env, &pod, &PublishExtras::default())
         .await
         .unwrap_err();
     let KubeletError::Driver { code, message } = err else {
         panic!("{err}")
     };
-    assert_ne!(code, tonic::Code::Ok);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
     assert!(
-        message.contains("api://AzureADTokenExchange") || message.contains("tokenRequests"),
-        "{message}"
+        message.contains("api://AzureADTokenExchange") && message.contains("tokenRequests"),
+        "names the audience and the CSIDriver field to fix: {message}"
     );
+    assert!(!is_mounted(&target), "nothing is mounted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
