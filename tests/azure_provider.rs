@@ -23,3 +23,5 @@ mod retries;
 mod reuse;
 #[path = "azure_provider/storm.rs"]
 mod storm;
+#[path = "azure_provider/wire_fixtures.rs"]
+mod wire_fixtures;

@@ -9,7 +9,9 @@ use crate::directory::Directory;
 use crate::error::EmulatorError;
 use crate::faults::{ActiveFault, FaultSpec};
 use crate::secrets_seen::{SecretKind, SeenSecret, store_secrets};
-use crate::seed::{AccessSeed, CertificateVersionSeed, KeyVersionSeed};
+use crate::seed::{
+    AccessSeed, CertificateImport, CertificateVersionSeed, KeyImport, KeyVersionSeed,
+};
 use crate::state::Shared;
 use crate::store::{NewSecretVersion, ObjectKind};
 use crate::tokens::ServiceAccountTokenRequest;
@@ -77,6 +79,30 @@ impl Control {
         self.shared
             .store_mut()
             .add_certificate_version(vault, name, &seed)
+    }
+
+    /// Import a certificate version from a PFX or PEM bundle (see
+    /// [`CertificateImport`]): its backing secret serves the given value
+    /// byte for byte. Returns the version id.
+    pub fn import_certificate(
+        &self,
+        vault: &str,
+        name: &str,
+        import: &CertificateImport,
+    ) -> Result<String, EmulatorError> {
+        self.shared
+            .store_mut()
+            .import_certificate(vault, name, import)
+    }
+
+    /// Import a key version from a public JSON Web Key; returns the version id.
+    pub fn import_key(
+        &self,
+        vault: &str,
+        name: &str,
+        import: &KeyImport,
+    ) -> Result<String, EmulatorError> {
+        self.shared.store_mut().import_key(vault, name, import)
     }
 
     /// Enable or disable a version (`None` = latest); returns the version id.
@@ -161,7 +187,14 @@ impl Control {
         f
     }
 
-    /// Zero every counter.
+    /// The most Key Vault data-plane requests served at the same time
+    /// (401 challenges and injected latency included) since the emulator
+    /// started or the counters were last reset.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.shared.counters.peak_in_flight()
+    }
+
+    /// Zero every counter (the in-flight peak restarts from now).
     pub fn reset_counters(&self) {
         self.shared.counters.reset()
     }

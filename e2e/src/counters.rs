@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -88,10 +89,22 @@ pub struct CounterRow {
     pub count: u64,
 }
 
-/// Thread-safe counters.
+/// Thread-safe counters, and a gauge of Key Vault requests in flight.
 #[derive(Debug, Default)]
 pub struct Counters {
     map: Mutex<HashMap<RequestKey, u64>>,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+}
+
+/// One Key Vault request being served; dropping it ends it.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a Counters);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Counters {
@@ -140,9 +153,23 @@ impl Counters {
         rows
     }
 
-    /// Forget everything.
+    /// A Key Vault request starts; it is in flight until the guard drops.
+    pub fn enter(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
+    }
+
+    /// The most Key Vault requests in flight at once since the last reset.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Forget everything; the peak restarts from the requests in flight now.
     pub fn reset(&self) {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.peak_in_flight
+            .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 }
 
@@ -174,5 +201,22 @@ mod tests {
         assert_eq!(c.rows(&CounterFilter::default()).len(), 3);
         c.reset();
         assert_eq!(c.count(&CounterFilter::default()), 0);
+    }
+
+    #[test]
+    fn the_in_flight_gauge_keeps_its_peak() {
+        let c = Counters::default();
+        assert_eq!(c.peak_in_flight(), 0);
+        let a = c.enter();
+        let b = c.enter();
+        drop(a);
+        let d = c.enter();
+        assert_eq!(c.peak_in_flight(), 2);
+        drop((b, d));
+        assert_eq!(c.peak_in_flight(), 2);
+        c.reset();
+        assert_eq!(c.peak_in_flight(), 0);
+        let _e = c.enter();
+        assert_eq!(c.peak_in_flight(), 1);
     }
 }

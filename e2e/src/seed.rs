@@ -373,6 +373,42 @@ pub struct CertificateVersionSeed {
     pub attributes: VersionAttributesSeed,
 }
 
+/// A certificate to import ([`crate::Control::import_certificate`]). The backing secret serves `value` byte for
+/// byte: the base64 PFX (`application/x-pkcs12`, empty password) or the PEM
+/// text (`application/x-pem-file`: a PKCS#8 `PRIVATE KEY` and certificates).
+/// The certificate (`cer`) is the one whose public key matches the private
+/// key; the other certificates (a chain, in any order) stay in the value.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateImport {
+    pub value: String,
+    /// `application/x-pkcs12` (default) or `application/x-pem-file`.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(flatten)]
+    pub attributes: VersionAttributesSeed,
+}
+
+impl std::fmt::Debug for CertificateImport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateImport")
+            .field("value", &"<redacted>")
+            .field("content_type", &self.content_type)
+            .field("attributes", &self.attributes)
+            .finish()
+    }
+}
+
+/// A key to import ([`crate::Control::import_key`]) from a public JSON Web Key (RSA `n`/`e`, or EC
+/// `crv` P-256, P-384 or P-521 with `x`/`y`), as Key Vault returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyImport {
+    pub jwk: serde_json::Value,
+    #[serde(flatten)]
+    pub attributes: VersionAttributesSeed,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! The emulator's own PKI: one CA, and one server certificate for every
-//! Key Vault cloud suffix, the Entra hosts, `localhost` and 127.0.0.1.
+//! Key Vault cloud suffix (Azure Stack Hub's `local` region included), the
+//! Entra hosts, `localhost` and 127.0.0.1.
 
 use std::sync::Arc;
 
@@ -13,10 +14,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use crate::error::EmulatorError;
 
 /// Names on the server certificate.
-pub const SERVER_DNS_NAMES: [&str; 13] = [
+pub const SERVER_DNS_NAMES: [&str; 14] = [
     "*.vault.azure.net",
     "*.vault.azure.cn",
     "*.vault.usgovcloudapi.net",
+    "*.vault.local.azurestack.external",
     "login.microsoftonline.com",
     "login.windows.net",
     "login.microsoft.com",

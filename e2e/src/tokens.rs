@@ -16,11 +16,16 @@ use crate::util::{new_guid, unix_now};
 /// Key Vault's first-party application id, also accepted as audience.
 pub const KEYVAULT_APP_ID: &str = "cfa8b339-82a2-471a-a3c9-0fc0be7a4093";
 
-/// Key Vault resources of the clouds the emulator serves: (DNS suffix, resource).
-pub const KEYVAULT_RESOURCES: [(&str, &str); 3] = [
+/// Key Vault resources of the clouds the emulator serves: (DNS suffix,
+/// resource). The last is Azure Stack Hub's default region (`local`).
+pub const KEYVAULT_RESOURCES: [(&str, &str); 4] = [
     ("vault.azure.net", "https://vault.azure.net"),
     ("vault.azure.cn", "https://vault.azure.cn"),
     ("vault.usgovcloudapi.net", "https://vault.usgovcloudapi.net"),
+    (
+        "vault.local.azurestack.external",
+        "https://vault.local.azurestack.external",
+    ),
 ];
 
 /// Is `resource` one the emulator issues tokens for?

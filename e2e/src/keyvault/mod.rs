@@ -3,6 +3,7 @@
 
 mod bundles;
 pub mod errors;
+mod import;
 mod objects;
 mod paging;
 
@@ -127,6 +128,8 @@ fn ok(tally: Tally, req: &Incoming, location: &str, body: &Value) -> Handled {
 
 /// Serve one data-plane request.
 pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
+    // In flight until the answer is ready (challenges and faults included).
+    let _in_flight = shared.counters.enter();
     let segments = req.segments();
     let target = parse_target(&segments);
     let mut tally = Tally::new(
