@@ -115,6 +115,8 @@ async fn republish_does_not_remount_or_call_the_vault() {
         .await
         .unwrap();
     let held = std::fs::File::open(target.join("SECRET_1")).unwrap();
+    let mounts_before = mounts_at(&target);
+    assert_eq!(mounts_before.len(), 1, "one mount: {mounts_before:?}");
     let control = env.emulator.control();
     control.reset_counters();
     for _ in 0..5 {
@@ -123,6 +125,11 @@ async fn republish_does_not_remount_or_call_the_vault() {
             .await
             .unwrap();
     }
+    assert_eq!(
+        mounts_at(&target),
+        mounts_before,
+        "the same mount (mount id and device), none stacked on it"
+    );
     assert_eq!(control.count(&CounterFilter::route(Route::SecretGet)), 0);
     assert_eq!(
         control.count(&CounterFilter::default()),
@@ -198,10 +205,13 @@ async fn metrics_health_and_memory_hygiene_of_the_node() {
     }
     let env = Env::start(&[]).await;
     let pod = pod("99999999-9999-4999-8999-999999999999", None, None, None);
-    env.kubelet
+    let target = env
+        .kubelet
         .publish(&pod, VOLUME, &PublishExtras::default())
         .await
         .unwrap();
+    // One failed lookup (ENOENT), counted under its operation.
+    assert!(!target.join("no-such-file").exists());
     let missing = super::harness::pod(
         "99999999-9999-4999-8999-999999999998",
         Some("missing"),
@@ -229,6 +239,19 @@ async fn metrics_health_and_memory_hygiene_of_the_node() {
     ] {
         assert!(metrics.contains(line), "{line} missing in\n{metrics}");
     }
+    let lookup_errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"secretfs_fuse_errors_total{op="lookup"} "#))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        lookup_errors >= Some(1),
+        "failed lookups by op in\n{metrics}"
+    );
+    for op in ["getattr", "read", "readdir"] {
+        let line = format!(r#"secretfs_fuse_errors_total{{op="{op}"}} "#);
+        assert!(metrics.contains(&line), "{line} missing in\n{metrics}");
+    }
+    assert!(!metrics.contains(r#"op="any""#), "{metrics}");
     assert!(!metrics.contains("Sql-Passw0rd"), "no secret in metrics");
     assert_eq!(env.http_get("/healthz").0, 200);
     assert_eq!(env.http_get("/readyz").0, 200);
@@ -342,4 +365,16 @@ async fn a_lazy_class_mounts_without_vault_calls() {
         1
     );
     env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
+}
+
+/// The mount id and device of every mount at `target`, from mountinfo.
+fn mounts_at(target: &std::path::Path) -> Vec<(String, String)> {
+    let target = target.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && f[4] == target)
+        .map(|f| (f[0].to_owned(), f[2].to_owned()))
+        .collect()
 }
