@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -16,6 +17,9 @@ use crate::volume::{Driver, VolumeStatus};
 
 /// The default admin socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/secretfs/admin.sock";
+
+/// Volumes `secretfs refresh` refreshes at once.
+const REFRESH_CONCURRENCY: usize = 8;
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,30 +71,42 @@ async fn answer(
     Ok(match (request.method(), request.uri().path()) {
         (&Method::GET, "/volumes") => json(StatusCode::OK, &driver.status().await),
         (&Method::POST, "/refresh") => {
+            // One request: every volume takes only objects fetched since
+            // it arrived, so the first volume of an identity asks the vault
+            // and the others share its answer (M objects cost M requests,
+            // however many volumes), within the per-vault rate limit.
+            let requested_at = std::time::Instant::now();
             let targets: Vec<PathBuf> = match target {
                 Some(t) => vec![PathBuf::from(t)],
                 None => driver.volumes().into_iter().map(|v| v.target).collect(),
             };
-            let mut results = Vec::new();
-            for target in targets {
-                let result = driver.refresh(&target).await;
-                results.push(match result {
-                    Ok(o) => RefreshResult {
-                        target: target.to_string_lossy().into_owned(),
-                        replaced: o.replaced,
-                        added: o.added,
-                        removed: o.removed,
-                        error: None,
-                    },
-                    Err(e) => RefreshResult {
-                        target: target.to_string_lossy().into_owned(),
-                        replaced: 0,
-                        added: 0,
-                        removed: 0,
-                        error: Some(e.message),
-                    },
-                });
-            }
+            let refreshes = targets.into_iter().map(|target| {
+                let driver = driver.clone();
+                async move {
+                    let result = driver.refresh_since(&target, requested_at).await;
+                    let target = target.to_string_lossy().into_owned();
+                    match result {
+                        Ok(o) => RefreshResult {
+                            target,
+                            replaced: o.replaced,
+                            added: o.added,
+                            removed: o.removed,
+                            error: None,
+                        },
+                        Err(e) => RefreshResult {
+                            target,
+                            replaced: 0,
+                            added: 0,
+                            removed: 0,
+                            error: Some(e.message),
+                        },
+                    }
+                }
+            });
+            let results: Vec<RefreshResult> = futures::stream::iter(refreshes)
+                .buffered(REFRESH_CONCURRENCY)
+                .collect()
+                .await;
             json(StatusCode::OK, &results)
         }
         _ => json(
@@ -186,6 +202,14 @@ pub async fn refresh(path: &Path, target: Option<&Path>) -> Result<Vec<RefreshRe
 
 /// The table `secretfs status` prints.
 pub fn render_status(volumes: &[VolumeStatus]) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    render_status_at(volumes, now)
+}
+
+/// [`render_status`] at `now` (Unix seconds).
+fn render_status_at(volumes: &[VolumeStatus], now: u64) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     if volumes.is_empty() {
@@ -197,16 +221,24 @@ pub fn render_status(volumes: &[VolumeStatus]) -> String {
             "{}\n  pod {}  class {}  provider {}  synced {}",
             v.target, v.pod, v.class, v.provider, v.synced
         );
+        let interval = match v.interval_seconds {
+            Some(s) => format!("every {s}s (class)"),
+            None => "node interval".to_owned(),
+        };
+        let next = match v.next_refresh_at {
+            None => "next refresh not scheduled (rotation off, or the volume is new)".to_owned(),
+            Some(at) if at <= now => "next refresh now".to_owned(),
+            Some(at) => format!("next refresh in {}s", at - now),
+        };
+        let failures = match v.refresh_failures {
+            0 => String::new(),
+            1 => " after 1 failed refresh".to_owned(),
+            n => format!(" after {n} failed refreshes"),
+        };
         let _ = writeln!(
             out,
-            "  last refresh {}s ago{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                .saturating_sub(v.refreshed_at),
-            v.interval_seconds
-                .map(|s| format!(", every {s}s"))
-                .unwrap_or_default()
+            "  last refresh {}s ago, {interval}; {next}{failures}",
+            now.saturating_sub(v.refreshed_at),
         );
         if let Some(err) = &v.last_error {
             let _ = writeln!(out, "  last error: {err}");
@@ -220,4 +252,67 @@ pub fn render_status(volumes: &[VolumeStatus]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::FileStatus;
+
+    fn volume(interval: Option<u64>, next: Option<u64>, failures: u32) -> VolumeStatus {
+        VolumeStatus {
+            target: "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/v/mount".into(),
+            pod: "default/app".into(),
+            class: "azure-kvname".into(),
+            provider: "azure".into(),
+            files: vec![FileStatus {
+                path: "SECRET_1".into(),
+                object: "secret/sql-password".into(),
+                version: "c55925c29c6743dcb9bb4bf091be03b0".into(),
+                bytes: 25,
+            }],
+            refreshed_at: 1_000,
+            interval_seconds: interval,
+            next_refresh_at: next,
+            refresh_failures: failures,
+            synced: true,
+            last_error: (failures > 0).then(|| "secret/sql-password: 429".to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_table_shows_the_next_refresh_the_scheduler_planned() {
+        let table = render_status_at(&[volume(None, Some(1_108), 0)], 1_010);
+        assert!(
+            table.contains("last refresh 10s ago, node interval; next refresh in 98s\n"),
+            "{table}"
+        );
+        assert!(table.contains("SECRET_1") && table.contains("c55925c29c6743dcb9bb4bf091be03b0"));
+
+        let table = render_status_at(&[volume(Some(30), Some(1_040), 3)], 1_010);
+        assert!(
+            table.contains("every 30s (class); next refresh in 30s after 3 failed refreshes\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("last error: secret/sql-password: 429"),
+            "{table}"
+        );
+
+        let table = render_status_at(&[volume(None, Some(1_005), 0)], 1_010);
+        assert!(table.contains("; next refresh now\n"), "{table}");
+        let table = render_status_at(&[volume(None, None, 0)], 1_010);
+        assert!(table.contains("next refresh not scheduled"), "{table}");
+        assert_eq!(render_status_at(&[], 0), "no volumes published\n");
+    }
+
+    #[test]
+    fn the_json_of_an_older_node_without_a_schedule_still_reads() {
+        let mut json = serde_json::to_value(volume(None, Some(5), 1)).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("next_refresh_at");
+        object.remove("refresh_failures");
+        let read: VolumeStatus = serde_json::from_value(json).unwrap();
+        assert_eq!((read.next_refresh_at, read.refresh_failures), (None, 0));
+    }
 }

@@ -184,6 +184,10 @@ pub struct AzureArgs {
     /// recently used objects are evicted and wiped past it).
     #[arg(long = "cache-max-bytes", default_value_t = 64 * 1024 * 1024)]
     pub cache_max_bytes: usize,
+    /// Vault requests this process may make per vault: `<requests>/<period>`
+    /// (a token bucket; a 429 with `Retry-After` pauses it for that long).
+    #[arg(long = "vault-rate-limit", value_name = "N/PERIOD", default_value = "1000/10s", value_parser = crate::rate::parse_rate_limit)]
+    pub vault_rate_limit: crate::rate::RateLimit,
     /// Extra CA certificates (PEM) to trust for Key Vault and Entra ID.
     #[arg(long = "azure-ca-file", value_name = "PEM")]
     pub ca_file: Option<PathBuf>,

@@ -95,6 +95,7 @@ pub fn azure_config(args: &AzureArgs) -> Result<AzureProviderConfig, NodeError> 
         imds_url: args.imds_endpoint.clone(),
         nmi_url: args.nmi_endpoint.clone(),
         cache_bytes: args.cache_max_bytes,
+        rate_limit: args.vault_rate_limit,
         ..AzureProviderConfig::default()
     })
 }

@@ -2,13 +2,18 @@
 //! per interval (its class's `secretfs.io/rotation-poll-interval`, or
 //! `--rotation-poll-interval`), spread with jitter so a node's volumes do not
 //! all ask at once; a failed refresh keeps serving the last good bytes and
-//! is retried with exponential backoff; a class annotated with a new
-//! `secretfs.io/refresh-requested-at` value is refreshed at once.
+//! is retried with exponential backoff (1 s, 2 s, 4 s, … up to the interval
+//! and at most `max_backoff`, 5 min), never sooner than the vault's
+//! `Retry-After`; a class annotated with a new
+//! `secretfs.io/refresh-requested-at` value is refreshed at once. The plan
+//! (each volume's next refresh) is published to the driver for `secretfs
+//! status`.
 //!
 //! Vault cost: a refresh asks the provider, which answers from the shared
 //! cache when another volume of the same identity already fetched the
 //! object in this interval; so a cycle costs one vault request per distinct
-//! object, not per volume.
+//! object, not per volume. A requested refresh takes only objects fetched
+//! since the request, so it too costs one request per distinct object.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::names::ANNOTATION_REFRESH_REQUESTED_AT;
-use crate::volume::{Driver, VolumeInfo};
+use crate::volume::{Driver, Freshness, Scheduled, VolumeInfo};
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]
@@ -33,7 +38,7 @@ pub struct RotationConfig {
     pub tick: Duration,
     /// How often classes are checked for a refresh request.
     pub request_check: Duration,
-    /// Longest wait after failures.
+    /// Longest wait after failures (a `Retry-After` included).
     pub max_backoff: Duration,
 }
 
@@ -54,8 +59,9 @@ struct Due {
     next: Instant,
     failures: u32,
     running: bool,
-    /// The next refresh was requested (skip the cache).
-    forced: bool,
+    /// The next refresh was requested at this instant: it takes only
+    /// objects fetched since.
+    requested_at: Option<Instant>,
     /// The class's refresh-request annotation when last looked at.
     requested: Option<String>,
 }
@@ -89,7 +95,8 @@ pub fn spawn(driver: Arc<Driver>, config: RotationConfig) -> tokio::task::JoinHa
 
 async fn run(driver: Arc<Driver>, config: RotationConfig) {
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(PathBuf, bool)>();
+    let (done_tx, mut done_rx) =
+        mpsc::unbounded_channel::<(PathBuf, Result<(), Option<Duration>>)>();
     let mut due: HashMap<PathBuf, Due> = HashMap::new();
     let mut jitter = Jitter::new();
     let mut tick = tokio::time::interval(config.tick);
@@ -98,24 +105,37 @@ async fn run(driver: Arc<Driver>, config: RotationConfig) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            Some((target, ok)) = done_rx.recv() => {
+            Some((target, result)) = done_rx.recv() => {
                 if let Some(entry) = due.get_mut(&target) {
                     entry.running = false;
                     let interval = driver_interval(&driver, &target).unwrap_or(config.interval);
-                    let wait = if ok {
-                        entry.failures = 0;
-                        interval
-                    } else {
-                        entry.failures += 1;
-                        backoff(entry.failures, interval.min(config.max_backoff))
+                    let wait = match result {
+                        Ok(()) => {
+                            entry.failures = 0;
+                            jitter.apply(interval, config.jitter)
+                        }
+                        Err(retry_after) => {
+                            entry.failures += 1;
+                            failure_wait(
+                                jitter.apply(backoff(entry.failures, interval.min(config.max_backoff)), config.jitter),
+                                retry_after,
+                                config.max_backoff,
+                            )
+                        }
                     };
-                    entry.next = Instant::now() + jitter.apply(wait, config.jitter);
+                    // A refresh requested while this one ran is still due.
+                    entry.next = if entry.requested_at.is_some() {
+                        Instant::now()
+                    } else {
+                        Instant::now() + wait
+                    };
                 }
                 // A permit is free again: start the next due volume now,
                 // not at the next tick.
             }
         }
         if Arc::strong_count(&driver) == 1 {
+            driver.set_schedule(HashMap::new());
             return;
         }
         let volumes = driver.volumes();
@@ -129,7 +149,7 @@ async fn run(driver: Arc<Driver>, config: RotationConfig) {
                 next: now + jitter.apply(volume.interval.unwrap_or(config.interval), config.jitter),
                 failures: 0,
                 running: false,
-                forced: false,
+                requested_at: None,
                 requested: None,
             });
         }
@@ -155,28 +175,59 @@ async fn run(driver: Arc<Driver>, config: RotationConfig) {
                 break;
             };
             entry.running = true;
-            // Requested refreshes ask the vault; scheduled ones may share
-            // what another volume fetched in this interval.
-            let max_age = if entry.forced {
-                Some(Duration::ZERO)
-            } else {
-                None
+            // Requested refreshes take only what was fetched since the
+            // request (the first volume asks the vault, the others share
+            // its answer); scheduled ones may share what another volume
+            // fetched in this interval.
+            let freshness = match entry.requested_at.take() {
+                Some(at) => Freshness::Since(at),
+                None => Freshness::Scheduled,
             };
-            entry.forced = false;
             let (driver, done, target) = (driver.clone(), done_tx.clone(), volume.target.clone());
             tokio::spawn(async move {
-                let ok = match driver.refresh_with(&target, max_age).await {
-                    Ok(_) => true,
+                let result = match driver.refresh_for(&target, freshness).await {
+                    Ok(_) => Ok(()),
                     Err(err) => {
-                        tracing::warn!(target = ?target, error = %err.message, "refresh failed; the volume keeps its last good contents");
-                        false
+                        tracing::warn!(target = ?target, error = %err.error.message, retry_after_ms = err.retry_after.map(|d| d.as_millis() as u64), "refresh failed; the volume keeps its last good contents");
+                        Err(err.retry_after)
                     }
                 };
                 drop(permit);
-                let _ = done.send((target, ok));
+                let _ = done.send((target, result));
             });
         }
+        publish_plan(&driver, &due);
     }
+}
+
+/// Tells the driver when each volume is refreshed next (`secretfs status`).
+fn publish_plan(driver: &Driver, due: &HashMap<PathBuf, Due>) {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    driver.set_schedule(
+        due.iter()
+            .map(|(target, d)| {
+                let next = if d.running {
+                    wall
+                } else {
+                    wall + d.next.saturating_duration_since(now)
+                };
+                (
+                    target.clone(),
+                    Scheduled {
+                        next,
+                        failures: d.failures,
+                    },
+                )
+            })
+            .collect(),
+    );
+}
+
+/// The wait after a failed refresh: the (jittered) backoff, but never less
+/// than the service's `Retry-After` (itself capped at `max`, and not
+/// shortened by jitter).
+fn failure_wait(backoff: Duration, retry_after: Option<Duration>, max: Duration) -> Duration {
+    backoff.max(retry_after.unwrap_or_default().min(max))
 }
 
 fn driver_interval(driver: &Driver, target: &PathBuf) -> Option<Duration> {
@@ -195,6 +246,7 @@ fn backoff(failures: u32, cap: Duration) -> Duration {
 /// Marks the volumes of classes whose refresh-request annotation changed as
 /// due now.
 async fn check_requests(driver: &Driver, volumes: &[VolumeInfo], due: &mut HashMap<PathBuf, Due>) {
+    let noticed = Instant::now();
     let mut classes: Vec<(&str, &str)> = volumes
         .iter()
         .map(|v| (v.namespace.as_str(), v.class.as_str()))
@@ -219,8 +271,12 @@ async fn check_requests(driver: &Driver, volumes: &[VolumeInfo], due: &mut HashM
                 if entry.requested.is_some() && entry.requested != requested && requested.is_some()
                 {
                     tracing::info!(target = ?volume.target, class = %name, "refresh requested");
-                    entry.next = Instant::now();
-                    entry.forced = true;
+                    // Seen now: the volumes of the class take only objects
+                    // fetched from now on (a failure backoff is skipped
+                    // too, the vault's Retry-After is not: its bucket
+                    // stays paused).
+                    entry.next = noticed;
+                    entry.requested_at = Some(noticed);
                 }
                 entry.requested = requested.clone().or(Some(String::new()));
             }
@@ -237,6 +293,16 @@ mod tests {
         let cap = Duration::from_secs(60);
         let waits: Vec<u64> = (1..=8).map(|f| backoff(f, cap).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[test]
+    fn a_failure_waits_for_the_retry_after_unshortened_up_to_the_cap() {
+        let max = Duration::from_secs(300);
+        let s = Duration::from_secs;
+        assert_eq!(failure_wait(s(2), None, max), s(2));
+        assert_eq!(failure_wait(s(2), Some(s(30)), max), s(30));
+        assert_eq!(failure_wait(s(60), Some(s(30)), max), s(60));
+        assert_eq!(failure_wait(s(2), Some(s(3600)), max), max);
     }
 
     #[test]

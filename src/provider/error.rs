@@ -73,6 +73,9 @@ pub struct ObjectError {
     pub kind: ErrorKind,
     /// A human-readable explanation (shown in `kubectl describe pod`).
     pub message: String,
+    /// The service's `Retry-After`, when it sent one: the refresh scheduler
+    /// waits at least this long before trying the volume again.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ObjectError {
@@ -82,7 +85,14 @@ impl ObjectError {
             object: object.into(),
             kind,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, with the service's `Retry-After`.
+    pub fn with_retry_after(mut self, retry_after: Option<std::time::Duration>) -> Self {
+        self.retry_after = retry_after;
+        self
     }
 }
 

@@ -103,19 +103,44 @@ pub struct Driver {
     fuse: std::sync::Mutex<FuseTally>,
     /// State directory and keeper, when volumes survive restarts.
     persist: Option<Arc<Persistence>>,
+    /// When the rotation scheduler will refresh each volume next (it
+    /// publishes its plan here; `secretfs status` shows it).
+    schedule: std::sync::Mutex<HashMap<PathBuf, Scheduled>>,
+}
+
+/// The rotation scheduler's plan for one volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scheduled {
+    /// When the next refresh starts (the interval, less jitter, after the
+    /// last one; sooner for a requested refresh; later after failures).
+    pub next: std::time::SystemTime,
+    /// Refreshes that failed in a row (0 after a success).
+    pub failures: u32,
 }
 
 #[derive(Default)]
 struct FuseTally {
     live: HashMap<PathBuf, Arc<secretfs_fuse::FsCore>>,
-    retired: [u64; 5],
+    retired: [u64; 9],
 }
 
-/// (lookups, getattrs, reads, readdirs, errors) of one core.
-fn fuse_snapshot(core: &secretfs_fuse::FsCore) -> [u64; 5] {
+/// (lookups, getattrs, reads, readdirs, errors, then the errors of each:
+/// lookup, getattr, read, readdir) of one core.
+fn fuse_snapshot(core: &secretfs_fuse::FsCore) -> [u64; 9] {
     use std::sync::atomic::Ordering::Relaxed;
     let c = core.counters();
-    [&c.lookups, &c.getattrs, &c.reads, &c.readdirs, &c.errors].map(|a| a.load(Relaxed))
+    [
+        &c.lookups,
+        &c.getattrs,
+        &c.reads,
+        &c.readdirs,
+        &c.errors,
+        &c.lookup_errors,
+        &c.getattr_errors,
+        &c.read_errors,
+        &c.readdir_errors,
+    ]
+    .map(|a| a.load(Relaxed))
 }
 
 impl std::fmt::Debug for Driver {
@@ -141,7 +166,22 @@ impl Driver {
             syncer: None,
             fuse: std::sync::Mutex::new(FuseTally::default()),
             persist: None,
+            schedule: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The rotation scheduler's plan, replacing the previous one.
+    pub fn set_schedule(&self, plan: HashMap<PathBuf, Scheduled>) {
+        *self.schedule.lock().unwrap_or_else(|e| e.into_inner()) = plan;
+    }
+
+    /// The scheduler's plan for `target`, if a scheduler runs and has seen it.
+    pub fn scheduled(&self, target: &Path) -> Option<Scheduled> {
+        self.schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(target)
+            .copied()
     }
 
     /// Counts the FUSE requests of a volume served from now on.
@@ -154,8 +194,9 @@ impl Driver {
     }
 
     /// FUSE requests that reached this process since it started:
-    /// (lookups, getattrs, reads, readdirs, errors).
-    pub fn fuse_counts(&self) -> [u64; 5] {
+    /// (lookups, getattrs, reads, readdirs, errors, lookup errors, getattr
+    /// errors, read errors, readdir errors).
+    pub fn fuse_counts(&self) -> [u64; 9] {
         let tally = self.fuse.lock().unwrap_or_else(|e| e.into_inner());
         tally.live.values().fold(tally.retired, |mut sum, core| {
             for (s, v) in sum.iter_mut().zip(fuse_snapshot(core)) {
@@ -222,6 +263,7 @@ impl Driver {
                 t.duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs())
             };
+            let scheduled = self.scheduled(&target);
             out.push(VolumeStatus {
                 target: target.to_string_lossy().into_owned(),
                 pod: format!("{}/{}", p.request.pod.namespace, p.request.pod.name),
@@ -247,6 +289,8 @@ impl Driver {
                     .collect(),
                 refreshed_at: since_epoch(p.refreshed_at),
                 interval_seconds: p.interval.map(|d| d.as_secs()),
+                next_refresh_at: scheduled.map(|s| since_epoch(s.next)),
+                refresh_failures: scheduled.map_or(0, |s| s.failures),
                 synced: p.synced,
                 last_error: p.last_error.clone(),
             });
@@ -276,9 +320,26 @@ impl Driver {
     /// Asks the provider again for the volume at `target` (with the pod's
     /// newest tokens) and swaps in place every file whose bytes changed;
     /// files that appeared or disappeared are added or removed. Readers see
-    /// the new bytes at the same paths, with no remount.
+    /// the new bytes at the same paths, with no remount. An on-demand
+    /// refresh requested now: only objects fetched from now on are used.
     pub async fn refresh(&self, target: &Path) -> Result<RefreshOutcome, VolumeError> {
-        self.refresh_with(target, Some(Duration::ZERO)).await
+        self.refresh_since(target, std::time::Instant::now()).await
+    }
+
+    /// An on-demand refresh requested at `requested_at` (`secretfs
+    /// refresh`, the class annotation): it skips the interval, and takes
+    /// only objects fetched at or after `requested_at`. So when many volumes
+    /// of one identity are refreshed for one request, the first asks the
+    /// vault and the others reuse its answer: M objects cost M requests,
+    /// not one per volume. The per-vault rate limit still applies.
+    pub async fn refresh_since(
+        &self,
+        target: &Path,
+        requested_at: std::time::Instant,
+    ) -> Result<RefreshOutcome, VolumeError> {
+        self.refresh_for(target, Freshness::Since(requested_at))
+            .await
+            .map_err(|e| e.error)
     }
 
     /// [`Driver::refresh`], answering from cached objects younger than
@@ -289,6 +350,22 @@ impl Driver {
         target: &Path,
         max_age: Option<Duration>,
     ) -> Result<RefreshOutcome, VolumeError> {
+        let freshness = match max_age {
+            Some(age) => Freshness::MaxAge(age),
+            None => Freshness::Scheduled,
+        };
+        self.refresh_for(target, freshness)
+            .await
+            .map_err(|e| e.error)
+    }
+
+    /// A refresh taking cached objects as `freshness` allows; a failure
+    /// carries the service's `Retry-After`, for the scheduler's backoff.
+    pub async fn refresh_for(
+        &self,
+        target: &Path,
+        freshness: Freshness,
+    ) -> Result<RefreshOutcome, RefreshError> {
         let slot = self.slot(target);
         let mut guard = slot.lock().await;
         let Some(published) = guard.as_mut() else {
@@ -296,7 +373,8 @@ impl Driver {
                 ErrorCode::NotFound,
                 "VolumeNotFound",
                 format!("no volume is published at {target:?}"),
-            ));
+            )
+            .into());
         };
         if published.live.is_some() {
             // A lazy volume keeps no bytes between intervals: its loaded
@@ -323,9 +401,15 @@ impl Driver {
         }
         let mut request = published.request.clone();
         request.current = published.versions.clone();
-        request.max_age = max_age.unwrap_or_else(|| {
-            cache_age(published.interval.unwrap_or(self.config.rotation_interval))
-        });
+        // Taken once the volume is ours, right before the provider looks
+        // at its cache.
+        request.max_age = match freshness {
+            Freshness::Scheduled => {
+                cache_age(published.interval.unwrap_or(self.config.rotation_interval))
+            }
+            Freshness::MaxAge(age) => age,
+            Freshness::Since(at) => at.elapsed(),
+        };
         let started = std::time::Instant::now();
         let provider_name = published.provider.name().to_owned();
         let response = match published.provider.mount(&request).await {
@@ -334,7 +418,16 @@ impl Driver {
                 let err = errors::provider_failed(&format!("of {target:?}"), &e);
                 crate::metrics::global().refresh_failed(&provider_name, e.kind().as_str());
                 published.last_error = Some(err.message.clone());
-                return Err(err);
+                let retry_after = match &e {
+                    crate::provider::MountError::Objects(objects) => {
+                        objects.errors().iter().filter_map(|o| o.retry_after).max()
+                    }
+                    _ => None,
+                };
+                return Err(RefreshError {
+                    error: err,
+                    retry_after,
+                });
             }
         };
         let volume = published.mounted.volume().clone();
@@ -370,7 +463,11 @@ impl Driver {
                     .await;
             }
         }
-        if outcome.changed() || !published.synced {
+        let recheck = self
+            .syncer
+            .as_ref()
+            .is_some_and(|s| s.due(&target.to_string_lossy()));
+        if outcome.changed() || !published.synced || recheck {
             self.sync(target, published).await;
         }
         if outcome.changed() {
@@ -703,6 +800,9 @@ impl VolumeManager for Driver {
             )
         })?;
         drop(published);
+        if let Some(syncer) = &self.syncer {
+            syncer.forget(&request.target_path.to_string_lossy());
+        }
         match &result {
             Ok(()) => crate::metrics::global().unpublished(had_volume),
             Err(_) => crate::metrics::global().unpublish_failed(),
@@ -732,6 +832,14 @@ pub struct VolumeStatus {
     pub refreshed_at: u64,
     /// The class's own interval; `None` means the node's.
     pub interval_seconds: Option<u64>,
+    /// Unix seconds of the rotation scheduler's next refresh of this volume
+    /// (interval, jitter, backoff and `Retry-After` included); `None` when
+    /// rotation is off or the scheduler has not seen the volume yet.
+    #[serde(default)]
+    pub next_refresh_at: Option<u64>,
+    /// Scheduled refreshes that failed in a row.
+    #[serde(default)]
+    pub refresh_failures: u32,
     pub synced: bool,
     pub last_error: Option<String>,
 }
@@ -752,6 +860,35 @@ pub struct VolumeInfo {
     pub namespace: String,
     pub class: String,
     pub interval: Option<Duration>,
+}
+
+/// Which cached vault objects a refresh may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Younger than the volume's own [`cache_age`] (scheduled refreshes).
+    Scheduled,
+    /// Younger than this.
+    MaxAge(Duration),
+    /// Fetched at or after this instant (an on-demand refresh requested
+    /// then).
+    Since(std::time::Instant),
+}
+
+/// A failed refresh.
+#[derive(Debug, Clone)]
+pub struct RefreshError {
+    pub error: VolumeError,
+    /// The longest `Retry-After` a failing object's service sent.
+    pub retry_after: Option<Duration>,
+}
+
+impl From<VolumeError> for RefreshError {
+    fn from(error: VolumeError) -> Self {
+        RefreshError {
+            error,
+            retry_after: None,
+        }
+    }
 }
 
 /// What a refresh changed.

@@ -27,6 +27,8 @@ pub struct FakeProvider {
     pub overrides: std::sync::Mutex<BTreeMap<String, Option<String>>>,
     /// Fail every call (a vault outage).
     pub fail: std::sync::atomic::AtomicBool,
+    /// The `Retry-After` those failures carry (a throttling vault).
+    pub retry_after: std::sync::Mutex<Option<std::time::Duration>>,
 }
 
 #[async_trait::async_trait]
@@ -55,13 +57,14 @@ impl Provider for FakeProvider {
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail.load(Ordering::SeqCst) {
-            let errors: ObjectErrors = [ObjectError::new(
-                "secret/SECRET_1",
-                ErrorKind::Transient,
-                "vault unreachable",
-            )]
-            .into_iter()
-            .collect();
+            let retry_after = *self.retry_after.lock().unwrap();
+            let errors: ObjectErrors =
+                [
+                    ObjectError::new("secret/SECRET_1", ErrorKind::Transient, "vault unreachable")
+                        .with_retry_after(retry_after),
+                ]
+                .into_iter()
+                .collect();
             return Err(MountError::Objects(errors));
         }
         if let Some(kind) = request.parameters.get("fail") {

@@ -194,3 +194,170 @@ async fn more_volumes_than_permits_all_rotate_without_waiting_for_ticks() {
         s.unpublish(uid).await;
     }
 }
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `secretfs status` shows the scheduler's own plan: the node interval,
+/// a class's override and the jitter for new volumes, and after a failure
+/// the backoff, never shorter than the vault's `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_next_refresh_the_scheduler_planned() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup_with(&[
+        class(
+            "twenty",
+            "fake",
+            &[
+                ("file:SECRET_1", "twenty"),
+                ("secretfs.io/rotation-poll-interval", "20s"),
+            ],
+        ),
+        class(
+            "every-second",
+            "fake",
+            &[
+                ("file:SECRET_1", "fast"),
+                ("secretfs.io/rotation-poll-interval", "1s"),
+            ],
+        ),
+    ]);
+    s.driver.publish(s.request("n1", "ok")).await.unwrap();
+    s.driver.publish(s.request("n2", "twenty")).await.unwrap();
+    s.driver
+        .publish(s.request("n3", "every-second"))
+        .await
+        .unwrap();
+    let before = s.driver.status().await;
+    assert!(
+        before.iter().all(|v| v.next_refresh_at.is_none()),
+        "no scheduler, no plan"
+    );
+    // The vault throttles: failures carry Retry-After: 30.
+    s.provider.fail.store(true, Ordering::SeqCst);
+    *s.provider.retry_after.lock().unwrap() = Some(Duration::from_secs(30));
+    let config = RotationConfig {
+        interval: Duration::from_secs(100),
+        max_backoff: Duration::from_secs(60),
+        ..fast()
+    };
+    let started = unix_now();
+    let scheduler = rotation::spawn(s.driver.clone(), config);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (statuses, failed_by) = loop {
+        let statuses = s.driver.status().await;
+        if statuses.iter().any(|v| v.refresh_failures > 0) {
+            break (statuses, unix_now());
+        }
+        assert!(Instant::now() < deadline, "no failed refresh: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let by_uid = |uid: &str| {
+        let target = s.target(uid).to_string_lossy().into_owned();
+        statuses
+            .iter()
+            .find(|v| v.target == target)
+            .unwrap()
+            .clone()
+    };
+    // New volumes: interval less up to 10 % jitter (second resolution).
+    let node = by_uid("n1");
+    let next = node.next_refresh_at.expect("planned");
+    assert!(
+        (started + 89..=failed_by + 100).contains(&next),
+        "node interval 100 s: {next} vs {started}"
+    );
+    let class_override = by_uid("n2");
+    let next = class_override.next_refresh_at.expect("planned");
+    assert!(
+        (started + 17..=failed_by + 20).contains(&next),
+        "class interval 20 s: {next} vs {started}"
+    );
+    assert_eq!(class_override.refresh_failures, 0);
+    // The 1 s class was tried and failed: the next try waits for the
+    // Retry-After (30 s), not the 1 s backoff, and jitter does not cut it.
+    let failing = by_uid("n3");
+    assert_eq!(failing.refresh_failures, 1);
+    let next = failing.next_refresh_at.expect("planned");
+    assert!(
+        (failed_by + 29..=failed_by + 31).contains(&next),
+        "Retry-After 30 s honoured: {next} vs {failed_by}"
+    );
+    let table = secretfs::admin::render_status(&statuses);
+    assert_eq!(table.matches("; next refresh in ").count(), 3, "{table}");
+    assert!(
+        table.contains("every 20s (class); next refresh in "),
+        "{table}"
+    );
+    assert!(table.contains(" after 1 failed refresh\n"), "{table}");
+    assert!(table.contains("node interval; next refresh in "), "{table}");
+
+    scheduler.abort();
+    for uid in ["n1", "n2", "n3"] {
+        s.unpublish(uid).await;
+    }
+}
+
+/// A class's `secretfs.io/rotation-poll-interval` drives its own volumes;
+/// a volume of another class keeps the node's (long) interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_interval_override_refreshes_on_its_own_schedule() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup_with(&[class(
+        "short",
+        "fake",
+        &[
+            ("file:SECRET_1", "short-lived"),
+            ("secretfs.io/rotation-poll-interval", "500ms"),
+        ],
+    )]);
+    s.driver.publish(s.request("o1", "ok")).await.unwrap();
+    s.driver.publish(s.request("o2", "short")).await.unwrap();
+    let config = RotationConfig {
+        interval: Duration::from_secs(3600),
+        ..fast()
+    };
+    let scheduler = rotation::spawn(s.driver.clone(), config);
+    s.provider
+        .overrides
+        .lock()
+        .unwrap()
+        .insert("SECRET_1".into(), Some("rotated".into()));
+    wait_for("the short class rotated", Duration::from_secs(3), || {
+        std::fs::read(s.target("o2").join("SECRET_1")).unwrap() == b"rotated"
+    })
+    .await;
+    // It keeps refreshing every ~0.5 s (each refresh is one provider call)…
+    let calls = s.provider.calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let more = s.provider.calls.load(Ordering::SeqCst) - calls;
+    assert!(
+        (3..=6).contains(&more),
+        "the 500 ms class refreshed {more} times in 2 s"
+    );
+    // …while the volume on the node's hour-long interval was not touched.
+    assert_eq!(
+        std::fs::read(s.target("o1").join("SECRET_1")).unwrap(),
+        b"s3cr3t"
+    );
+    let status = s.driver.status().await;
+    let node = status
+        .iter()
+        .find(|v| v.target == s.target("o1").to_string_lossy())
+        .unwrap();
+    assert!(
+        node.next_refresh_at.unwrap() > unix_now() + 3000,
+        "{node:?}"
+    );
+    scheduler.abort();
+    s.unpublish("o1").await;
+    s.unpublish("o2").await;
+}

@@ -94,6 +94,18 @@ fn bad_body(what: &str, e: &serde_json::Error) -> Failure {
     ))
 }
 
+/// A 429 with `Retry-After` from the vault pauses its bucket: no request of
+/// this node goes to that vault until then (`crate::rate`).
+fn pause_if_throttled<T>(ctx: &FetchContext<'_>, result: &Result<T, Failure>) {
+    if let (Some(limiter), Err(failure)) = (ctx.limiter, result)
+        && failure.kind == ErrorKind::Throttled
+        && !failure.credential
+        && let Some(wait) = failure.retry_after
+    {
+        limiter.pause(ctx.vault, wait.min(ctx.retry.max_retry_after));
+    }
+}
+
 /// Whether the vault answered (so the client has learnt its challenge).
 fn answered(f: &Failure) -> bool {
     f.status.is_some() || f.credential
@@ -118,6 +130,7 @@ async fn get(
             result.as_ref().map_or_else(|f| f.kind.as_str(), |_| "ok"),
             started.elapsed().as_secs_f64(),
         );
+        pause_if_throttled(ctx, &result);
         match &result {
             Ok(_) => gate.open(),
             Err(f) if answered(f) => gate.open(),
@@ -224,6 +237,7 @@ async fn list_versions(
             result.as_ref().map_or_else(|f| f.kind.as_str(), |_| "ok"),
             started.elapsed().as_secs_f64(),
         );
+        pause_if_throttled(ctx, &result);
         match &result {
             Ok(_) => gate.open(),
             Err(f) if answered(f) => gate.open(),
@@ -380,7 +394,7 @@ pub fn object_error(
     } else {
         format!("{what}: {answer} ({fix})")
     };
-    ObjectError::new(object.id(), failure.kind, message)
+    ObjectError::new(object.id(), failure.kind, message).with_retry_after(failure.retry_after)
 }
 
 /// Why an object failed, and whether the identity itself was refused
