@@ -7,6 +7,14 @@
 //!   as thread stacks from being populated).
 //! - `PR_SET_DUMPABLE 0`: no core dump is written and other processes of
 //!   the same user cannot ptrace it or read `/proc/<pid>/mem`.
+//!
+//! Secret bytes themselves ([`secretfs_fuse::SecretBytes`]) also live in
+//! mappings of their own that are `mlock`ed and marked `MADV_DONTDUMP`, so
+//! they stay out of swap and out of any core dump (a root-owned one written
+//! under `fs.suid_dumpable=2` included) even where `harden` could not apply.
+//!
+//! Every long-running command calls [`harden`]: `node`, `provider`,
+//! `keeper` and `mount`.
 
 use rustix::mm::{MlockAllFlags, mlockall};
 use rustix::process::{DumpableBehavior, set_dumpable_behavior};
@@ -64,5 +72,33 @@ mod tests {
         let after = locked_kb(std::process::id()).unwrap();
         assert!(after >= before + 8 * 1024 - 64, "{before} kB → {after} kB");
         drop(buffer);
+    }
+
+    /// Secret bytes are in a mapping of their own, locked and excluded from
+    /// core dumps (`lo` and `dd` in `/proc/self/smaps`).
+    #[test]
+    fn secret_bytes_are_locked_and_not_dumped() {
+        harden().unwrap();
+        let value = secretfs_fuse::SecretBytes::from_slice(b"not-in-any-core-dump");
+        let addr = value.expose().as_ptr() as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        let mut flags = None;
+        for line in smaps.lines() {
+            if let Some((lo, hi)) = line.split(' ').next().and_then(|r| r.split_once('-'))
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+            } else if inside && let Some(f) = line.strip_prefix("VmFlags:") {
+                flags = Some(f.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+                break;
+            }
+        }
+        let flags = flags.expect("a mapping holds the value");
+        assert!(flags.iter().any(|f| f == "dd"), "MADV_DONTDUMP: {flags:?}");
+        assert!(flags.iter().any(|f| f == "lo"), "locked: {flags:?}");
+        assert!(!dumpable());
+        assert!(locked_kb(std::process::id()).unwrap() > 0);
     }
 }

@@ -105,6 +105,10 @@ async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
     // mount is made, or while a refresh runs, must still unmount.
     let stop = crate::node::shutdown_signal();
     tokio::pin!(stop);
+    // As `secretfs node`: no swap, no core dumps, no ptrace by the user.
+    if let Err(err) = crate::hygiene::harden() {
+        tracing::warn!(error = %err, "memory hygiene");
+    }
     let text = std::fs::read_to_string(&args.spc).map_err(|source| StandaloneError::Read {
         path: args.spc.clone(),
         source,
