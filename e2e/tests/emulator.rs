@@ -6,6 +6,8 @@ mod common;
 
 #[path = "emulator/admin_api.rs"]
 mod admin_api;
+#[path = "emulator/binary.rs"]
+mod binary;
 #[path = "emulator/challenge.rs"]
 mod challenge;
 #[path = "emulator/entra.rs"]

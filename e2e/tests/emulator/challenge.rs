@@ -135,6 +135,8 @@ async fn bad_expired_or_misdirected_tokens_get_401_with_the_challenge() {
     parts[2] = parts[2].chars().rev().collect();
     let r = env.get("kv-demo", &path, Some(&parts.join("."))).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.header("www-authenticate"), Some(CHALLENGE));
+    assert!(r.kv_error().2.starts_with("AKV10021"), "{}", r.text);
     // The Key Vault app id is an accepted audience.
     let r = env
         .get(
@@ -147,6 +149,81 @@ async fn bad_expired_or_misdirected_tokens_get_401_with_the_challenge() {
             ),
         )
         .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+/// Split a compact JWT and decode its header and claims.
+fn jwt_json(token: &str) -> (serde_json::Value, serde_json::Value) {
+    use base64::Engine as _;
+    let dec = |seg: &str| -> serde_json::Value {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(seg)
+            .expect("base64url segment");
+        serde_json::from_slice(&bytes).expect("JSON segment")
+    };
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a compact JWT");
+    (dec(parts[0]), dec(parts[1]))
+}
+
+#[tokio::test]
+async fn a_well_formed_token_signed_by_another_key_is_401_invalid_signature() {
+    use base64::Engine as _;
+    use rcgen::SigningKey as _;
+    let env = start().await;
+    let path = format!("/secrets/sql-password?{API}");
+    let good = env.token("app-sp");
+    let (header, claims) = jwt_json(&good);
+    // Everything but the signing key is right: RS256 with the emulator's kid,
+    // issuer of the vault's tenant, the vault audience, an expiry ahead.
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(claims["iss"], format!("https://sts.windows.net/{TENANT}/"));
+    assert_eq!(claims["aud"], "https://vault.azure.net");
+    assert_eq!(claims["appid"], APP_SP);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(claims["exp"].as_i64().unwrap() > now + 600, "{claims}");
+
+    let other = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        .expect("RSA key");
+    let signing_input = good.rsplit_once('.').unwrap().0;
+    let sig = other.sign(signing_input.as_bytes()).expect("sign");
+    let forged = format!(
+        "{signing_input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+    );
+    assert_ne!(forged, good);
+    assert_eq!(
+        jwt_json(&forged),
+        (header, claims),
+        "same header and claims"
+    );
+
+    let r = env.get("kv-demo", &path, Some(&forged)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
+    // As for any bad token: the challenge again, an `Unauthorized` envelope
+    // and the AKV10021 signature message; never the secret.
+    assert_eq!(r.header("www-authenticate"), Some(CHALLENGE));
+    let (code, inner, message) = r.kv_error();
+    assert_eq!(code, "Unauthorized");
+    assert_eq!(inner, None);
+    assert!(
+        message.starts_with("AKV10021: Invalid token signature."),
+        "{message}"
+    );
+    assert!(!r.text.contains("Sql-Passw0rd"), "{}", r.text);
+    assert_eq!(
+        env.emu.count(
+            &CounterFilter::route(Route::SecretGet)
+                .vault("kv-demo")
+                .status(401)
+        ),
+        1
+    );
+    // The same claims under the emulator's own signature are served.
+    let r = env.get("kv-demo", &path, Some(&good)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
 

@@ -125,7 +125,14 @@ async fn connection_reset_drops_the_connection_without_an_answer() {
         .send()
         .await
         .expect_err("the connection is reset");
-    assert!(err.is_request() || err.is_connect(), "{err:?}");
+    // A reset (RST), not a clean close: a graceful FIN surfaces as an
+    // `UnexpectedEof` ("peer closed connection without sending TLS
+    // close_notify"), which this assertion refuses.
+    assert!(
+        io_error_kinds(&err).contains(&std::io::ErrorKind::ConnectionReset),
+        "expected ECONNRESET in the error chain, got kinds {:?}: {err:?}",
+        io_error_kinds(&err)
+    );
     assert_eq!(
         env.emu
             .count(&CounterFilter::route(Route::SecretGet).status(0)),
@@ -136,6 +143,55 @@ async fn connection_reset_drops_the_connection_without_an_answer() {
         env.get_as_app("kv-demo", &path).await.status,
         StatusCode::OK
     );
+}
+
+/// The kinds of every `std::io::Error` in `err`'s source chain.
+fn io_error_kinds(err: &(dyn std::error::Error + 'static)) -> Vec<std::io::ErrorKind> {
+    let mut kinds = Vec::new();
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            kinds.push(io.kind());
+        }
+        cur = e.source();
+    }
+    kinds
+}
+
+#[tokio::test]
+async fn a_throttle_scoped_to_one_identity_spares_the_others() {
+    let env = start().await;
+    let path = format!("/secrets/sql-password?{API}");
+    // By client id here; the scope test below uses an identity name.
+    env.emu.add_fault(
+        FaultSpec::new(FaultKind::Throttle {
+            retry_after: Some(7),
+        })
+        .identity(NODE_MI),
+    );
+    let node = env.token(NODE_MI);
+    let app = env.token(APP_SP);
+    for _ in 0..3 {
+        let r = env.get("kv-demo", &path, Some(&node)).await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+        assert_eq!(r.header("retry-after"), Some("7"));
+        assert_eq!(r.kv_error().0, "Throttled");
+        let r = env.get("kv-demo", &path, Some(&app)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json()["value"], "Sql-Passw0rd-from-kv-demo");
+    }
+    // The challenge (no identity yet) is never throttled.
+    assert_eq!(
+        env.get("kv-demo", &path, None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let get = || CounterFilter::route(Route::SecretGet);
+    assert_eq!(env.emu.count(&get().identity(NODE_MI).status(429)), 3);
+    assert_eq!(env.emu.count(&get().identity(NODE_MI).status(200)), 0);
+    assert_eq!(env.emu.count(&get().identity(APP_SP).status(200)), 3);
+    assert_eq!(env.emu.count(&get().identity(APP_SP).status(429)), 0);
+    // An unlimited fault stays installed.
+    assert_eq!(env.emu.faults().len(), 1);
 }
 
 #[tokio::test]
