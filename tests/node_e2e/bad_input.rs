@@ -27,6 +27,8 @@ async fn each_bad_input_is_a_clear_error_and_mounts_nothing() {
     let classes = [
         ("dotdot", secret("../escape")),
         ("absolute", secret("/etc/passwd")),
+        ("empty-component", secret("dir//SECRET_1")),
+        ("dot", secret(".")),
         (
             "duplicate",
             format!(
@@ -61,6 +63,8 @@ async fn each_bad_input_is_a_clear_error_and_mounts_nothing() {
     let expectations: Vec<(&str, Code, &[&str])> = vec![
         ("dotdot", Code::InvalidArgument, &["../escape"]),
         ("absolute", Code::InvalidArgument, &["/etc/passwd"]),
+        ("empty-component", Code::InvalidArgument, &["dir//SECRET_1"]),
+        ("dot", Code::InvalidArgument, &["objectAlias", "\".\""]),
         ("duplicate", Code::InvalidArgument, &["same"]),
         (
             "bad-type",
@@ -110,6 +114,44 @@ async fn each_bad_input_is_a_clear_error_and_mounts_nothing() {
         }
         assert!(!is_mounted(&target), "{class}: nothing mounted");
     }
+}
+
+/// An empty `objectAlias` is no alias, as upstream: the file is named after
+/// the object (a manifest written for upstream keeps working).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_alias_names_the_file_after_the_object() {
+    if !fuse_available() {
+        return;
+    }
+    let class = azure_class(
+        "empty-alias",
+        &[
+            ("useVMManagedIdentity", "true"),
+            (
+                "userAssignedIdentityID",
+                "5a1d3e0c-6f0e-4c55-9a57-3c2f1b7d9e21",
+            ),
+        ],
+        &object("objectName: sql-password\nobjectType: secret\nobjectAlias: \"\""),
+    );
+    let env = Env::start(&[class]).await;
+    let pod = pod(
+        "cccccccc-0000-4000-8000-000000000001",
+        Some("empty-alias"),
+        None,
+        None,
+    );
+    let target = env
+        .kubelet
+        .publish(&pod, VOLUME, &PublishExtras::default())
+        .await
+        .unwrap();
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["sql-password"]);
+    env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
