@@ -341,6 +341,16 @@ impl FakeApiServer {
             .cloned()
     }
 
+    /// Removes the object at `path` as if it had been deleted (by a user,
+    /// or by garbage collection); returns it.
+    pub fn remove(&self, path: &str) -> Option<Value> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .objects
+            .remove(path)
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state

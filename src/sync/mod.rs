@@ -1,20 +1,39 @@
 //! Sync to Kubernetes: the SecretProviderClassPodStatus of each mounted
 //! volume, and the Secrets of the class's `secretObjects`, written by
-//! server-side apply (field manager `secretfs`) and only when their content
-//! changed, so a republish or an unchanged rotation writes nothing.
+//! server-side apply and only when their content changed, so a republish or
+//! an unchanged rotation writes nothing.
 //!
-//! Lifecycle (as upstream): a synced Secret is owned by the pod's owners
-//! (its ReplicaSet, StatefulSet, …), or by the pod's status object when the
-//! pod has no owner; Kubernetes deletes it when every owner is gone. A
-//! Deployment scaled to zero keeps its ReplicaSet, and so its Secret.
+//! Lifecycle (owners as upstream): a synced Secret is owned by the pod's
+//! owners (its ReplicaSet, StatefulSet, …), or by the pod's status object
+//! when the pod has no owner; Kubernetes deletes it when every owner is
+//! gone. A Deployment scaled to zero keeps its ReplicaSet, and so its
+//! Secret.
+//!
+//! - Each node applies its Secrets with its own field manager
+//!   (`secretfs-<node>`, [`secret_field_manager`]), listing the owners of
+//!   every volume of the node that writes the Secret. `ownerReferences` is
+//!   a list keyed by uid under server-side apply, so an apply keeps the
+//!   owners other nodes applied; a second pod (of another owner) adds its
+//!   owner even when the data did not change.
+//! - Every [`DEFAULT_RECHECK`] a volume's status and Secrets are applied
+//!   again, and its pod's owners read again, even if nothing changed: a
+//!   Secret deleted while pods use it is re-created (upstream re-checks
+//!   every 5 minutes too). The driver asks [`Syncer::due`] at each refresh.
+//! - An unpublished volume is forgotten ([`Syncer::forget`]); nothing is
+//!   written then. Its owners stay on the Secret until the node applies it
+//!   again (without them) or Kubernetes removes them once they are gone.
+//! - Pod status objects are applied with field manager `secretfs` (one per
+//!   pod and class, so there is nothing to share).
 
+mod ledger;
 mod secret;
 mod status;
 mod tls;
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
@@ -26,6 +45,7 @@ use serde_json::{Value, json};
 use crate::names::{FIELD_MANAGER, LABEL_MANAGED};
 use crate::provider::{MountedFile, ObjectVersion, PodRef};
 use crate::spc::{GROUP, SecretObject};
+use ledger::{Ledger, Owner};
 
 pub use secret::{SecretError, build as build_secret_data, resolve as resolve_file};
 
@@ -50,6 +70,31 @@ pub enum SyncError {
 /// minutes; a publish or refresh must not wait that long for a mirror.
 pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How often a volume's status and Secrets are applied again although
+/// nothing changed (upstream's 5 minutes): repairs a deleted Secret or
+/// status object and refreshes the owners.
+pub const DEFAULT_RECHECK: Duration = Duration::from_secs(300);
+
+/// The API server's limit on a field manager's length.
+const FIELD_MANAGER_MAX: usize = 128;
+
+/// The field manager of this node's Secret applies: `secretfs-<node>`; a
+/// node name too long for the API's 128 bytes is cut and ends with a digest
+/// of the whole name, so names stay distinct.
+pub fn secret_field_manager(node: &str) -> String {
+    let full = format!("{FIELD_MANAGER}-{node}");
+    if full.len() <= FIELD_MANAGER_MAX {
+        return full;
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, node.as_bytes());
+    let suffix = hex::encode(&digest.as_ref()[..8]);
+    let mut cut = FIELD_MANAGER_MAX - suffix.len() - 1;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{suffix}", &full[..cut])
+}
+
 /// One volume's state to mirror.
 #[derive(Debug, Clone, Copy)]
 pub struct SyncInput<'a> {
@@ -65,14 +110,18 @@ pub struct SyncInput<'a> {
 pub struct Syncer {
     client: kube::Client,
     node: String,
+    /// Field manager of the Secret applies ([`secret_field_manager`]).
+    secret_manager: String,
     recorder: Recorder,
     hasher: RandomState,
-    /// Object key → hash of what we last applied.
-    applied: Mutex<HashMap<String, u64>>,
+    /// What this node applied, per volume and per Secret.
+    ledger: Mutex<Ledger>,
     /// Whether `secretObjects` Secrets are written (pod statuses always).
     secrets: bool,
     /// Longest wait of one sync or event.
     timeout: std::time::Duration,
+    /// How often an unchanged volume is applied again.
+    recheck: Duration,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -102,12 +151,14 @@ impl Syncer {
         );
         Self {
             client,
+            secret_manager: secret_field_manager(&node),
             node,
             recorder,
             hasher: RandomState::new(),
-            applied: Mutex::new(HashMap::new()),
+            ledger: Mutex::new(Ledger::default()),
             secrets: true,
             timeout: DEFAULT_TIMEOUT,
+            recheck: DEFAULT_RECHECK,
         }
     }
 
@@ -124,24 +175,37 @@ impl Syncer {
         self
     }
 
-    fn changed(&self, key: &str, body: &Value) -> (bool, u64) {
+    /// Sets how often an unchanged volume is applied again (default
+    /// [`DEFAULT_RECHECK`]).
+    pub fn with_recheck(mut self, recheck: Duration) -> Self {
+        self.recheck = recheck;
+        self
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hash(&self, body: &Value) -> u64 {
         let mut hasher = self.hasher.build_hasher();
         hasher.write(body.to_string().as_bytes());
-        let hash = hasher.finish();
-        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        (applied.get(key) != Some(&hash), hash)
+        hasher.finish()
     }
 
-    fn remember(&self, key: String, hash: u64) {
-        self.applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, hash);
+    /// Whether the volume at `target` is due for its periodic re-check: the
+    /// driver then syncs it although nothing changed.
+    pub fn due(&self, target: &str) -> bool {
+        self.ledger().due(target, self.recheck)
     }
 
-    /// Mirrors one volume; writes only what changed since the last call.
-    /// Gives up after the timeout: what was not written is written at the
-    /// next call.
+    /// Forgets the volume at `target` (unpublished). Writes nothing.
+    pub fn forget(&self, target: &str) {
+        self.ledger().forget(target);
+    }
+
+    /// Mirrors one volume; writes only what changed since the last call, or
+    /// everything when its re-check is due ([`Syncer::due`]). Gives up after
+    /// the timeout: what was not written is written at the next call.
     pub async fn sync(&self, input: SyncInput<'_>) -> Result<usize, SyncError> {
         tokio::time::timeout(self.timeout, self.sync_once(input))
             .await
@@ -150,6 +214,8 @@ impl Syncer {
 
     async fn sync_once(&self, input: SyncInput<'_>) -> Result<usize, SyncError> {
         let mut writes = 0;
+        let target = input.target;
+        let recheck = self.due(target);
         let status = status::body(
             &self.node,
             input.pod,
@@ -158,16 +224,15 @@ impl Syncer {
             input.versions,
         );
         let status_name = status::name(input.pod, input.class);
-        let key = format!("status/{}/{status_name}", input.pod.namespace);
-        let (changed, hash) = self.changed(&key, &status);
+        let hash = self.hash(&status);
+        let changed = recheck || self.ledger().volume(target).status_hash != Some(hash);
         let api = kube::Api::<DynamicObject>::namespaced_with(
             self.client.clone(),
             &input.pod.namespace,
             &status_resource(),
         );
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let mut status_uid = None;
         if changed {
+            let params = PatchParams::apply(FIELD_MANAGER).force();
             let applied = api
                 .patch(&status_name, &params, &Patch::Apply(&status))
                 .await
@@ -178,11 +243,20 @@ impl Syncer {
                     ),
                     source,
                 })?;
-            status_uid = applied.metadata.uid;
-            self.remember(key, hash);
+            let mut ledger = self.ledger();
+            let volume = ledger.volume(target);
+            volume.status_hash = Some(hash);
+            if applied.metadata.uid.is_some() {
+                volume.status_uid = applied.metadata.uid;
+            }
             writes += 1;
         }
         if input.secret_objects.is_empty() || !self.secrets {
+            let mut ledger = self.ledger();
+            ledger.use_secrets(target, BTreeSet::new());
+            if recheck {
+                ledger.volume(target).checked = std::time::Instant::now();
+            }
             return Ok(writes);
         }
         // Build every Secret first: a bad entry fails before any write.
@@ -190,8 +264,35 @@ impl Syncer {
         for object in input.secret_objects {
             secrets.push((object, secret::build(object, input.files)?));
         }
-        let mut owners: Option<Value> = None;
+        // This volume's owners: read once, and again at each re-check.
+        let known = {
+            let mut ledger = self.ledger();
+            let volume = ledger.volume(target);
+            if recheck {
+                volume.owners = None;
+            }
+            volume.owners.is_some()
+        };
+        if !known {
+            let owners = self.owners(input.pod, &status_name, target, &api).await?;
+            self.ledger().volume(target).owners = Some(owners);
+        }
+        let keys = |name: &str| format!("{}/{name}", input.pod.namespace);
+        self.ledger().use_secrets(
+            target,
+            input
+                .secret_objects
+                .iter()
+                .map(|o| keys(&o.secret_name))
+                .collect(),
+        );
+        let params = PatchParams::apply(&self.secret_manager).force();
         for (object, data) in secrets {
+            let secret_key = keys(&object.secret_name);
+            // One apply of this Secret at a time on this node: the owner
+            // list applied last is the newest.
+            let lock = self.ledger().secret_lock(&secret_key);
+            let _held = lock.lock().await;
             let encoded: serde_json::Map<String, Value> = data
                 .iter()
                 .map(|(k, v)| {
@@ -203,8 +304,13 @@ impl Syncer {
                 .collect();
             let mut labels = object.labels.clone();
             labels.insert(LABEL_MANAGED.into(), "true".into());
-            let secret_key = format!("secret/{}/{}", input.pod.namespace, object.secret_name);
-            let mut body = json!({
+            let owners: Vec<Value> = self
+                .ledger()
+                .owners_of(&secret_key)
+                .iter()
+                .map(Owner::to_json)
+                .collect();
+            let body = json!({
                 "apiVersion": "v1",
                 "kind": "Secret",
                 "metadata": {
@@ -212,21 +318,18 @@ impl Syncer {
                     "namespace": input.pod.namespace,
                     "labels": labels,
                     "annotations": object.annotations,
+                    "ownerReferences": owners,
                 },
                 "type": object.secret_type,
                 "data": encoded,
             });
-            let (changed, hash) = self.changed(&secret_key, &body);
-            if !changed {
+            let hash = self.hash(&body);
+            let due = self
+                .ledger()
+                .secret_due(&secret_key, hash, recheck.then_some(self.recheck));
+            if !due {
                 continue;
             }
-            if owners.is_none() {
-                owners = Some(
-                    self.owners(input.pod, &status_name, status_uid.clone(), &api)
-                        .await?,
-                );
-            }
-            body["metadata"]["ownerReferences"] = owners.clone().unwrap_or(Value::Null);
             kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
                 self.client.clone(),
                 &input.pod.namespace,
@@ -237,8 +340,11 @@ impl Syncer {
                 what: format!("Secret {}/{}", input.pod.namespace, object.secret_name),
                 source,
             })?;
-            self.remember(secret_key, hash);
+            self.ledger().secret_applied(&secret_key, hash);
             writes += 1;
+        }
+        if recheck {
+            self.ledger().volume(target).checked = std::time::Instant::now();
         }
         Ok(writes)
     }
@@ -248,9 +354,9 @@ impl Syncer {
         &self,
         pod: &PodRef,
         status_name: &str,
-        status_uid: Option<String>,
+        target: &str,
         statuses: &kube::Api<DynamicObject>,
-    ) -> Result<Value, SyncError> {
+    ) -> Result<Vec<Owner>, SyncError> {
         let api_error = |what: String| move |source| SyncError::Api { what, source };
         let live = kube::Api::<Pod>::namespaced(self.client.clone(), &pod.namespace)
             .get(&pod.name)
@@ -260,30 +366,39 @@ impl Syncer {
                 pod.namespace, pod.name
             )))?;
         if let Some(owners) = live.metadata.owner_references.filter(|o| !o.is_empty()) {
-            let owners: Vec<Value> = owners
+            return Ok(owners
                 .into_iter()
-                .map(|o| json!({"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid}))
-                .collect();
-            return Ok(Value::Array(owners));
+                .map(|o| Owner {
+                    api_version: o.api_version,
+                    kind: o.kind,
+                    name: o.name,
+                    uid: o.uid,
+                })
+                .collect());
         }
-        let uid = match status_uid {
+        let known = self.ledger().volume(target).status_uid.clone();
+        let uid = match known {
             Some(uid) => uid,
-            None => statuses
-                .get(status_name)
-                .await
-                .map_err(api_error(format!(
-                    "reading SecretProviderClassPodStatus {status_name}"
-                )))?
-                .metadata
-                .uid
-                .unwrap_or_default(),
+            None => {
+                let uid = statuses
+                    .get(status_name)
+                    .await
+                    .map_err(api_error(format!(
+                        "reading SecretProviderClassPodStatus {status_name}"
+                    )))?
+                    .metadata
+                    .uid
+                    .unwrap_or_default();
+                self.ledger().volume(target).status_uid = Some(uid.clone());
+                uid
+            }
         };
-        Ok(json!([{
-            "apiVersion": format!("{GROUP}/v1"),
-            "kind": "SecretProviderClassPodStatus",
-            "name": status_name,
-            "uid": uid,
-        }]))
+        Ok(vec![Owner {
+            api_version: format!("{GROUP}/v1"),
+            kind: "SecretProviderClassPodStatus".into(),
+            name: status_name.into(),
+            uid,
+        }])
     }
 
     /// An event on the pod (best effort: failures are logged).
@@ -314,5 +429,22 @@ impl Syncer {
                 tracing::warn!(reason, timeout = ?self.timeout, "publishing an event: no answer")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_node_has_its_own_field_manager_within_the_api_limit() {
+        assert_eq!(secret_field_manager("aks-pool-1"), "secretfs-aks-pool-1");
+        let long = format!("{}.example.com", "n".repeat(200));
+        let other = format!("{}.example.org", "n".repeat(200));
+        let (a, b) = (secret_field_manager(&long), secret_field_manager(&other));
+        assert!(a.len() <= FIELD_MANAGER_MAX && b.len() <= FIELD_MANAGER_MAX);
+        assert!(a.starts_with("secretfs-nnn"), "{a}");
+        assert_ne!(a, b, "names that differ only past the cut stay distinct");
+        assert_eq!(a, secret_field_manager(&long), "stable across restarts");
     }
 }
