@@ -154,6 +154,76 @@ async fn an_empty_alias_names_the_file_after_the_object() {
     env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
 }
 
+/// `optional: true` (upstream #567): a missing object leaves its file out
+/// and the pod starts; the same object required fails the publish, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_optional_object_is_left_out_and_a_required_one_fails() {
+    if !fuse_available() {
+        return;
+    }
+    let node_identity: &[(&str, &str)] = &[
+        ("useVMManagedIdentity", "true"),
+        (
+            "userAssignedIdentityID",
+            "5a1d3e0c-6f0e-4c55-9a57-3c2f1b7d9e21",
+        ),
+    ];
+    let present = "objectName: sql-password\nobjectType: secret\nobjectAlias: SECRET_1";
+    let missing = "objectName: not-in-vault\nobjectType: secret\nobjectAlias: MISSING";
+    let both = |extra: &str| {
+        format!(
+            "{}{}",
+            object(present),
+            object(&format!("{missing}{extra}")).trim_start_matches("array:\n")
+        )
+    };
+    let env = Env::start(&[
+        azure_class("optional", node_identity, &both("\noptional: true")),
+        azure_class("required", node_identity, &both("")),
+    ])
+    .await;
+    let pod_a = pod(
+        "cccccccc-0000-4000-8000-000000000002",
+        Some("optional"),
+        None,
+        None,
+    );
+    let target = env
+        .kubelet
+        .publish(&pod_a, VOLUME, &PublishExtras::default())
+        .await
+        .unwrap();
+    let names: Vec<_> = std::fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["SECRET_1"]);
+    assert_eq!(
+        std::fs::read_to_string(target.join("SECRET_1")).unwrap(),
+        "Sql-Passw0rd-from-kv-demo"
+    );
+    env.kubelet.unpublish(&pod_a, VOLUME).await.unwrap();
+
+    let pod_b = pod(
+        "cccccccc-0000-4000-8000-000000000003",
+        Some("required"),
+        None,
+        None,
+    );
+    let target = env.kubelet.target_path(&pod_b, VOLUME);
+    let err = env
+        .kubelet
+        .publish(&pod_b, VOLUME, &PublishExtras::default())
+        .await
+        .unwrap_err();
+    let KubeletError::Driver { code, message } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(code, Code::NotFound, "{message}");
+    assert!(message.contains("not-in-vault"), "{message}");
+    assert!(!is_mounted(&target));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_kubelet_would_not_send_are_refused() {
     if !fuse_available() {
