@@ -4,6 +4,7 @@
 mod volume {
     pub mod fake;
 
+    mod lazy;
     mod publish;
     mod rotation;
 }

@@ -13,7 +13,8 @@ pub enum FsError {
     NotADirectory,
     #[error("is a directory")]
     IsADirectory,
-    /// The contents could not be loaded; the next access tries again.
+    /// The contents could not be loaded; the next access tries again
+    /// (`EIO`, or `ENOENT` when the object does not exist).
     #[error("loading the contents failed: {0}")]
     Load(LoadError),
 }
@@ -25,6 +26,7 @@ impl FsError {
             Self::NotFound => libc::ENOENT,
             Self::NotADirectory => libc::ENOTDIR,
             Self::IsADirectory => libc::EISDIR,
+            Self::Load(e) if e.is_not_found() => libc::ENOENT,
             Self::Load(_) => libc::EIO,
         }
     }

@@ -37,21 +37,42 @@ impl fmt::Display for VolumeId {
 }
 
 /// Why loading a file's contents failed. The message is shown to operators
-/// (logs, status) and must not contain secret material; readers only ever
-/// see `EIO`.
+/// (logs, status) and must not contain secret material; readers see `EIO`,
+/// or `ENOENT` for [`LoadError::not_found`].
 #[derive(Clone, PartialEq, Eq, Error)]
-#[error("{0}")]
-pub struct LoadError(Arc<str>);
+#[error("{message}")]
+pub struct LoadError {
+    message: Arc<str>,
+    not_found: bool,
+}
 
 impl LoadError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self(Arc::from(message.into()))
+        Self {
+            message: Arc::from(message.into()),
+            not_found: false,
+        }
+    }
+
+    /// The file's object does not exist (e.g. an optional vault object that
+    /// is missing): readers see `ENOENT` instead of `EIO`. The next access
+    /// asks again.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            message: Arc::from(message.into()),
+            not_found: true,
+        }
+    }
+
+    /// Whether this is [`LoadError::not_found`].
+    pub fn is_not_found(&self) -> bool {
+        self.not_found
     }
 }
 
 impl fmt::Debug for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LoadError({:?})", &*self.0)
+        write!(f, "LoadError({:?})", &*self.message)
     }
 }
 

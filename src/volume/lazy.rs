@@ -1,6 +1,18 @@
 //! Files of lazy volumes (`secretfs.io/fetch: lazy`): each loads on its
-//! first access by asking the provider with the pod's newest request; the
-//! shared cache makes the other files of the volume cheap to load next.
+//! first access, and only its own object is asked for.
+//!
+//! A load narrows the pod's newest request to the one entry of the class's
+//! `objects` array that makes the file (found with the provider's plan, so
+//! no vault call), and mounts that: reading 1 file of a 10-object class costs
+//! one vault request, and the other files neither cost nor fail with it. The
+//! provider answers through the node's shared cache, so reloads within the
+//! refresh interval cost nothing.
+//!
+//! Errors stay with their file: a missing *required* object makes reads of
+//! its file fail with `EIO` (retried on the next access); a missing
+//! `optional: true` object is left out by the provider, and its file, listed
+//! since the mount (listing happens before anything is fetched), answers
+//! `ENOENT`. See docs/SEMANTICS.md.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +21,9 @@ use futures::future::BoxFuture;
 use secretfs_fuse::{ContentSource, LoadError, SecretBytes};
 
 use crate::provider::{MountRequest, Provider};
+
+/// The parameter listing a class's objects (`array:` of YAML strings).
+const OBJECTS: &str = "objects";
 
 /// The content source of one lazy file.
 pub struct LazyFile {
@@ -27,6 +42,37 @@ impl LazyFile {
     }
 }
 
+/// `request` narrowed to the one entry of its `objects` array whose planned
+/// files include `path`; `None` when there is nothing to narrow (one object,
+/// no `objects` array, or no entry plans `path`): the whole request is used.
+pub(crate) fn one_object_request(
+    provider: &dyn Provider,
+    request: &MountRequest,
+    path: &str,
+) -> Option<MountRequest> {
+    let objects: serde_yaml::Value = serde_yaml::from_str(request.parameters.get(OBJECTS)?).ok()?;
+    let array = objects.get("array")?.as_sequence()?;
+    if array.len() < 2 {
+        return None;
+    }
+    array.iter().find_map(|entry| {
+        let mut one = serde_yaml::Mapping::new();
+        one.insert(
+            "array".into(),
+            serde_yaml::Value::Sequence(vec![entry.clone()]),
+        );
+        let mut narrowed = request.clone();
+        narrowed
+            .parameters
+            .insert(OBJECTS.to_owned(), serde_yaml::to_string(&one).ok()?);
+        let planned = provider.plan(&narrowed)?.ok()?;
+        planned
+            .iter()
+            .any(|f| f.path == path)
+            .then_some(narrowed)
+    })
+}
+
 impl ContentSource for LazyFile {
     fn load(&self) -> BoxFuture<'static, Result<Arc<SecretBytes>, LoadError>> {
         let provider = self.provider.clone();
@@ -37,16 +83,24 @@ impl ContentSource for LazyFile {
             .clone();
         let path = self.path.clone();
         async move {
+            let request = one_object_request(&*provider, &request, &path).unwrap_or(request);
             let response = provider.mount(&request).await.map_err(|e| {
                 tracing::warn!(file = %path, error = %e, "loading a lazy file failed; the next access retries");
                 LoadError::new(e.to_string())
             })?;
-            response
-                .files
-                .into_iter()
-                .find(|f| f.path == path)
-                .map(|f| f.contents)
-                .ok_or_else(|| LoadError::new(format!("the provider returned no file {path:?}")))
+            match response.files.into_iter().find(|f| f.path == path) {
+                Some(file) => Ok(file.contents),
+                // The provider left the file out: an optional object that is
+                // not in the vault (its warning says so).
+                None => {
+                    for warning in &response.warnings {
+                        tracing::info!(file = %path, "{warning}");
+                    }
+                    Err(LoadError::not_found(format!(
+                        "the provider returned no file {path:?} (an optional object missing from the vault?)"
+                    )))
+                }
+            }
         }
         .boxed()
     }
