@@ -9,6 +9,10 @@
 
 #[path = "azure_provider/common.rs"]
 mod common;
+#[path = "azure_provider/clouds.rs"]
+mod clouds;
+#[path = "azure_provider/concurrency.rs"]
+mod concurrency;
 #[path = "azure_provider/errors.rs"]
 mod errors;
 #[path = "azure_provider/formats.rs"]

@@ -125,6 +125,104 @@ async fn workload_identity_of_an_unfederated_service_account_is_denied() {
     assert!(!errors[0].message.contains(&token));
 }
 
+/// The key kubelet (≥ 1.35) puts the tokens under in the NodePublishVolume secrets.
+const TOKENS_SECRET_KEY: &str = "csi.storage.k8s.io/serviceAccount.tokens";
+
+/// A service-account token of `default/other-sa`, which no federation admits.
+fn unfederated_token(emu: &secretfs_e2e::EmulatorHandle) -> String {
+    emu.mint_service_account_token(&ServiceAccountTokenRequest {
+        issuer: String::new(),
+        namespace: "default".into(),
+        service_account: "other-sa".into(),
+        audience: None,
+        expires_in: None,
+    })
+    .expect("token")
+}
+
+/// Kubernetes ≥ 1.35 sends the service-account tokens in the
+/// NodePublishVolume secrets (`csi.storage.k8s.io/serviceAccount.tokens`);
+/// they win over the volume context's.
+#[tokio::test]
+async fn workload_identity_uses_the_token_in_the_request_secrets_first() {
+    let emu = start().await;
+    let provider = provider(&emu);
+    let mut request = wi_request(
+        &emu,
+        "kv-conformance",
+        &objects(&[&object("rotating", "secret", &[])]),
+    );
+    let good = emu
+        .service_account_token("default", "workload-sa")
+        .expect("SA token");
+    request.secrets = SecretMap::new([(
+        TOKENS_SECRET_KEY.to_owned(),
+        tokens_json(&good).expose().to_owned(),
+    )]);
+    // The volume context's token alone would be refused (see above).
+    request.service_account_tokens = Some(tokens_json(&unfederated_token(&emu)));
+    let response = mount_ok(&provider, &request).await;
+    assert_eq!(file_text(&response, "rotating"), "fifth-value");
+    assert_eq!(
+        emu.count(
+            &CounterFilter::route(Route::EntraToken)
+                .identity(WORKLOAD_APP)
+                .status(200)
+        ),
+        1
+    );
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::EntraToken).status(400)),
+        0,
+        "the volume context's token was not tried"
+    );
+}
+
+#[tokio::test]
+async fn workload_identity_does_not_fall_back_from_the_request_secrets() {
+    let emu = start().await;
+    let provider = provider(&emu);
+    // A valid token in the volume context, a refused one in the secrets.
+    let mut request = wi_request(
+        &emu,
+        "kv-conformance",
+        &objects(&[&object("rotating", "secret", &[])]),
+    );
+    let bad = unfederated_token(&emu);
+    request.secrets = SecretMap::new([(
+        TOKENS_SECRET_KEY.to_owned(),
+        tokens_json(&bad).expose().to_owned(),
+    )]);
+    let errors = mount_objects_err(&provider, &request).await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].kind, ErrorKind::Denied);
+    assert!(
+        errors[0].message.contains("AADSTS70021"),
+        "{}",
+        errors[0].message
+    );
+    assert!(!errors[0].message.contains(&bad));
+
+    // With the secrets' tokens alone (no volume context), it works.
+    let emu = start().await;
+    let provider = crate::common::provider(&emu);
+    let mut request = crate::common::request(
+        "kv-conformance",
+        &[("clientID", WORKLOAD_APP)],
+        &objects(&[&object("rotating", "secret", &[])]),
+    );
+    let good = emu
+        .service_account_token("default", "workload-sa")
+        .expect("SA token");
+    request.secrets = SecretMap::new([(
+        TOKENS_SECRET_KEY.to_owned(),
+        tokens_json(&good).expose().to_owned(),
+    )]);
+    assert!(request.service_account_tokens.is_none());
+    let response = mount_ok(&provider, &request).await;
+    assert_eq!(file_text(&response, "rotating"), "fifth-value");
+}
+
 #[tokio::test]
 async fn service_principal_from_node_publish_secret() {
     let emu = start().await;
