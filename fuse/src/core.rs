@@ -105,6 +105,11 @@ pub struct OpCounters {
     pub loads: AtomicU64,
     /// Requests answered with an error (ENOENT included).
     pub errors: AtomicU64,
+    /// The same errors by operation (they add up to `errors`).
+    pub lookup_errors: AtomicU64,
+    pub getattr_errors: AtomicU64,
+    pub read_errors: AtomicU64,
+    pub readdir_errors: AtomicU64,
 }
 
 impl OpCounters {
@@ -166,19 +171,21 @@ impl FsCore {
         self.read_tree().file_paths()
     }
 
-    /// Looks `name` up in directory `parent`. A file not loaded yet is
-    /// loaded first, so the size reported is always the real one.
-    fn tally<T>(&self, result: Result<T, FsError>) -> Result<T, FsError> {
+    /// Counts a failed request, in total and for its operation.
+    fn tally<T>(&self, op_errors: &AtomicU64, result: Result<T, FsError>) -> Result<T, FsError> {
         if result.is_err() {
             self.counters.errors.fetch_add(1, Ordering::Relaxed);
+            op_errors.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
 
+    /// Looks `name` up in directory `parent`. A file not loaded yet is
+    /// loaded first, so the size reported is always the real one.
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
         self.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let result = self.lookup_inner(parent, name).await;
-        self.tally(result)
+        self.tally(&self.counters.lookup_errors, result)
     }
 
     async fn lookup_inner(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
@@ -198,7 +205,7 @@ impl FsCore {
     pub async fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         self.counters.getattrs.fetch_add(1, Ordering::Relaxed);
         let result = self.report_attr(ino).await;
-        self.tally(result)
+        self.tally(&self.counters.getattr_errors, result)
     }
 
     async fn report_attr(&self, ino: u64) -> Result<Attr, FsError> {
@@ -222,7 +229,7 @@ impl FsCore {
     ) -> Result<ReadData, FsError> {
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let result = self.read_inner(ino, offset, size, from).await;
-        self.tally(result)
+        self.tally(&self.counters.read_errors, result)
     }
 
     async fn read_inner(
@@ -246,8 +253,7 @@ impl FsCore {
             Some(bytes) => bytes,
             None => {
                 let bytes = self.contents(ino).await?;
-                self.start_serving(ino, bytes.clone());
-                bytes
+                self.start_serving(ino, bytes)
             }
         };
         let len = bytes.len();
@@ -260,7 +266,7 @@ impl FsCore {
     pub fn readdir(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
         self.counters.readdirs.fetch_add(1, Ordering::Relaxed);
         let result = self.readdir_inner(ino, offset);
-        self.tally(result)
+        self.tally(&self.counters.readdir_errors, result)
     }
 
     fn readdir_inner(&self, ino: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
@@ -304,13 +310,25 @@ impl FsCore {
         }
     }
 
-    /// Makes `bytes` the version reads answer from, and the size reported.
-    fn start_serving(&self, ino: u64, bytes: Arc<SecretBytes>) {
+    /// Makes the newest contents the version reads answer from, and the
+    /// size reported; returns them. `bytes` (what the caller fetched) is
+    /// used only when no newest value is ready (the file was unloaded
+    /// meanwhile). Never an older one: a caller that fetched `bytes` before
+    /// a replace, and gets here after another caller already serves the
+    /// replaced value, must not put the old value back (it would be answered
+    /// to readers whose kernel holds the new size: stale and cut).
+    fn start_serving(&self, ino: u64, bytes: Arc<SecretBytes>) -> Arc<SecretBytes> {
         let mut tree = self.write_tree();
-        if let Some(NodeKind::File(file)) = tree.node_mut(ino).map(|n| &mut n.kind) {
-            file.last_size = bytes.len() as u64;
-            file.served = Some(bytes);
-        }
+        let Some(NodeKind::File(file)) = tree.node_mut(ino).map(|n| &mut n.kind) else {
+            return bytes;
+        };
+        let newest = match &file.state {
+            ContentState::Ready(newest) => newest.clone(),
+            _ => bytes,
+        };
+        file.last_size = newest.len() as u64;
+        file.served = Some(newest.clone());
+        newest
     }
 
     fn is_file(&self, ino: u64) -> Result<bool, FsError> {
@@ -462,5 +480,241 @@ impl FsCore {
     /// The root inode, for callers that walk the tree.
     pub fn root(&self) -> u64 {
         ROOT_INO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Attributes and reads of the core, with no kernel.
+
+    use std::time::Duration;
+
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::spec::{Content, VolumeSpec};
+
+    const VOLUME: &str = "vol-attrs";
+
+    fn file(path: &str, mode: u32, uid: u32, gid: u32, bytes: &[u8]) -> FileSpec {
+        FileSpec::new(path, mode, uid, gid, Content::bytes(bytes)).unwrap()
+    }
+
+    fn core(files: Vec<FileSpec>) -> FsCore {
+        FsCore::new(
+            Tree::build(VolumeSpec {
+                id: VolumeId::new(VOLUME),
+                dir_uid: 10,
+                dir_gid: 20,
+                files,
+            })
+            .unwrap(),
+        )
+    }
+
+    fn bytes(b: &[u8]) -> Arc<SecretBytes> {
+        Arc::new(SecretBytes::from_slice(b))
+    }
+
+    /// Attributes of `path`, looked up from the root one name at a time.
+    fn stat(core: &FsCore, path: &str) -> Attr {
+        let mut attr = block_on(core.getattr(ROOT_INO)).unwrap();
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            attr = block_on(core.lookup(attr.ino, name)).unwrap();
+        }
+        attr
+    }
+
+    fn read(core: &FsCore, ino: u64, from: ReadFrom) -> Vec<u8> {
+        block_on(core.read(ino, 0, 1 << 20, from))
+            .unwrap()
+            .as_slice()
+            .to_vec()
+    }
+
+    #[test]
+    fn files_report_kind_size_owner_mode_one_link_and_their_derived_numbers() {
+        let core = core(vec![
+            file("SECRET_1", 0o640, 1000, 2000, b"p@ssw0rd"),
+            file("empty", 0o400, 0, 0, b""),
+        ]);
+        let attr = stat(&core, "SECRET_1");
+        assert_eq!(attr.kind, Kind::File);
+        assert_eq!(attr.size, 8);
+        assert_eq!((attr.perm, attr.uid, attr.gid), (0o640, 1000, 2000));
+        assert_eq!(attr.nlink, 1);
+        assert_eq!(attr.ino, crate::inode::inode_number(VOLUME, "SECRET_1", 0));
+        assert_eq!(
+            attr.generation,
+            crate::inode::generation(VOLUME, "SECRET_1")
+        );
+        assert_ne!(attr.generation, 0);
+        assert_eq!(block_on(core.getattr(attr.ino)).unwrap(), attr);
+
+        let empty = stat(&core, "empty");
+        assert_eq!((empty.kind, empty.size, empty.nlink), (Kind::File, 0, 1));
+        assert_eq!(empty.generation, crate::inode::generation(VOLUME, "empty"));
+    }
+
+    #[test]
+    fn directories_report_two_links_plus_one_per_subdirectory() {
+        let core = core(vec![
+            file("top", 0o644, 0, 0, b"t"),
+            file("a/f", 0o640, 0, 0, b"f"),
+            file("a/b/x", 0o600, 0, 0, b"x"),
+            file("a/c/y", 0o600, 0, 0, b"y"),
+            file("a/c/d/z", 0o600, 0, 0, b"z"),
+        ]);
+        let root = stat(&core, "");
+        assert_eq!(
+            (root.ino, root.kind, root.size),
+            (ROOT_INO, Kind::Directory, 0)
+        );
+        assert_eq!((root.perm, root.uid, root.gid), (0o555, 10, 20));
+        assert_eq!(root.nlink, 3, "root: . and .. plus a");
+        assert_eq!(root.generation, 1);
+        let nlink = |path| stat(&core, path).nlink;
+        assert_eq!(nlink("a"), 4, "a: b and c, the file f does not count");
+        assert_eq!(nlink("a/b"), 2);
+        assert_eq!(nlink("a/c"), 3);
+        let dir = stat(&core, "a/c");
+        assert_eq!(dir.kind, Kind::Directory);
+        assert_eq!((dir.uid, dir.gid), (10, 20));
+        assert_eq!(dir.generation, crate::inode::generation(VOLUME, "a/c"));
+        assert_eq!(dir.ino, crate::inode::inode_number(VOLUME, "a/c", 0));
+        // Directories keep the volume's creation time.
+        assert_eq!(dir.mtime, root.crtime);
+        assert_eq!(root.mtime, root.crtime);
+
+        // Adding and removing subdirectories moves the counts.
+        core.add(file("a/e/w", 0o600, 0, 0, b"w")).unwrap();
+        assert_eq!(nlink("a"), 5);
+        core.remove("a/c/d/z").unwrap();
+        assert_eq!(nlink("a/c"), 2);
+        core.remove("a/c/y").unwrap();
+        assert_eq!(nlink("a"), 4, "a/c went with its last file");
+        assert_eq!(
+            block_on(core.lookup(stat(&core, "a").ino, "c")),
+            Err(FsError::NotFound)
+        );
+    }
+
+    #[test]
+    fn a_replace_moves_size_and_mtime_and_keeps_identity() {
+        let core = core(vec![file("s", 0o600, 7, 8, b"first")]);
+        let before = stat(&core, "s");
+        assert_eq!(read(&core, before.ino, ReadFrom::Reported), b"first");
+        std::thread::sleep(Duration::from_millis(2));
+
+        assert_eq!(core.replace("s", bytes(b"second, longer")), Ok(before.ino));
+        // Until the next GETATTR, reads of the reported version still
+        // answer the old bytes (the size the kernel holds); direct reads
+        // answer the newest.
+        assert_eq!(read(&core, before.ino, ReadFrom::Reported), b"first");
+        let after = block_on(core.getattr(before.ino)).unwrap();
+        assert_eq!(after.size, 14);
+        assert!(after.mtime > before.mtime, "mtime moves on replace");
+        assert_eq!(after.crtime, before.crtime);
+        assert_eq!(
+            (after.ino, after.generation, after.kind, after.nlink),
+            (before.ino, before.generation, Kind::File, 1)
+        );
+        assert_eq!((after.perm, after.uid, after.gid), (0o600, 7, 8));
+        assert_eq!(
+            read(&core, before.ino, ReadFrom::Reported),
+            b"second, longer"
+        );
+
+        std::thread::sleep(Duration::from_millis(2));
+        core.replace("s", bytes(b"3rd")).unwrap();
+        assert_eq!(read(&core, before.ino, ReadFrom::Newest), b"3rd");
+        let shorter = block_on(core.getattr(before.ino)).unwrap();
+        assert_eq!(shorter.size, 3);
+        assert!(shorter.mtime > after.mtime);
+        assert_eq!(read(&core, before.ino, ReadFrom::Reported), b"3rd");
+        // The volume's figures follow the contents.
+        assert_eq!(core.statfs().blocks, 1);
+        assert_eq!(core.statfs().files, 1);
+
+        assert_eq!(
+            core.replace("missing", bytes(b"x")),
+            Err(TreeError::NotFound {
+                path: "missing".to_owned()
+            })
+        );
+    }
+
+    #[test]
+    fn reads_cut_to_the_offset_and_length_asked() {
+        let core = core(vec![file("s", 0o600, 0, 0, b"0123456789")]);
+        let ino = stat(&core, "s").ino;
+        let slice = |offset, size| {
+            block_on(core.read(ino, offset, size, ReadFrom::Reported))
+                .unwrap()
+                .as_slice()
+                .to_vec()
+        };
+        assert_eq!(slice(2, 3), b"234");
+        assert_eq!(slice(8, 100), b"89");
+        assert_eq!(slice(10, 5), b"");
+        assert_eq!(slice(u64::MAX, 5), b"");
+        assert_eq!(
+            block_on(core.read(ROOT_INO, 0, 1, ReadFrom::Newest)).unwrap_err(),
+            FsError::IsADirectory
+        );
+    }
+
+    /// Page-cache style reads (`ReadFrom::Reported`) raced against
+    /// replaces: each read answers one whole value, never one older than the
+    /// last replace completed before the GETATTR that preceded the read.
+    #[test]
+    fn reported_reads_racing_replaces_return_whole_values_never_older() {
+        fn value(i: usize) -> Vec<u8> {
+            let len = 8 + (i * 37) % 300;
+            let mut v = format!("{i:06}|").into_bytes();
+            v.resize(len, b'a' + (i % 26) as u8);
+            v
+        }
+        fn number(read: &[u8]) -> usize {
+            let i: usize = std::str::from_utf8(&read[..6]).unwrap().parse().unwrap();
+            assert_eq!(read, value(i).as_slice(), "a mix of two values");
+            i
+        }
+        const REPLACES: usize = 2000;
+        let core = Arc::new(core(vec![file("s", 0o600, 0, 0, &value(0))]));
+        let ino = stat(&core, "s").ino;
+        let completed = Arc::new(AtomicU64::new(0));
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                let (core, completed) = (core.clone(), completed.clone());
+                std::thread::spawn(move || {
+                    let mut reads = 0;
+                    loop {
+                        let floor = completed.load(Ordering::SeqCst) as usize;
+                        let attr = block_on(core.getattr(ino)).unwrap();
+                        let read = read(&core, ino, ReadFrom::Reported);
+                        let i = number(&read);
+                        assert!(i >= floor, "read {i} after {floor} completed");
+                        assert!(attr.size >= 8);
+                        reads += 1;
+                        if floor == REPLACES {
+                            return reads;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for i in 1..=REPLACES {
+            core.replace("s", bytes(&value(i))).unwrap();
+            completed.store(i as u64, Ordering::SeqCst);
+        }
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+        // Quiet again: the size reported and the bytes read agree.
+        let attr = block_on(core.getattr(ino)).unwrap();
+        let last = read(&core, ino, ReadFrom::Reported);
+        assert_eq!(number(&last), REPLACES);
+        assert_eq!(attr.size, last.len() as u64);
     }
 }
