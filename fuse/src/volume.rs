@@ -434,11 +434,19 @@ impl MountedVolume {
             return Ok(());
         };
         self.volume.set_notifier(None);
-        let lazily = force_unmount(&self.target).map_err(|source| MountError::Unmount {
+        let unmounted = force_unmount(&self.target).map_err(|source| MountError::Unmount {
             path: self.target.clone(),
             source,
         })?;
-        if lazily {
+        let still_connected = match unmounted {
+            Unmounted::Now => false,
+            Unmounted::Lazily => true,
+            // Unmounted from outside: by `umount` (the connection is gone),
+            // or by `umount -l` while files are open (it lives until they
+            // close; waiting for the relay would wait for that).
+            Unmounted::Elsewhere => connected(&serving.dev),
+        };
+        if still_connected {
             // Still in use: the kernel keeps serving open files until they
             // close, and the relay and session threads end by themselves.
             serving.relay.detach();
@@ -548,16 +556,45 @@ fn serve(
     ))
 }
 
-/// Unmounts `target`; falls back to a lazy unmount if it is busy. Returns
-/// whether the unmount was lazy. A target that is not mounted is fine.
-fn force_unmount(target: &Path) -> std::io::Result<bool> {
+/// How [`force_unmount`] found and left the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unmounted {
+    /// Unmounted here; the kernel ended the connection.
+    Now,
+    /// Busy, so detached here; the connection lives until files close.
+    Lazily,
+    /// Not mounted there any more: someone else unmounted it.
+    Elsewhere,
+}
+
+/// Unmounts `target`; falls back to a lazy unmount if it is busy. A target
+/// that is not mounted is fine.
+fn force_unmount(target: &Path) -> std::io::Result<Unmounted> {
     match rustix::mount::unmount(target, UnmountFlags::empty()) {
-        Ok(()) => Ok(false),
+        Ok(()) => Ok(Unmounted::Now),
         Err(rustix::io::Errno::BUSY) => {
             rustix::mount::unmount(target, UnmountFlags::DETACH)?;
-            Ok(true)
+            Ok(Unmounted::Lazily)
         }
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => Ok(false),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => Ok(Unmounted::Elsewhere),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the kernel still serves the FUSE connection `dev` (a connection
+/// the kernel ended polls as an error).
+fn connected(dev: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let mut fds = [PollFd::new(dev, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match poll(&mut fds, Some(&now)) {
+        Ok(_) => !fds[0]
+            .revents()
+            .intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL),
+        // Cannot tell: assume it lives, so nothing waits for it.
+        Err(_) => true,
     }
 }

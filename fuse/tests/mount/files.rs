@@ -175,3 +175,82 @@ fn unmount_of_a_busy_mount_detaches_it() {
     std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0).unwrap();
     assert_eq!(&buf, b"held");
 }
+
+/// Runs `f` on another thread; fails if it takes longer than `limit`
+/// (an unmount that waits forever would otherwise hang the test run).
+fn within<T: Send + 'static>(
+    limit: std::time::Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not finish within {limit:?}"))
+}
+
+fn umount(args: &[&str], target: &std::path::Path) {
+    let out = Command::new("umount")
+        .args(args)
+        .arg(target)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umount {args:?}: {}", stderr(&out));
+}
+
+#[test]
+fn unmount_and_drop_after_an_outside_umount_are_clean() {
+    if !fuse_available() {
+        return;
+    }
+    let limit = std::time::Duration::from_secs(10);
+    // Explicit unmount after `umount`, then after `umount -l`.
+    for args in [&[][..], &["-l"][..]] {
+        let mut m = mount(vec![file("a", 0o644, 0, b"1")]);
+        assert_eq!(std::fs::read(m.path("a")).unwrap(), b"1");
+        umount(args, &m.target);
+        assert!(mount_line(&m.target).is_none());
+        let mounted = m.mounted.take().unwrap();
+        within(limit, "unmount", move || mounted.unmount())
+            .unwrap_or_else(|e| panic!("unmount after umount {args:?}: {e}"));
+        assert!(mount_line(&m.target).is_none());
+    }
+    // The guard's Drop after `umount`.
+    let mut m = mount(vec![file("a", 0o644, 0, b"1")]);
+    umount(&[], &m.target);
+    let mounted = m.mounted.take().unwrap();
+    within(limit, "drop", move || drop(mounted));
+    assert!(mount_line(&m.target).is_none());
+}
+
+/// `umount -l` while a file is open: the mount leaves the namespace but
+/// lives on in the kernel until the file is closed. Unmounting or dropping
+/// the guard then must neither fail nor wait for that close, and the open
+/// file keeps reading until it is closed.
+#[test]
+fn unmount_and_drop_after_an_outside_lazy_umount_of_a_busy_mount_do_not_wait() {
+    if !fuse_available() {
+        return;
+    }
+    let limit = std::time::Duration::from_secs(10);
+    for explicit in [true, false] {
+        let mut m = mount(vec![file("a", 0o644, 0, b"held")]);
+        let held = std::fs::File::open(m.path("a")).unwrap();
+        umount(&["-l"], &m.target);
+        assert!(mount_line(&m.target).is_none());
+        let mounted = m.mounted.take().unwrap();
+        if explicit {
+            within(limit, "unmount", move || mounted.unmount())
+                .unwrap_or_else(|e| panic!("unmount after umount -l: {e}"));
+        } else {
+            within(limit, "drop", move || drop(mounted));
+        }
+        let mut buf = [0u8; 4];
+        std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0).unwrap();
+        assert_eq!(&buf, b"held");
+        drop(held);
+    }
+}
