@@ -13,7 +13,18 @@ use secretfs::sync::{SyncError, SyncInput, Syncer};
 use serde_json::{Value, json};
 use tower_test::mock::{Handle, pair};
 
+mod sync {
+    mod driver;
+    mod lifecycle;
+    mod owners;
+    mod scenarios;
+}
+
 type ApiHandle = Handle<Request<Body>, Response<Body>>;
+
+/// The target path kubelet gives the pod's volume.
+const TARGET: &str =
+    "/var/lib/kubelet/pods/7f3c/volumes/kubernetes.io~csi/secrets-store-inline/mount";
 
 fn pod() -> PodRef {
     PodRef {
@@ -126,7 +137,7 @@ async fn the_seed_secret_is_applied_once_and_again_only_after_rotation() {
             let input = SyncInput {
                 pod: &pod,
                 class: "azure-kvname",
-                target: "/var/lib/kubelet/pods/7f3c/volumes/kubernetes.io~csi/secrets-store-inline/mount",
+                target: TARGET,
                 secret_objects: &objects,
                 files: &files,
                 versions: &versions,
@@ -156,7 +167,10 @@ async fn the_seed_secret_is_applied_once_and_again_only_after_rotation() {
     assert_eq!(status["status"]["objectCount"], 1);
     expect(&mut handle, Method::GET, POD_PATH, pod_reply(true)).await;
     let (query, secret) = expect(&mut handle, Method::PATCH, SECRET_PATH, secret_reply()).await;
-    assert!(query.contains("fieldManager=secretfs"), "{query}");
+    assert!(
+        query.contains("fieldManager=secretfs-node-1") && query.contains("force=true"),
+        "the node's own field manager: {query}"
+    );
     assert_eq!(secret["type"], "Opaque");
     assert_eq!(
         secret["data"]["dbpassword"], "U3FsLVBhc3N3MHJk",
@@ -175,13 +189,14 @@ async fn the_seed_secret_is_applied_once_and_again_only_after_rotation() {
     let (syncer, first, again) = task.await.unwrap();
     assert_eq!((first, again), (2, 0), "an unchanged volume writes nothing");
 
-    // A rotation: new version and value → status and Secret again.
+    // A rotation: new version and value → status and Secret again (the
+    // pod's owners are known: not read again).
     let task = tokio::spawn(async move {
         let (files, versions) = (files(b"rotated"), versions("v2"));
         let input = SyncInput {
             pod: &pod,
             class: "azure-kvname",
-            target: "/t",
+            target: TARGET,
             secret_objects: &objects,
             files: &files,
             versions: &versions,
@@ -191,9 +206,9 @@ async fn the_seed_secret_is_applied_once_and_again_only_after_rotation() {
     let (_, status) = expect(&mut handle, Method::PATCH, STATUS_PATH, status_reply()).await;
     assert_eq!(status["status"]["objects"][0]["version"], "v2");
     assert_eq!(status["status"]["objectCount"], 1);
-    expect(&mut handle, Method::GET, POD_PATH, pod_reply(true)).await;
     let (_, secret) = expect(&mut handle, Method::PATCH, SECRET_PATH, secret_reply()).await;
     assert_eq!(secret["data"]["dbpassword"], "cm90YXRlZA==");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "rs-uid");
     expect_nothing(&mut handle).await;
     assert_eq!(task.await.unwrap(), 2);
 }
@@ -261,4 +276,98 @@ async fn an_unknown_object_name_writes_no_secret_and_lists_the_files() {
         err.to_string().contains("\"typo\"") && err.to_string().contains("SECRET_1"),
         "{err}"
     );
+}
+
+// Helpers for the scenarios in tests/sync/: several pods of one node.
+
+/// A pod `name` in `default`, uid `uid-<name>`.
+fn pod_named(name: &str) -> PodRef {
+    PodRef {
+        name: name.into(),
+        namespace: "default".into(),
+        uid: format!("uid-{name}"),
+        service_account: "default".into(),
+    }
+}
+
+/// The volume of pod `name`.
+fn target_of(name: &str) -> String {
+    format!("/var/lib/kubelet/pods/uid-{name}/volumes/kubernetes.io~csi/secrets-store-inline/mount")
+}
+
+fn pod_path(name: &str) -> String {
+    format!("/api/v1/namespaces/default/pods/{name}")
+}
+
+/// The status object of pod `name` for class `azure-kvname`.
+fn status_path(name: &str) -> String {
+    format!(
+        "/apis/secrets-store.csi.x-k8s.io/v1/namespaces/default/secretproviderclasspodstatuses/{name}-default-azure-kvname"
+    )
+}
+
+fn status_reply_of(name: &str) -> Value {
+    json!({"apiVersion": "secrets-store.csi.x-k8s.io/v1", "kind": "SecretProviderClassPodStatus",
+           "metadata": {"name": format!("{name}-default-azure-kvname"), "namespace": "default", "uid": format!("status-uid-{name}")}})
+}
+
+/// Pod `name`, owned by ReplicaSet `rs` (none if `rs` is empty).
+fn pod_reply_of(name: &str, rs: &str) -> Value {
+    let owners = if rs.is_empty() {
+        json!([])
+    } else {
+        json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": format!("uid-{rs}"), "controller": true}])
+    };
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
+           "uid": format!("uid-{name}"), "ownerReferences": owners}})
+}
+
+/// The uids of a Secret body's owner references, in order.
+fn owner_uids(secret: &Value) -> Vec<String> {
+    secret["metadata"]["ownerReferences"]
+        .as_array()
+        .expect("ownerReferences")
+        .iter()
+        .map(|o| o["uid"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// One volume's inputs, owned, so a sync can run in a task.
+#[derive(Clone)]
+struct Volume {
+    pod: PodRef,
+    target: String,
+    objects: Vec<SecretObject>,
+    files: Vec<MountedFile>,
+    versions: Vec<ObjectVersion>,
+}
+
+impl Volume {
+    /// Pod `name`'s volume of the seed class with `value` as SECRET_1.
+    fn of(name: &str, value: &[u8]) -> Self {
+        Self {
+            pod: pod_named(name),
+            target: target_of(name),
+            objects: seed_secret_objects("SECRET_1"),
+            files: files(value),
+            versions: versions("v1"),
+        }
+    }
+
+    /// Syncs it in a task.
+    fn sync(&self, syncer: &Arc<Syncer>) -> tokio::task::JoinHandle<Result<usize, SyncError>> {
+        let (syncer, volume) = (syncer.clone(), self.clone());
+        tokio::spawn(async move {
+            syncer
+                .sync(SyncInput {
+                    pod: &volume.pod,
+                    class: "azure-kvname",
+                    target: &volume.target,
+                    secret_objects: &volume.objects,
+                    files: &volume.files,
+                    versions: &volume.versions,
+                })
+                .await
+        })
+    }
 }
