@@ -16,27 +16,33 @@ use secretfs_csi::{Readiness, VolumeManager};
 
 use crate::volume::Driver;
 
-/// The FUSE request counters, in the exposition format, before `# EOF`.
-fn with_fuse(mut text: String, counts: [u64; 5]) -> String {
+/// The operations counted, in [`Driver::fuse_counts`] order.
+const FUSE_OPS: [&str; 4] = ["lookup", "getattr", "read", "readdir"];
+
+/// The FUSE request and error counters by operation, in the exposition
+/// format, before `# EOF`. `counts` is [`Driver::fuse_counts`]: requests of
+/// each op, the error total, then errors of each op. (`open`, `opendir`,
+/// `flush` and the xattr calls are answered `ENOSYS` on purpose, as a
+/// capability signal the kernel remembers; they are not counted.)
+fn with_fuse(mut text: String, counts: [u64; 9]) -> String {
     let eof = text.rfind("# EOF").unwrap_or(text.len());
     let tail = text.split_off(eof);
     text.push_str(
         "# HELP secretfs_fuse_requests FUSE requests that reached the driver, by operation.\n",
     );
     text.push_str("# TYPE secretfs_fuse_requests counter\n");
-    for (op, n) in ["lookup", "getattr", "read", "readdir"].iter().zip(counts) {
+    for (op, n) in FUSE_OPS.iter().zip(&counts[..4]) {
         text.push_str(&format!(
             "secretfs_fuse_requests_total{{op=\"{op}\"}} {n}\n"
         ));
     }
     text.push_str(
-        "# HELP secretfs_fuse_errors FUSE requests answered with an error (ENOENT included).\n",
+        "# HELP secretfs_fuse_errors FUSE requests answered with an error (ENOENT included), by operation.\n",
     );
     text.push_str("# TYPE secretfs_fuse_errors counter\n");
-    text.push_str(&format!(
-        "secretfs_fuse_errors_total{{op=\"any\"}} {}\n",
-        counts[4]
-    ));
+    for (op, n) in FUSE_OPS.iter().zip(&counts[5..]) {
+        text.push_str(&format!("secretfs_fuse_errors_total{{op=\"{op}\"}} {n}\n"));
+    }
     text.push_str(&tail);
     text
 }
@@ -107,5 +113,27 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuse_requests_and_errors_are_labelled_by_operation() {
+        let text = with_fuse("a 1\n# EOF\n".to_owned(), [10, 20, 30, 40, 6, 1, 2, 3, 0]);
+        for line in [
+            r#"secretfs_fuse_requests_total{op="lookup"} 10"#,
+            r#"secretfs_fuse_requests_total{op="readdir"} 40"#,
+            r#"secretfs_fuse_errors_total{op="lookup"} 1"#,
+            r#"secretfs_fuse_errors_total{op="getattr"} 2"#,
+            r#"secretfs_fuse_errors_total{op="read"} 3"#,
+            r#"secretfs_fuse_errors_total{op="readdir"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains(r#"op="any""#), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -8,7 +8,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::{
+    Histogram, exponential_buckets, exponential_buckets_range,
+};
 use prometheus_client::registry::Registry;
 
 const OS: &str = "linux";
@@ -63,6 +65,9 @@ pub struct Metrics {
     pub rotation_reconcile_error: Family<RotationErrorLabels, Counter>,
     pub rotation_reconcile_duration: Family<OsLabels, Histogram>,
     pub sync_k8s_secret: Family<ProviderLabels, Counter>,
+    /// Upstream declares it (and records nothing into it in v1.6); kept
+    /// for dashboards that query it.
+    pub k8s_secret_duration: Family<OsLabels, Histogram>,
     pub sync_errors: Counter,
     pub volumes: Gauge,
     /// Vault requests (every attempt) by outcome: ok, not_found, denied,
@@ -77,8 +82,10 @@ pub struct Metrics {
 }
 
 fn histogram() -> Histogram {
-    // Upstream's buckets: ExponentialBucketsRange(0.1, 2, 11) ≈ 0.1 × 1.26^n.
-    Histogram::new(exponential_buckets(0.1, 1.2589, 11))
+    // Upstream's buckets, computed as Go's prometheus client does:
+    // ExponentialBucketsRange(0.1, 2, 11) = 0.1 × 20^(n/10), n = 0..=10,
+    // i.e. 0.1 s to 2.0 s with a factor of about 1.349.
+    Histogram::new(exponential_buckets_range(0.1, 2.0, 11))
 }
 
 impl Metrics {
@@ -93,6 +100,7 @@ impl Metrics {
             rotation_reconcile_error: Family::default(),
             rotation_reconcile_duration: Family::new_with_constructor(histogram),
             sync_k8s_secret: Family::default(),
+            k8s_secret_duration: Family::new_with_constructor(histogram),
             sync_errors: Counter::default(),
             volumes: Gauge::default(),
             vault_requests: Family::default(),
@@ -142,6 +150,11 @@ impl Metrics {
             "sync_k8s_secret",
             "Kubernetes Secrets written from secretObjects",
             metrics.sync_k8s_secret.clone(),
+        );
+        registry.register(
+            "k8s_secret_duration_sec",
+            "Duration of Kubernetes Secret writes from secretObjects in seconds",
+            metrics.k8s_secret_duration.clone(),
         );
         registry.register(
             "secretfs_sync_errors",
@@ -316,5 +329,36 @@ mod tests {
             text.contains("rotation_reconcile_duration_sec_bucket"),
             "{text}"
         );
+        // Declared like upstream's; like every family here it shows once
+        // observed.
+        m.k8s_secret_duration.get_or_create(&os()).observe(0.3);
+        let text = m.render();
+        assert!(
+            text.contains(r#"k8s_secret_duration_sec_count{os_type="linux"} 1"#)
+                && text.contains(r#"k8s_secret_duration_sec_bucket{le="2.0"#),
+            "{text}"
+        );
+    }
+
+    /// Upstream's `ExponentialBucketsRange(0.1, 2, 11)`, as Go computes it.
+    #[test]
+    fn rotation_buckets_are_upstreams() {
+        let m = Metrics::new();
+        m.refreshed("azure", false, 0.05);
+        let text = m.render();
+        let bounds: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("rotation_reconcile_duration_sec_bucket"))
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+            .filter(|le: &f64| le.is_finite())
+            .collect();
+        let expected = [
+            0.1, 0.1349, 0.1821, 0.2456, 0.3314, 0.4472, 0.6034, 0.8142, 1.0986, 1.4823, 2.0,
+        ];
+        assert_eq!(bounds.len(), expected.len(), "{text}");
+        for (got, want) in bounds.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-4, "bucket {got} != {want}\n{text}");
+        }
+        assert!(text.contains(r#"le="+Inf""#), "{text}");
     }
 }

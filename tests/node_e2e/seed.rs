@@ -299,6 +299,35 @@ async fn status_and_on_demand_refresh_through_the_binary() {
         ok && table.contains("SECRET_1") && table.contains("secret/sql-password"),
         "{table}"
     );
+    // The scheduler's plan: the node interval (2m) less up to 10 % jitter.
+    let planned = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (next, now) = loop {
+        let (ok, json) = env.admin(&["status", "--json"]);
+        assert!(ok, "{json}");
+        let volumes: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        if let Some(next) = volumes[0]["next_refresh_at"].as_u64() {
+            assert_eq!(volumes[0]["refresh_failures"], 0);
+            break (next, now);
+        }
+        assert!(
+            std::time::Instant::now() < planned,
+            "no next refresh: {json}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        (now + 100..=now + 120).contains(&next),
+        "next refresh within the 2m interval: {next} vs {now}"
+    );
+    let (ok, table) = env.admin(&["status"]);
+    assert!(
+        ok && table.contains("node interval; next refresh in "),
+        "{table}"
+    );
 
     env.emulator
         .control()
