@@ -6,7 +6,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use secretfs_fuse::{
-    Content, FileSpec, MountOptions, MountedVolume, SecretBytes, Volume, VolumeId, VolumeSpec,
+    Content, FileSpec, MountOptions, MountedVolume, ReadMode, SecretBytes, Volume, VolumeId,
+    VolumeSpec,
 };
 
 /// Whether real-mount tests can run here; panics with instructions when
@@ -83,7 +84,11 @@ pub fn spec(files: Vec<FileSpec>) -> VolumeSpec {
 }
 
 pub fn file(path: &str, mode: u32, gid: u32, bytes: &[u8]) -> FileSpec {
-    FileSpec::new(path, mode, 0, gid, Content::bytes(bytes)).unwrap()
+    file_owned(path, mode, 0, gid, bytes)
+}
+
+pub fn file_owned(path: &str, mode: u32, uid: u32, gid: u32, bytes: &[u8]) -> FileSpec {
+    FileSpec::new(path, mode, uid, gid, Content::bytes(bytes)).unwrap()
 }
 
 pub fn mount(files: Vec<FileSpec>) -> Mounted {
@@ -92,6 +97,15 @@ pub fn mount(files: Vec<FileSpec>) -> Mounted {
 
 pub fn mount_spec(spec: VolumeSpec) -> Mounted {
     mount_with(spec, &MountOptions::default())
+}
+
+/// Mounts `files` with reads served in `mode`.
+pub fn mount_in(mode: ReadMode, files: Vec<FileSpec>) -> Mounted {
+    let options = MountOptions {
+        read_mode: mode,
+        ..MountOptions::default()
+    };
+    mount_with(spec(files), &options)
 }
 
 pub fn mount_with(spec: VolumeSpec, options: &MountOptions) -> Mounted {
@@ -118,6 +132,42 @@ pub fn run_as(uid: u32, gid: u32, groups: &[u32], program: &str, args: &[&str]) 
         cmd.arg(format!("--groups={}", list.join(",")));
     }
     cmd.arg(program).args(args).output().unwrap()
+}
+
+/// The errno of `open(path, O_RDONLY)` made by a child process running as
+/// `uid:gid` with no supplementary groups; 0 if the open succeeded. The
+/// child opens the file itself, between `fork` and `exec`, and exits with
+/// the errno: no program output or locale is involved.
+pub fn open_errno_as(uid: u32, gid: u32, path: &Path) -> i32 {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut cmd = Command::new("true");
+    // SAFETY: between fork and exec the closure calls only async-signal-safe
+    // functions (setgroups, setresgid, setresuid, open, __errno_location,
+    // _exit) and allocates nothing; `c_path` was built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(gid, gid, gid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+            {
+                // Never a plausible open errno: the caller sees the set-up failed.
+                libc::_exit(200);
+            }
+            let fd = libc::open(c_path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            let code = if fd >= 0 {
+                0
+            } else {
+                *libc::__errno_location()
+            };
+            libc::_exit(code);
+        });
+    }
+    let status = cmd.status().unwrap();
+    assert_eq!(status.signal(), None, "the child was killed: {status:?}");
+    let code = status.code().unwrap();
+    assert_ne!(code, 200, "the child could not become {uid}:{gid}");
+    code
 }
 
 pub fn stdout(output: &Output) -> String {
