@@ -12,5 +12,6 @@ mod external_provider {
     mod binary;
     mod client;
     mod rotation;
+    mod status;
     mod survival;
 }

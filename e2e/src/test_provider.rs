@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status};
 /// What the next `Mount` calls answer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Behavior {
-    /// The configured files, mode 420, one version per file.
+    /// The configured files, mode 420 unless set, one version per file.
     #[default]
     Ok,
     /// One file at `/etc/passwd`.
@@ -69,6 +69,8 @@ struct State {
     behavior: Behavior,
     /// path → (contents, version)
     files: BTreeMap<String, (Vec<u8>, String)>,
+    /// path → mode, for files not sent with mode 420
+    modes: BTreeMap<String, i32>,
     calls: Vec<RecordedMount>,
     version_calls: usize,
 }
@@ -110,6 +112,7 @@ impl TestProvider {
         let state = Arc::new(Mutex::new(State {
             behavior: Behavior::Ok,
             files,
+            modes: BTreeMap::new(),
             calls: Vec::new(),
             version_calls: 0,
         }));
@@ -150,6 +153,11 @@ impl TestProvider {
         self.state()
             .files
             .insert(path.to_owned(), (contents.to_vec(), version.to_owned()));
+    }
+
+    /// Sends file `path` with `mode` (e.g. `0o400`) instead of 420.
+    pub fn set_mode(&self, path: &str, mode: i32) {
+        self.state().modes.insert(path.to_owned(), mode);
     }
 
     /// The `Mount` calls so far.
@@ -241,8 +249,9 @@ impl CsiDriverProvider for Service {
                 state.behavior = Behavior::Unavailable(n - 1);
                 return Err(Status::unavailable("test provider: not ready yet"));
             }
-            (behavior, state.files.clone())
+            (behavior, (state.files.clone(), state.modes.clone()))
         };
+        let (files, modes) = files;
         if let Behavior::Slow(pause) = behavior {
             tokio::time::sleep(pause).await;
         }
@@ -257,7 +266,13 @@ impl CsiDriverProvider for Service {
             error: None,
             files: files
                 .iter()
-                .map(|(path, (contents, _))| file(path, 420, contents.clone()))
+                .map(|(path, (contents, _))| {
+                    file(
+                        path,
+                        modes.get(path).copied().unwrap_or(420),
+                        contents.clone(),
+                    )
+                })
                 .collect(),
         };
         match behavior {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use secretfs::provider::external::{ExternalConfig, ExternalRetry};
 use secretfs::provider::{Provider, ProviderRegistry};
 use secretfs::spc::SpcDir;
+use secretfs::sync::Syncer;
 use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{
     PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeError, VolumeManager, keys,
@@ -56,12 +57,22 @@ pub fn setup_with(
     manifests: &str,
     tune: impl FnOnce(&mut ExternalConfig),
 ) -> Setup {
+    setup_full(builtins, manifests, tune, None)
+}
+
+/// [`setup_with`], the driver mirroring volumes to Kubernetes through `syncer`.
+pub fn setup_full(
+    builtins: Vec<Arc<dyn Provider>>,
+    manifests: &str,
+    tune: impl FnOnce(&mut ExternalConfig),
+    syncer: Option<Arc<Syncer>>,
+) -> Setup {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let classes = tempfile::tempdir().unwrap();
     std::fs::write(classes.path().join("classes.yaml"), manifests).unwrap();
     let mut external = config(dirs.iter().map(|d| d.path().to_owned()).collect());
     tune(&mut external);
-    let driver = Arc::new(Driver::new(
+    let driver = Driver::new(
         DriverConfig {
             node_name: "node-1".into(),
             read_mode: ReadMode::Atomic,
@@ -69,7 +80,11 @@ pub fn setup_with(
         },
         Arc::new(SpcDir::new(classes.path())),
         ProviderRegistry::new(builtins).with_external(external),
-    ));
+    );
+    let driver = Arc::new(match syncer {
+        Some(syncer) => driver.with_syncer(syncer),
+        None => driver,
+    });
     Setup {
         driver,
         dirs,
@@ -81,10 +96,19 @@ pub fn setup_with(
 /// The test provider as `vault` in the additional directory, and class
 /// `v` using it.
 pub async fn with_test_provider(tune: impl FnOnce(&mut ExternalConfig)) -> (Setup, TestProvider) {
-    let s = setup_with(
+    with_test_provider_synced(tune, None).await
+}
+
+/// [`with_test_provider`], syncing through `syncer` when given.
+pub async fn with_test_provider_synced(
+    tune: impl FnOnce(&mut ExternalConfig),
+    syncer: Option<Arc<Syncer>>,
+) -> (Setup, TestProvider) {
+    let s = setup_full(
         vec![],
         &class("v", "vault", &[("roleName", "app"), ("objects", "foo")]),
         tune,
+        syncer,
     );
     let provider = TestProvider::start(&s.dirs[1].path().join("vault.sock"))
         .await

@@ -62,3 +62,74 @@ async fn refresh_sends_current_versions_and_swaps_only_changed_files() {
     drop(held);
     s.unpublish("rot").await;
 }
+
+/// The real scheduler against an external provider: each volume's Mount is
+/// called once per interval, no more and no less (300 ms, ±10 % jitter, a
+/// 50 ms tick: 4 or 5 calls per volume in 1.5 s; 6 allows for a late tick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_calls_mount_once_per_volume_per_interval() {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use secretfs::rotation::{self, RotationConfig};
+
+    if !fuse_available() {
+        return;
+    }
+    let (s, provider) = with_test_provider(|_| {}).await;
+    let uids = ["sched-1", "sched-2", "sched-3"];
+    for uid in uids {
+        s.publish(uid, "v").await.unwrap();
+    }
+    let per_target = |calls: &[secretfs_e2e::test_provider::RecordedMount]| {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for call in calls {
+            *counts.entry(call.target_path.clone()).or_default() += 1;
+        }
+        counts
+    };
+    let published = provider.calls().len();
+    assert_eq!(published, 3, "one Mount per publish");
+
+    let scheduler = rotation::spawn(
+        s.driver.clone(),
+        RotationConfig {
+            interval: Duration::from_millis(300),
+            jitter: 0.1,
+            concurrency: 4,
+            tick: Duration::from_millis(50),
+            request_check: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(1),
+        },
+    );
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    scheduler.abort();
+    let elapsed = started.elapsed();
+    let calls = provider.calls();
+    let counts = per_target(&calls[published..]);
+    let targets: Vec<String> = uids
+        .iter()
+        .map(|uid| s.target(uid).to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>(),
+        targets,
+        "every volume and only them"
+    );
+    for (target, n) in &counts {
+        assert!(
+            (4..=6).contains(n),
+            "{n} Mount calls for {target} in {elapsed:?} at a 300 ms interval: {counts:?}"
+        );
+    }
+    // Refreshes send the versions mounted now.
+    assert!(
+        calls[published..]
+            .iter()
+            .all(|c| c.current == [("secret/foo".to_owned(), "v1".to_owned())])
+    );
+    for uid in uids {
+        s.unpublish(uid).await;
+    }
+}
