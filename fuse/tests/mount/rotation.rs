@@ -221,3 +221,35 @@ print(old[:].decode(), flush=True)
         "the mapping made before the replace, after the new open"
     );
 }
+
+/// Page-cache mode only: warm opens and reads never reach the server (the
+/// kernel was told "no open" and keeps the pages across opens), and after a
+/// replace the invalidation makes exactly the next access come back for
+/// the new attributes and bytes, once.
+#[test]
+fn page_cache_mode_serves_warm_reads_from_the_kernel_until_a_replace() {
+    if !fuse_available() {
+        return;
+    }
+    let m = mount_in(ReadMode::PageCache, vec![file("s", 0o644, 0, b"cached")]);
+    let counters = || m.volume().core().counters().snapshot();
+    let read = |expected: &[u8]| assert_eq!(std::fs::read(m.path("s")).unwrap(), expected);
+    read(b"cached");
+    let warm = counters();
+    for _ in 0..20 {
+        read(b"cached");
+    }
+    assert_eq!(counters(), warm, "warm open+read+close reached the server");
+
+    m.replace("s", b"replaced, longer");
+    read(b"replaced, longer");
+    let [lookups, getattrs, reads, _, _] = counters();
+    assert_eq!(lookups, warm[0], "the name stays cached");
+    assert!(getattrs > warm[1], "the new size was asked for");
+    assert!(reads > warm[2], "the new bytes were read");
+    let after = counters();
+    for _ in 0..20 {
+        read(b"replaced, longer");
+    }
+    assert_eq!(counters(), after, "warm again after the replace");
+}
