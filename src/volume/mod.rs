@@ -702,6 +702,27 @@ impl Driver {
     }
 }
 
+/// Readiness: which providers the mounted volumes use.
+impl Driver {
+    /// The providers of the volumes mounted now (a volume busy with a
+    /// publish or refresh is skipped: that call exercises its provider).
+    fn providers_in_use(&self) -> std::collections::BTreeSet<String> {
+        self.slots()
+            .into_iter()
+            .filter_map(|(_, slot)| {
+                let guard = slot.try_lock().ok()?;
+                Some(guard.as_ref()?.provider.name().to_owned())
+            })
+            .collect()
+    }
+
+    /// What is wrong with the providers this node depends on (empty: all
+    /// answer); `--provider-health-check` logs it.
+    pub async fn provider_problems(&self) -> Vec<String> {
+        crate::health::provider_problems(&self.providers, &self.providers_in_use()).await
+    }
+}
+
 #[async_trait::async_trait]
 impl VolumeManager for Driver {
     async fn publish(&self, request: PublishRequest) -> Result<(), VolumeError> {
@@ -815,8 +836,14 @@ impl VolumeManager for Driver {
         result
     }
 
+    /// Ready when classes can be read and the providers this node depends
+    /// on answer (see [`crate::health`]).
     async fn readiness(&self) -> Readiness {
-        self.classes.readiness().await
+        match self.classes.readiness().await {
+            Readiness::Ready => {}
+            not_ready => return not_ready,
+        }
+        crate::health::providers_ready(&self.providers, &self.providers_in_use()).await
     }
 }
 
