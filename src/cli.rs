@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// secretfs: vault secrets as files in Kubernetes pods, served by FUSE.
 #[derive(Debug, Parser)]
-#[command(name = "secretfs", version, about, long_about = None)]
+#[command(name = "secretfs", version, propagate_version = true, about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
@@ -53,8 +53,11 @@ pub struct LogArgs {
         global = true
     )]
     pub filter: String,
-    /// Write logs as JSON lines.
-    #[arg(long = "log-format-json", global = true)]
+    /// Write logs as JSON lines (`--log-format-json` or
+    /// `--log-format-json=true|false`, as upstream's Go flag).
+    #[arg(long = "log-format-json", global = true, default_value = "false", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = go_bool,
+          action = clap::ArgAction::Set)]
     pub json: bool,
 }
 
@@ -110,12 +113,14 @@ pub struct NodeArgs {
     pub metrics_addr: Option<String>,
     /// Write the Kubernetes Secrets of `secretObjects` (the pod statuses
     /// are always written). Needs RBAC on secrets (chart: syncSecret.enabled).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
     pub sync_secrets: bool,
     /// Refresh mounted volumes from the vault (upstream's flag; on by
     /// default here: rotation is in place and costs one vault request per
     /// distinct object per interval).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
     pub enable_secret_rotation: bool,
     /// How often each volume is refreshed (Go duration: 30s, 2m, 1h).
     #[arg(long, default_value = "2m", value_parser = crate::duration::parse)]
@@ -139,8 +144,54 @@ pub struct NodeArgs {
     /// duration); keep it below kubelet's ~2 m.
     #[arg(long, default_value = "100s", value_parser = crate::duration::parse)]
     pub provider_timeout: std::time::Duration,
+    /// Check external providers every --provider-health-check-interval and
+    /// log each that stops answering (upstream's flag; readiness checks
+    /// them either way).
+    #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
+    pub provider_health_check: bool,
+    /// Interval of --provider-health-check (Go duration).
+    #[arg(long, default_value = "2m", value_parser = crate::duration::parse)]
+    pub provider_health_check_interval: std::time::Duration,
+    /// Metrics exporter: only `prometheus` (upstream's only backend too).
+    #[arg(long, value_name = "BACKEND", default_value = "prometheus", value_parser = metrics_backend)]
+    pub metrics_backend: String,
+    /// Accepted for upstream's manifests; no effect (pprof is Go's
+    /// profiler): a warning is logged.
+    #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
+    pub enable_pprof: bool,
+    /// Accepted with --enable-pprof; no effect.
+    #[arg(long, value_name = "PORT", default_value_t = 6065)]
+    pub pprof_port: u16,
+    /// klog verbosity of upstream's manifests (`-v=5`); accepted, no
+    /// effect: a warning names --log instead.
+    #[arg(short = 'v', long = "v", value_name = "LEVEL", default_value_t = 0)]
+    pub klog_verbosity: u8,
     #[command(flatten)]
     pub azure: AzureArgs,
+}
+
+/// A Go boolean flag's value (`strconv.ParseBool`): upstream's manifests
+/// write `--flag=true`, `--flag=false` or just `--flag`.
+pub fn go_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean: write true or false")),
+    }
+}
+
+/// `--metrics-backend`: upstream's default is `Prometheus`, its only one.
+fn metrics_backend(value: &str) -> Result<String, String> {
+    if value.eq_ignore_ascii_case("prometheus") {
+        Ok("prometheus".to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not served: the only metrics backend is prometheus (on --metrics-addr); \
+             remove the flag or set --metrics-backend=prometheus"
+        ))
+    }
 }
 
 /// `secretfs provider`: the Azure provider as a provider process.
@@ -263,4 +314,159 @@ pub struct MountArgs {
     pub dir: PathBuf,
     #[command(flatten)]
     pub azure: AzureArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use clap::Parser;
+    use clap::error::ErrorKind;
+
+    use super::*;
+    use crate::provider::external::ExternalConfig;
+
+    fn node(args: &[&str]) -> Result<NodeArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["secretfs", "node"].iter().chain(args))?;
+        match cli.command {
+            Command::Node(node) => Ok(*node),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn node_defaults_are_upstreams() {
+        // `--nodeid` has no default (upstream's manifests always pass it):
+        // without it or NODE_NAME, the error names both.
+        if std::env::var_os("NODE_NAME").is_none() {
+            let err = node(&[]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument, "{err}");
+            assert!(err.to_string().contains("--nodeid"), "{err}");
+        }
+        let args = node(&["--nodeid=node-1"]).unwrap();
+        assert_eq!(args.endpoint, "unix:///csi/csi.sock");
+        assert_eq!(args.node_id, "node-1");
+        assert_eq!(args.driver_name, "secrets-store.csi.k8s.io");
+        assert_eq!(
+            args.provider_volume,
+            PathBuf::from("/var/run/secrets-store-csi-providers")
+        );
+        assert_eq!(
+            args.additional_provider_volume_paths,
+            [PathBuf::from("/etc/kubernetes/secrets-store-csi-providers")]
+        );
+        assert_eq!(args.max_call_recv_msg_size, 4 * 1024 * 1024);
+        assert_eq!(args.provider_timeout, Duration::from_secs(100));
+        assert_eq!(args.rotation_poll_interval, Duration::from_secs(120));
+        assert!(args.enable_secret_rotation);
+        assert!(args.sync_secrets);
+        assert_eq!(args.metrics_addr.as_deref(), Some(":8095"));
+        assert_eq!(args.metrics_backend, "prometheus");
+        assert!(!args.provider_health_check);
+        assert_eq!(
+            args.provider_health_check_interval,
+            Duration::from_secs(120)
+        );
+        assert!(!args.enable_pprof);
+        assert_eq!(args.pprof_port, 6065);
+        assert_eq!(args.klog_verbosity, 0);
+        assert!(crate::node::ignored_flags(&args).is_empty());
+        // What reaches the external providers: both directories, in order.
+        let config = crate::node::external_config(&args);
+        assert_eq!(
+            config.dirs,
+            [
+                PathBuf::from("/var/run/secrets-store-csi-providers"),
+                PathBuf::from("/etc/kubernetes/secrets-store-csi-providers"),
+            ]
+        );
+        assert_eq!(config.max_recv_msg_size, 4_194_304);
+        assert_eq!(config.timeout, Duration::from_secs(100));
+        assert_eq!(config, ExternalConfig::default());
+    }
+
+    /// Upstream's DaemonSet arguments (manifest and Helm chart), every flag
+    /// of its list, parse and reach the configuration.
+    #[test]
+    fn upstream_daemonset_args_are_accepted() {
+        let args = node(&[
+            "--endpoint=unix:///csi/csi.sock",
+            "--nodeid=node-2",
+            "--drivername=secrets-store.csi.k8s.io",
+            "--provider-volume=/var/run/providers",
+            "--additional-provider-volume-paths=/etc/a,/etc/b",
+            "--metrics-addr=:9095",
+            "--metrics-backend=Prometheus",
+            "--enable-secret-rotation",
+            "--rotation-poll-interval=30s",
+            "--provider-health-check=true",
+            "--provider-health-check-interval=1m",
+            "--max-call-recv-msg-size=1024",
+            "--enable-pprof=true",
+            "--pprof-port=6060",
+            "--log-format-json=true",
+            "-v=5",
+            "--provider-timeout=20s",
+            "--sync-secrets=false",
+        ])
+        .unwrap();
+        assert_eq!(args.metrics_addr.as_deref(), Some(":9095"));
+        assert_eq!(args.metrics_backend, "prometheus");
+        assert!(args.enable_secret_rotation);
+        assert!(!args.sync_secrets);
+        assert_eq!(args.rotation_poll_interval, Duration::from_secs(30));
+        assert!(args.provider_health_check);
+        assert_eq!(args.provider_health_check_interval, Duration::from_secs(60));
+        assert_eq!(args.pprof_port, 6060);
+        assert_eq!(args.klog_verbosity, 5);
+        let config = crate::node::external_config(&args);
+        assert_eq!(
+            config.dirs,
+            ["/var/run/providers", "/etc/a", "/etc/b"].map(PathBuf::from)
+        );
+        assert_eq!(config.max_recv_msg_size, 1024);
+        assert_eq!(config.timeout, Duration::from_secs(20));
+        let warnings = crate::node::ignored_flags(&args);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("--enable-pprof") && warnings[0].contains("Go"));
+        assert!(warnings[1].contains("-v=5") && warnings[1].contains("--log"));
+        // Go booleans: `--flag=false` turns a default-on flag off.
+        let off = node(&["--nodeid=n", "--enable-secret-rotation=false"]).unwrap();
+        assert!(!off.enable_secret_rotation);
+        let json =
+            Cli::try_parse_from(["secretfs", "node", "--nodeid=n", "--log-format-json"]).unwrap();
+        assert!(json.log.json);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_the_fix() {
+        let err = node(&["--nodeid=n", "--metrics-backend=stackdriver"]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--metrics-backend") && text.contains("prometheus"),
+            "{text}"
+        );
+        let err = node(&["--nodeid=n", "--provider-health-check=yes"]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--provider-health-check") && text.contains("true or false"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn version_is_printed_by_the_binary_and_by_node() {
+        for args in [
+            &["secretfs", "--version"][..],
+            &["secretfs", "node", "--version"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::DisplayVersion, "{args:?}");
+            assert!(
+                err.to_string().contains(env!("CARGO_PKG_VERSION")),
+                "{args:?}: {err}"
+            );
+        }
+    }
 }

@@ -100,6 +100,42 @@ pub fn azure_config(args: &AzureArgs) -> Result<AzureProviderConfig, NodeError> 
     })
 }
 
+/// How external providers are reached, from the command line: the socket
+/// directories in order (`--provider-volume`, then
+/// `--additional-provider-volume-paths`), the response size limit and the
+/// Mount deadline.
+pub fn external_config(args: &NodeArgs) -> ExternalConfig {
+    let mut dirs = vec![args.provider_volume.clone()];
+    dirs.extend(args.additional_provider_volume_paths.iter().cloned());
+    ExternalConfig {
+        dirs,
+        max_recv_msg_size: args.max_call_recv_msg_size,
+        timeout: args.provider_timeout,
+        ..ExternalConfig::default()
+    }
+}
+
+/// Warnings about flags accepted for upstream's manifests that do nothing
+/// here (logged at start).
+pub fn ignored_flags(args: &NodeArgs) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if args.enable_pprof {
+        warnings.push(format!(
+            "--enable-pprof (--pprof-port={}) has no effect: pprof is the Go runtime's profiler and \
+             secretfs is not a Go program; remove the flag (use /metrics, or perf on the node)",
+            args.pprof_port
+        ));
+    }
+    if args.klog_verbosity > 0 {
+        warnings.push(format!(
+            "-v={} (klog verbosity) has no effect: set --log instead (e.g. --log=info or \
+             --log=secretfs=debug)",
+            args.klog_verbosity
+        ));
+    }
+    warnings
+}
+
 /// The volume manager with the built-in providers (inside a runtime).
 pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
     let (classes, client): (Arc<dyn SpcSource>, Option<kube::Client>) = match &args.spc_dir {
@@ -115,14 +151,7 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
     let azure = AzureProvider::new(azure_config(&args.azure)?)
         .map_err(|e| NodeError::Azure(e.to_string()))?;
     let providers: Vec<Arc<dyn Provider>> = vec![Arc::new(azure)];
-    let mut dirs = vec![args.provider_volume.clone()];
-    dirs.extend(args.additional_provider_volume_paths.iter().cloned());
-    let providers = ProviderRegistry::new(providers).with_external(ExternalConfig {
-        dirs,
-        max_recv_msg_size: args.max_call_recv_msg_size,
-        timeout: args.provider_timeout,
-        ..ExternalConfig::default()
-    });
+    let providers = ProviderRegistry::new(providers).with_external(external_config(args));
     let read_mode = match args.read_mode {
         ReadModeArg::Atomic => ReadMode::Atomic,
         ReadModeArg::PageCache => ReadMode::PageCache,
@@ -170,6 +199,9 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     // Registered first: a SIGTERM during start-up must not kill the
     // process between two steps (it is handled once serving).
     let stop = shutdown_signal();
+    for warning in ignored_flags(args) {
+        tracing::warn!("{warning}");
+    }
     if let Err(err) = crate::hygiene::harden() {
         tracing::warn!(error = %err, "memory hygiene");
     }
@@ -200,6 +232,9 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
             },
         )
     });
+    let health_check = args
+        .provider_health_check
+        .then(|| crate::health::spawn_checker(driver.clone(), args.provider_health_check_interval));
     let endpoints = match args.metrics_addr.as_deref().filter(|a| !a.is_empty()) {
         Some(addr) => {
             let (addr, manager) = (addr.to_owned(), driver.clone());
@@ -231,6 +266,9 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     }
     if let Some(scheduler) = scheduler {
         scheduler.abort();
+    }
+    if let Some(health_check) = health_check {
+        health_check.abort();
     }
     keeper_watch.abort();
     // Stop between requests and leave every mount to the keeper; the next
