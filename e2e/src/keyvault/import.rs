@@ -192,10 +192,16 @@ fn pem_blocks(text: &str, label: &str) -> Result<Vec<Vec<u8>>, EmulatorError> {
     Ok(out)
 }
 
-/// The private key (PKCS#8) and certificates of an import.
-fn key_and_certs(
-    import: &CertificateImport,
-) -> Result<(String, Vec<u8>, Vec<Vec<u8>>), EmulatorError> {
+/// What an import holds: its content type, the private key (PKCS#8 DER)
+/// and the certificates (DER).
+struct Parsed {
+    content_type: String,
+    key_pkcs8: Vec<u8>,
+    certs: Vec<Vec<u8>>,
+}
+
+/// The private key and certificates of an import.
+fn key_and_certs(import: &CertificateImport) -> Result<Parsed, EmulatorError> {
     let content_type = import
         .content_type
         .clone()
@@ -220,7 +226,11 @@ fn key_and_certs(
             .iter()
             .map(|c| c.cert.as_der().to_vec())
             .collect();
-        Ok((content_type, key.key.as_der().to_vec(), certs))
+        Ok(Parsed {
+            content_type,
+            key_pkcs8: key.key.as_der().to_vec(),
+            certs,
+        })
     } else if content_type == CONTENT_TYPE_PEM {
         let keys = pem_blocks(&import.value, "PRIVATE KEY")?;
         let [key] = keys.as_slice() else {
@@ -229,11 +239,11 @@ fn key_and_certs(
                 keys.len()
             )));
         };
-        Ok((
+        Ok(Parsed {
             content_type,
-            key.clone(),
-            pem_blocks(&import.value, "CERTIFICATE")?,
-        ))
+            key_pkcs8: key.clone(),
+            certs: pem_blocks(&import.value, "CERTIFICATE")?,
+        })
     } else {
         Err(invalid(format!(
             "certificate content type must be {CONTENT_TYPE_PFX} or {CONTENT_TYPE_PEM}"
@@ -265,7 +275,11 @@ impl Store {
         import: &CertificateImport,
     ) -> Result<String, EmulatorError> {
         check_name(ObjectKind::Certificate, name)?;
-        let (content_type, key_pkcs8, certs) = key_and_certs(import)?;
+        let Parsed {
+            content_type,
+            key_pkcs8,
+            certs,
+        } = key_and_certs(import)?;
         let key = rcgen::KeyPair::try_from(key_pkcs8.as_slice()).map_err(|e| {
             invalid(format!(
                 "the private key is not a PKCS#8 RSA, P-256 or P-384 key ({e})"
