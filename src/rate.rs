@@ -35,7 +35,7 @@ impl Default for RateLimit {
 impl std::fmt::Display for RateLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.per.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "{}/{}s", self.requests, ms / 1000)
         } else {
             write!(f, "{}/{ms}ms", self.requests)
