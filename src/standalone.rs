@@ -1,16 +1,28 @@
 //! `secretfs mount --spc FILE DIR`: one volume outside Kubernetes, in the
-//! foreground until Ctrl-C or SIGTERM, refreshed every interval. The
-//! identity comes from the SecretProviderClass and the environment:
+//! foreground until Ctrl-C or SIGTERM, refreshed every interval.
 //!
-//! - workload identity: `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
-//!   `AZURE_FEDERATED_TOKEN_FILE` (the token file is read again at every
-//!   refresh; `AZURE_AUTHORITY_HOST` is honoured);
-//! - service principal: `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
-//!   `AZURE_CLIENT_SECRET`;
-//! - otherwise what the class says (e.g. `useVMManagedIdentity` through IMDS).
+//! The identity is chosen once, at start, from the class and the
+//! environment; the first source that applies wins ([`Source`],
+//! docs/CONFIGURATION.md):
 //!
-//! The Azure CLI's login is not a supported source.
+//! 1. the class's own `useVMManagedIdentity: "true"` or
+//!    `usePodIdentity: "true"`, as on a node (the environment is not used);
+//! 2. workload identity: `AZURE_FEDERATED_TOKEN_FILE`, with the class's
+//!    `clientID` or else `AZURE_CLIENT_ID` (the token file is read again at
+//!    every refresh);
+//! 3. service principal: `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`;
+//! 4. managed identity, when IMDS (`--azure-imds-endpoint`) answers a token
+//!    request within [`IMDS_PROBE_TIMEOUT`]: the user-assigned identity
+//!    `AZURE_CLIENT_ID`, or else the system-assigned one;
+//! 5. the Azure CLI's signed-in account (`az account get-access-token`, the
+//!    `az` on `PATH`, in the class's tenant).
+//!
+//! `AZURE_TENANT_ID` fills in a class without `tenantId`, and
+//! `AZURE_AUTHORITY_HOST` replaces the cloud's Entra host unless
+//! `--azure-authority-host` is given. Secrets, tokens and the token file's
+//! contents never appear in output, logs or errors.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,9 +31,14 @@ use secretfs_fuse::{Content, FileSpec, MountOptions, MountedVolume, VolumeId, Vo
 use thiserror::Error;
 
 use crate::cli::MountArgs;
-use crate::provider::azure::AzureProvider;
+use crate::provider::azure::{
+    AzureParameters, AzureProvider, AzureProviderConfig, ParseOptions, params::read_cloud_env_file,
+};
 use crate::provider::{FileMode, MountRequest, PodRef, Provider, SecretString};
 use crate::spc::parse_manifests;
+
+/// How long IMDS has to answer the managed-identity probe.
+pub const IMDS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why `secretfs mount` stopped.
 #[derive(Debug, Error)]
@@ -45,31 +62,161 @@ pub enum StandaloneError {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// The request for the class, with the identity from the environment.
+/// Where the identity of `secretfs mount` comes from (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The class names it (`useVMManagedIdentity` or `usePodIdentity`).
+    Class,
+    /// `AZURE_FEDERATED_TOKEN_FILE`, for this client id.
+    WorkloadIdentity {
+        client_id: String,
+        token_file: PathBuf,
+    },
+    /// `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET`.
+    ServicePrincipal { client_id: String },
+    /// IMDS answered; `None` is the system-assigned identity.
+    ManagedIdentity { client_id: Option<String> },
+    /// `az account get-access-token`.
+    AzureCli,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Class => f.write_str("the identity the class names"),
+            Source::WorkloadIdentity {
+                client_id,
+                token_file,
+            } => write!(
+                f,
+                "workload identity {client_id} (token file {})",
+                token_file.display()
+            ),
+            Source::ServicePrincipal { client_id } => {
+                write!(f, "service principal {client_id} (AZURE_CLIENT_SECRET)")
+            }
+            Source::ManagedIdentity {
+                client_id: Some(id),
+            } => write!(f, "user-assigned managed identity {id} (IMDS)"),
+            Source::ManagedIdentity { client_id: None } => {
+                f.write_str("system-assigned managed identity (IMDS)")
+            }
+            Source::AzureCli => f.write_str("the Azure CLI's signed-in account (az)"),
+        }
+    }
+}
+
+/// Sources 1–3, which need no network; `Ok(None)`: probe IMDS, then the
+/// Azure CLI. `env` reads one environment variable (blank counts as unset).
+pub fn choose_without_network(
+    params: &AzureParameters,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Source>, StandaloneError> {
+    if params.use_vm_managed_identity || params.use_pod_identity {
+        return Ok(Some(Source::Class));
+    }
+    if let Some(file) = env("AZURE_FEDERATED_TOKEN_FILE") {
+        let client_id = params
+            .client_id
+            .clone()
+            .or_else(|| env("AZURE_CLIENT_ID"))
+            .ok_or_else(|| {
+                StandaloneError::Class(
+                    "AZURE_FEDERATED_TOKEN_FILE is set but no client id is: set AZURE_CLIENT_ID or the class's clientID".into(),
+                )
+            })?;
+        return Ok(Some(Source::WorkloadIdentity {
+            client_id,
+            token_file: file.into(),
+        }));
+    }
+    if let (Some(client_id), Some(_)) = (env("AZURE_CLIENT_ID"), env("AZURE_CLIENT_SECRET")) {
+        return Ok(Some(Source::ServicePrincipal { client_id }));
+    }
+    Ok(None)
+}
+
+/// Whether IMDS gives the managed identity `client_id` (or the
+/// system-assigned one) a Key Vault token within [`IMDS_PROBE_TIMEOUT`]. The
+/// token is dropped unread.
+async fn imds_answers(config: &AzureProviderConfig, client_id: Option<&str>) -> bool {
+    use azure_core::credentials::TokenCredential as _;
+    let Ok(http) = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(IMDS_PROBE_TIMEOUT)
+        .timeout(IMDS_PROBE_TIMEOUT)
+        .build()
+    else {
+        return false;
+    };
+    let probe = crate::provider::azure::imds::ImdsCredential::new(
+        http,
+        &config.imds_url,
+        client_id.map(str::to_owned),
+    );
+    let answer = tokio::time::timeout(
+        IMDS_PROBE_TIMEOUT,
+        probe.get_token(&["https://vault.azure.net/.default"], None),
+    )
+    .await;
+    match answer {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(imds = %config.imds_url, error = %e, "no managed identity");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// The request for the class with the identity of `source` (the token file
+/// of a workload identity is read here, so at every refresh).
 fn request(
-    parameters: std::collections::BTreeMap<String, String>,
+    parameters: &BTreeMap<String, String>,
     namespace: &str,
+    source: &Source,
 ) -> Result<MountRequest, StandaloneError> {
-    let mut parameters = parameters;
+    let mut parameters = parameters.clone();
     let mut secrets = Vec::new();
     let mut tokens = None;
-    if let (Some(client), Some(file)) = (env("AZURE_CLIENT_ID"), env("AZURE_FEDERATED_TOKEN_FILE"))
-    {
-        let token = std::fs::read_to_string(&file).map_err(|source| StandaloneError::Read {
-            path: file.clone().into(),
-            source,
-        })?;
-        let json = serde_json::json!({"api://AzureADTokenExchange": {"token": token.trim()}});
-        tokens = Some(SecretString::from(json.to_string()));
-        parameters.entry("clientID".into()).or_insert(client);
-    } else if let (Some(client), Some(secret)) =
-        (env("AZURE_CLIENT_ID"), env("AZURE_CLIENT_SECRET"))
-    {
-        secrets.push(("clientid".to_owned(), client));
-        secrets.push(("clientsecret".to_owned(), secret));
+    match source {
+        Source::Class | Source::AzureCli => {}
+        Source::WorkloadIdentity {
+            client_id,
+            token_file,
+        } => {
+            let token =
+                zeroize::Zeroizing::new(std::fs::read_to_string(token_file).map_err(|source| {
+                    StandaloneError::Read {
+                        path: token_file.clone(),
+                        source,
+                    }
+                })?);
+            let json = serde_json::json!({"api://AzureADTokenExchange": {"token": token.trim()}});
+            tokens = Some(SecretString::from(json.to_string()));
+            parameters
+                .entry("clientID".into())
+                .or_insert_with(|| client_id.clone());
+        }
+        Source::ServicePrincipal { client_id } => {
+            let secret = env("AZURE_CLIENT_SECRET").ok_or_else(|| {
+                StandaloneError::Class(
+                    "AZURE_CLIENT_SECRET is no longer set: set it again or choose another credential source".into(),
+                )
+            })?;
+            secrets.push(("clientid".to_owned(), client_id.clone()));
+            secrets.push(("clientsecret".to_owned(), secret));
+        }
+        Source::ManagedIdentity { client_id } => {
+            parameters.insert("useVMManagedIdentity".into(), "true".into());
+            match client_id {
+                Some(id) => parameters.insert("userAssignedIdentityID".into(), id.clone()),
+                None => parameters.remove("userAssignedIdentityID"),
+            };
+        }
     }
     if let Some(tenant) = env("AZURE_TENANT_ID")
         && !parameters.contains_key("tenantID")
@@ -143,17 +290,52 @@ async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
     if config.authority_host.is_none() {
         config.authority_host = env("AZURE_AUTHORITY_HOST");
     }
-    let provider =
-        AzureProvider::new(config).map_err(|e| StandaloneError::Provider(e.to_string()))?;
     let namespace = class
         .metadata
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
+    let parameters = class.spec.parameters;
+    let params = {
+        // The tenant as the request will carry it.
+        let probe = request(&parameters, &namespace, &Source::Class)?;
+        AzureParameters::parse(
+            &probe.parameters,
+            &ParseOptions {
+                default_cloud: config.default_cloud,
+                load_cloud_env: &read_cloud_env_file,
+            },
+        )
+        .map_err(|e| StandaloneError::Class(e.to_string()))?
+    };
+    let source = match choose_without_network(&params, &env)? {
+        Some(source) => source,
+        None => {
+            let client_id = env("AZURE_CLIENT_ID");
+            if imds_answers(&config, client_id.as_deref()).await {
+                Source::ManagedIdentity { client_id }
+            } else {
+                Source::AzureCli
+            }
+        }
+    };
+    config.azure_cli = source == Source::AzureCli;
+    tracing::info!(source = %source, "credential source");
+    let provider =
+        AzureProvider::new(config.clone()).map_err(|e| StandaloneError::Provider(e.to_string()))?;
     let response = provider
-        .mount(&request(class.spec.parameters.clone(), &namespace)?)
+        .mount(&request(&parameters, &namespace, &source)?)
         .await
-        .map_err(|e| StandaloneError::Provider(e.to_string()))?;
+        .map_err(|e| {
+            StandaloneError::Provider(if source == Source::AzureCli {
+                format!(
+                    "{e}\nno other credential source applied: AZURE_FEDERATED_TOKEN_FILE and AZURE_CLIENT_ID + AZURE_CLIENT_SECRET are not set, the class sets no useVMManagedIdentity, and IMDS at {} did not answer; set one of them, or run `az login`",
+                    config.imds_url
+                )
+            } else {
+                format!("{e} (credential source: {source})")
+            })
+        })?;
     for warning in &response.warnings {
         tracing::warn!("{warning}");
     }
@@ -184,18 +366,17 @@ async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
         tokio::runtime::Handle::current(),
     )?;
     println!(
-        "mounted {} file(s) at {}; Ctrl-C to unmount",
+        "mounted {} file(s) at {} as {source}; Ctrl-C to unmount",
         response.files.len(),
         args.dir.display()
     );
-    let parameters = class.spec.parameters;
     let mut tick = tokio::time::interval(args.rotation_poll_interval);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {
-                match request(parameters.clone(), &namespace) {
+                match request(&parameters, &namespace, &source) {
                     Ok(req) => match provider.mount(&req).await {
                         Ok(fresh) => {
                             let volume = mounted.volume().clone();
@@ -216,4 +397,154 @@ async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
         .map_err(|e| StandaloneError::Provider(e.to_string()))??;
     println!("unmounted {}", args.dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::azure::CloudName;
+
+    fn params(extra: &[(&str, &str)]) -> (BTreeMap<String, String>, AzureParameters) {
+        let mut map: BTreeMap<String, String> = [
+            ("keyvaultName", "kv-demo"),
+            ("tenantId", "9c0d2e7b-1a3f-4b6c-8d5e-7f1a2b3c4d5e"),
+            (
+                "objects",
+                "array:\n  - |\n    objectName: s\n    objectType: secret\n",
+            ),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        map.retain(|_, v| !v.is_empty());
+        let parsed = AzureParameters::parse(
+            &map,
+            &ParseOptions {
+                default_cloud: CloudName::Public,
+                load_cloud_env: &read_cloud_env_file,
+            },
+        )
+        .unwrap();
+        (map, parsed)
+    }
+
+    fn env_of(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+                .filter(|v| !v.trim().is_empty())
+        }
+    }
+
+    const SP: &[(&str, &str)] = &[
+        ("AZURE_CLIENT_ID", "sp-client"),
+        ("AZURE_CLIENT_SECRET", "sp-secret-value"),
+    ];
+
+    #[test]
+    fn the_class_identity_wins_then_workload_identity_then_the_service_principal() {
+        let (_, mi) = params(&[("useVMManagedIdentity", "true")]);
+        assert_eq!(
+            choose_without_network(&mi, &env_of(SP)).unwrap(),
+            Some(Source::Class)
+        );
+        let (_, plain) = params(&[]);
+        let wi_and_sp: &[(&str, &str)] = &[
+            ("AZURE_CLIENT_ID", "env-client"),
+            ("AZURE_CLIENT_SECRET", "sp-secret-value"),
+            ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+        ];
+        assert_eq!(
+            choose_without_network(&plain, &env_of(wi_and_sp)).unwrap(),
+            Some(Source::WorkloadIdentity {
+                client_id: "env-client".into(),
+                token_file: "/var/run/token".into()
+            })
+        );
+        // The class's clientID names the federated application.
+        let (_, with_client) = params(&[("clientID", "3f8e2d1c-7b6a-4c5d-9e8f-1a2b3c4d5e6f")]);
+        assert!(matches!(
+            choose_without_network(&with_client, &env_of(wi_and_sp)).unwrap(),
+            Some(Source::WorkloadIdentity { client_id, .. }) if client_id == "3f8e2d1c-7b6a-4c5d-9e8f-1a2b3c4d5e6f"
+        ));
+        let source = choose_without_network(&plain, &env_of(SP))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            source,
+            Source::ServicePrincipal {
+                client_id: "sp-client".into()
+            }
+        );
+        assert!(!format!("{source} {source:?}").contains("sp-secret-value"));
+        // Nothing set (or only blanks): IMDS and the Azure CLI are probed.
+        assert_eq!(choose_without_network(&plain, &env_of(&[])).unwrap(), None);
+        let blank: &[(&str, &str)] = &[("AZURE_CLIENT_ID", "x"), ("AZURE_CLIENT_SECRET", " ")];
+        assert_eq!(
+            choose_without_network(&plain, &env_of(blank)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_token_file_without_a_client_id_names_the_fix() {
+        let (_, plain) = params(&[]);
+        let err = choose_without_network(
+            &plain,
+            &env_of(&[("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("AZURE_CLIENT_ID") && err.contains("clientID"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_managed_identity_fallback_asks_for_the_node_identity() {
+        let (map, _) = params(&[("userAssignedIdentityID", "stale")]);
+        let user = request(
+            &map,
+            "default",
+            &Source::ManagedIdentity {
+                client_id: Some("mi-client".into()),
+            },
+        )
+        .unwrap();
+        assert_eq!(user.parameters["useVMManagedIdentity"], "true");
+        assert_eq!(user.parameters["userAssignedIdentityID"], "mi-client");
+        let system = request(
+            &map,
+            "default",
+            &Source::ManagedIdentity { client_id: None },
+        )
+        .unwrap();
+        assert!(!system.parameters.contains_key("userAssignedIdentityID"));
+        let cli = request(&map, "default", &Source::AzureCli).unwrap();
+        assert_eq!(cli.parameters, map, "the Azure CLI changes no parameter");
+        assert!(cli.secrets.is_empty() && cli.service_account_tokens.is_none());
+    }
+
+    #[test]
+    fn a_workload_identity_request_carries_the_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "eyJ.federated.jwt\n").unwrap();
+        let (map, _) = params(&[]);
+        let source = Source::WorkloadIdentity {
+            client_id: "wi-client".into(),
+            token_file: file.clone(),
+        };
+        let req = request(&map, "default", &source).unwrap();
+        assert_eq!(req.parameters["clientID"], "wi-client");
+        let tokens = req.service_account_tokens.unwrap();
+        assert!(tokens.expose().contains("\"token\":\"eyJ.federated.jwt\""));
+        assert!(!format!("{source} {source:?}").contains("eyJ"));
+        std::fs::remove_file(&file).unwrap();
+        let err = request(&map, "default", &source).unwrap_err().to_string();
+        assert!(err.contains("token"), "names the file: {err}");
+    }
 }

@@ -66,10 +66,7 @@ pub(crate) fn one_object_request(
             .parameters
             .insert(OBJECTS.to_owned(), serde_yaml::to_string(&one).ok()?);
         let planned = provider.plan(&narrowed)?.ok()?;
-        planned
-            .iter()
-            .any(|f| f.path == path)
-            .then_some(narrowed)
+        planned.iter().any(|f| f.path == path).then_some(narrowed)
     })
 }
 

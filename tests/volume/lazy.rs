@@ -199,7 +199,11 @@ async fn reading_one_file_of_ten_costs_one_vault_get() {
 
     assert_eq!(read(target.join("s7")).await.unwrap(), b"value-7");
     assert_eq!(read(target.join("s3")).await.unwrap(), b"value-3");
-    assert_eq!(env.gets(), 2, "a second file costs its own GET, a reread none");
+    assert_eq!(
+        env.gets(),
+        2,
+        "a second file costs its own GET, a reread none"
+    );
 
     // After the interval's unload, a reload comes from the shared cache.
     env.driver.refresh(&target).await.unwrap();
@@ -215,7 +219,12 @@ async fn a_missing_object_fails_only_its_own_file() {
     }
     let env = Env::start(&[lazy_class(
         "mixed",
-        &[("s0", false), ("absent", false), ("maybe", true), ("s1", false)],
+        &[
+            ("s0", false),
+            ("absent", false),
+            ("maybe", true),
+            ("s1", false),
+        ],
     )])
     .await;
     let target = env.publish("m1", "mixed").await;

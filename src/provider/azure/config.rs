@@ -123,6 +123,11 @@ pub struct AzureProviderConfig {
     pub cache_bytes: usize,
     /// Vault requests allowed per vault.
     pub rate_limit: crate::rate::RateLimit,
+    /// Authenticate every mount as the account signed in to the Azure CLI
+    /// (`az account get-access-token`), whatever identity the class names.
+    /// Only `secretfs mount` sets it, as the last of its credential sources;
+    /// never a node. Default false.
+    pub azure_cli: bool,
 }
 
 impl Default for AzureProviderConfig {
@@ -145,6 +150,7 @@ impl Default for AzureProviderConfig {
             max_identities: 256,
             cache_bytes: crate::cache::DEFAULT_BUDGET,
             rate_limit: crate::rate::RateLimit::default(),
+            azure_cli: false,
         }
     }
 }
@@ -173,6 +179,7 @@ impl fmt::Debug for AzureProviderConfig {
             .field("concurrency", &self.concurrency)
             .field("retry", &self.retry)
             .field("max_identities", &self.max_identities)
+            .field("azure_cli", &self.azure_cli)
             .finish()
     }
 }

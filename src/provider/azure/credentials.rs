@@ -301,6 +301,10 @@ pub fn build_credential(
             )),
             assertion: None,
         },
+        IdentityConfig::AzureCli { tenant_id } => BuiltCredential {
+            credential: Arc::new(super::azure_cli::CliCredential::new(tenant_id)?),
+            assertion: None,
+        },
     })
 }
 

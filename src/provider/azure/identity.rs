@@ -92,6 +92,12 @@ pub enum IdentityConfig {
         /// The pod's namespace (`podns` header).
         pod_namespace: String,
     },
+    /// The Azure CLI's signed-in account (`secretfs mount` only, see
+    /// [`azure_cli_identity`]).
+    AzureCli {
+        /// The class's tenant (`--tenant`).
+        tenant_id: String,
+    },
 }
 
 impl IdentityConfig {
@@ -102,6 +108,7 @@ impl IdentityConfig {
             IdentityConfig::ServicePrincipal { .. } => "service-principal",
             IdentityConfig::ManagedIdentity { .. } => "managed-identity",
             IdentityConfig::PodIdentity { .. } => "pod-identity",
+            IdentityConfig::AzureCli { .. } => "azure-cli",
         }
     }
 }
@@ -144,6 +151,11 @@ pub enum IdentityKey {
         /// `<namespace>/<pod>`.
         pod: String,
     },
+    /// The Azure CLI's account in one tenant (one process, one user).
+    AzureCli {
+        /// Tenant.
+        tenant_id: String,
+    },
 }
 
 impl fmt::Debug for IdentityKey {
@@ -172,6 +184,7 @@ impl fmt::Debug for IdentityKey {
                 write!(f, "ManagedIdentity({identity} on {node})")
             }
             IdentityKey::PodIdentity { pod } => write!(f, "PodIdentity({pod})"),
+            IdentityKey::AzureCli { tenant_id } => write!(f, "AzureCli({tenant_id})"),
         }
     }
 }
@@ -375,6 +388,21 @@ fn service_principal(
         client_id.expose().trim().to_owned(),
         SecretString::new(client_secret.expose().trim().to_owned()),
     ))
+}
+
+/// The Azure CLI's account in the class's tenant, whatever identity the
+/// class names: only when the provider runs with
+/// [`super::AzureProviderConfig::azure_cli`] (`secretfs mount`).
+pub fn azure_cli_identity(params: &AzureParameters) -> ResolvedIdentity {
+    ResolvedIdentity {
+        key: IdentityKey::AzureCli {
+            tenant_id: params.tenant_id.clone(),
+        },
+        config: IdentityConfig::AzureCli {
+            tenant_id: params.tenant_id.clone(),
+        },
+        warnings: Vec::new(),
+    }
 }
 
 /// Chooses the identity of a mount; see the module docs for the rules.

@@ -45,6 +45,7 @@
 //!
 //! [`Plan`]: crate::provider::Plan
 
+pub mod azure_cli;
 pub mod chain;
 pub mod clients;
 pub mod cloud;
@@ -84,7 +85,7 @@ pub use file_ref::{FileRefError, resolve_file_reference};
 pub use history::{HistoryError, VersionInfo, history_files, select_versions, version_of_id};
 pub use identity::{
     IdentityConfig, IdentityError, IdentityInputs, IdentityKey, IdentityKeySalt, PodInfo,
-    ResolvedIdentity, resolve_identity,
+    ResolvedIdentity, azure_cli_identity, resolve_identity,
 };
 pub use jwk::JsonWebKey;
 pub use objects::{

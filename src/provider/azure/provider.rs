@@ -115,8 +115,10 @@ impl AzureProvider {
             pod: &pod,
             node_name: &request.node_name,
         };
-        resolve_identity(&params, &inputs, &self.salt)
-            .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
+        if !self.config.azure_cli {
+            resolve_identity(&params, &inputs, &self.salt)
+                .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
+        }
         Ok(plan
             .files()
             .iter()
@@ -190,6 +192,9 @@ fn describe(identity: &IdentityConfig) -> String {
             pod_name,
             pod_namespace,
         } => format!("the pod identity of {pod_namespace}/{pod_name} (NMI)"),
+        IdentityConfig::AzureCli { tenant_id } => {
+            format!("the Azure CLI's signed-in account (tenant {tenant_id})")
+        }
     }
 }
 
@@ -364,8 +369,12 @@ impl Provider for AzureProvider {
             pod: &pod,
             node_name: &request.node_name,
         };
-        let resolved = resolve_identity(&params, &inputs, &self.salt)
-            .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
+        let resolved = if self.config.azure_cli {
+            super::identity::azure_cli_identity(&params)
+        } else {
+            resolve_identity(&params, &inputs, &self.salt)
+                .map_err(|e| MountError::config(e.kind(), e.to_string()))?
+        };
         let identity = describe(&resolved.config);
         let authority = self
             .config
