@@ -34,10 +34,29 @@ pub fn status(err: &VolumeError) -> Status {
     Status::new(code, err.message.clone())
 }
 
-/// Logs a failed call (messages never hold secrets) and maps it.
-fn failed(method: &str, err: &VolumeError) -> Status {
-    tracing::warn!(method, code = ?err.code, error_type = err.error_type, error = %err.message, "call failed");
-    status(err)
+/// Maps a failed call, with `secrets` (the request's secret values)
+/// scrubbed from the message kubelet shows in the pod's events. The server's
+/// [`FailureLog`](crate::failures::FailureLog) logs it once, with the error
+/// type recorded here.
+fn failed(err: &VolumeError, secrets: &[&str]) -> Status {
+    tracing::Span::current().record("error_type", err.error_type);
+    let mut status = status(err);
+    let message = crate::failures::scrub(status.message(), secrets);
+    if message != status.message() {
+        status = Status::new(status.code(), message);
+    }
+    status
+}
+
+/// Records what identifies a publish or unpublish in the call's span
+/// (never the volume context or secrets).
+fn identify(volume_id: &str, target: &std::path::Path, pod: Option<(&str, &str)>) {
+    let span = tracing::Span::current();
+    span.record("volume_id", volume_id);
+    span.record("target", tracing::field::debug(target));
+    if let Some((namespace, name)) = pod {
+        span.record("pod", format!("{namespace}/{name}"));
+    }
 }
 
 /// Identity service: who we are, what we serve, whether we are ready.
@@ -212,13 +231,33 @@ impl csi::node_server::Node for NodeService {
         &self,
         request: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
-        let typed =
-            validate_publish(request.into_inner()).map_err(|e| failed("NodePublishVolume", &e))?;
+        let request = request.into_inner();
+        // Values a message must never carry back: the request's secrets and
+        // the service-account tokens (kept only while the call runs).
+        let sensitive: Vec<zeroize::Zeroizing<String>> = request
+            .secrets
+            .values()
+            .chain(
+                request
+                    .volume_context
+                    .get(crate::manager::keys::SERVICE_ACCOUNT_TOKENS),
+            )
+            .map(|v| zeroize::Zeroizing::new(v.clone()))
+            .collect();
+        let sensitive: Vec<&str> = sensitive.iter().map(|v| v.as_str()).collect();
+        let typed = validate_publish(request).map_err(|e| failed(&e, &sensitive))?;
+        let pod = (
+            typed
+                .volume_context
+                .get(crate::manager::keys::POD_NAMESPACE),
+            typed.volume_context.get(crate::manager::keys::POD_NAME),
+        );
+        identify(&typed.volume_id, &typed.target_path, pod.0.zip(pod.1));
         tracing::debug!(request = ?typed, "NodePublishVolume");
         self.manager
             .publish(typed)
             .await
-            .map_err(|e| failed("NodePublishVolume", &e))?;
+            .map_err(|e| failed(&e, &sensitive))?;
         Ok(Response::new(NodePublishVolumeResponse {}))
     }
 
@@ -226,13 +265,13 @@ impl csi::node_server::Node for NodeService {
         &self,
         request: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
-        let typed = validate_unpublish(request.into_inner())
-            .map_err(|e| failed("NodeUnpublishVolume", &e))?;
+        let typed = validate_unpublish(request.into_inner()).map_err(|e| failed(&e, &[]))?;
+        identify(&typed.volume_id, &typed.target_path, None);
         tracing::debug!(request = ?typed, "NodeUnpublishVolume");
         self.manager
             .unpublish(typed)
             .await
-            .map_err(|e| failed("NodeUnpublishVolume", &e))?;
+            .map_err(|e| failed(&e, &[]))?;
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
 

@@ -97,6 +97,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     tonic::transport::Server::builder()
+        .layer(crate::failures::FailureLog)
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)

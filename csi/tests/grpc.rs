@@ -397,3 +397,203 @@ fn endpoints_parse_like_upstream() {
     assert!(socket_path("tcp://0.0.0.0:10000").is_err());
     assert!(socket_path("unix://").is_err());
 }
+
+/// Log lines written while the returned guard lives (this thread: the
+/// tests' runtime runs the server on it too), debug level included.
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        (Self(buffer), tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains("CSI call failed"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Calls `path` with `message` (any message type) and returns the status.
+async fn raw_call<M>(server: &Server, path: &'static str, message: M) -> tonic::Status
+where
+    M: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(server.channel.clone());
+    grpc.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<M, csi::NodeGetInfoResponse>::default();
+    grpc.unary(
+        tonic::Request::new(message),
+        http::uri::PathAndQuery::from_static(path),
+        codec,
+    )
+    .await
+    .unwrap_err()
+}
+
+#[tokio::test]
+async fn every_failed_call_is_logged_once_with_its_method_and_code() {
+    let (logs, _guard) = Logs::capture();
+    let server = Server::start().await;
+    // A method we do not serve.
+    let err = raw_call(
+        &server,
+        "/csi.v1.Node/NodeStageVolume",
+        csi::NodeGetInfoRequest {},
+    )
+    .await;
+    assert_eq!(err.code(), Code::Unimplemented);
+    let failures = logs.failures();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    assert!(
+        failures[0].contains("csi.v1.Node/NodeStageVolume")
+            && failures[0].contains("Unimplemented"),
+        "{failures:#?}"
+    );
+    // A service we do not serve.
+    let err = raw_call(
+        &server,
+        "/csi.v1.Controller/CreateVolume",
+        csi::NodeGetInfoRequest {},
+    )
+    .await;
+    assert_eq!(err.code(), Code::Unimplemented);
+    // A request that does not decode (field 2 of NodePublishVolumeRequest
+    // is a map; this sends a number there).
+    let err = raw_call(
+        &server,
+        "/csi.v1.Node/NodePublishVolume",
+        csi::NodeGetInfoResponse {
+            node_id: String::new(),
+            max_volumes_per_node: 5,
+            accessible_topology: None,
+        },
+    )
+    .await;
+    assert_ne!(err.code(), Code::Ok);
+    let decode_code = format!("{:?}", err.code());
+    // Probe while not ready.
+    *server.fake.not_ready.lock().unwrap() = Some("classes not listed yet".into());
+    let err = server
+        .identity()
+        .probe(csi::ProbeRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    // Successful calls are not failures.
+    *server.fake.not_ready.lock().unwrap() = None;
+    server.identity().probe(csi::ProbeRequest {}).await.unwrap();
+    server
+        .node()
+        .node_get_info(csi::NodeGetInfoRequest {})
+        .await
+        .unwrap();
+
+    let failures = logs.failures();
+    assert_eq!(failures.len(), 4, "{failures:#?}");
+    assert!(
+        failures[1].contains("csi.v1.Controller/CreateVolume")
+            && failures[1].contains("Unimplemented"),
+        "{failures:#?}"
+    );
+    assert!(
+        failures[2].contains("csi.v1.Node/NodePublishVolume") && failures[2].contains(&decode_code),
+        "{failures:#?}"
+    );
+    assert!(
+        failures[3].contains("csi.v1.Identity/Probe")
+            && failures[3].contains("Unavailable")
+            && failures[3].contains("classes not listed yet"),
+        "{failures:#?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn failed_publishes_are_logged_with_their_pod_and_never_a_secret() {
+    let (logs, _guard) = Logs::capture();
+    let server = Server::start().await;
+    let mut request = publish_request();
+    request.volume_context.extend(
+        [
+            ("csi.storage.k8s.io/pod.name", "web-0"),
+            ("csi.storage.k8s.io/pod.namespace", "shop"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    // A successful publish (logged at debug, redacted).
+    server
+        .node()
+        .node_publish_volume(request.clone())
+        .await
+        .unwrap();
+    // A provider that echoes the secret and the token in its error.
+    *server.fake.fail_with.lock().unwrap() = Some(VolumeError::new(
+        ErrorCode::PermissionDenied,
+        "GRPCProviderError",
+        "provider \"vault\" failed: login with very-secret-value and {\"token\":\"eyJ.secret-token.x\"} refused",
+    ));
+    let err = server
+        .node()
+        .node_publish_volume(request)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // Nor in what kubelet shows in the pod's events.
+    assert!(
+        !err.message().contains("very-secret-value") && !err.message().contains("secret-token"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        err.message().contains("provider \"vault\" failed"),
+        "{}",
+        err.message()
+    );
+
+    let failures = logs.failures();
+    assert_eq!(failures.len(), 1, "{failures:#?}");
+    let line = &failures[0];
+    for part in [
+        "csi.v1.Node/NodePublishVolume",
+        "PermissionDenied",
+        "GRPCProviderError",
+        "shop/web-0",
+        "csi-abc",
+        "kubernetes.io~csi/secrets/mount",
+        "***stripped***",
+    ] {
+        assert!(line.contains(part), "{part} not in {line}");
+    }
+    let all = logs.text();
+    assert!(all.contains("NodePublishVolume"), "{all}");
+    for secret in ["very-secret-value", "secret-token", "eyJ."] {
+        assert!(!all.contains(secret), "{secret} logged:\n{all}");
+    }
+    server.stop().await;
+}
