@@ -9,9 +9,9 @@ pub mod cli;
 pub mod demo;
 pub mod duration;
 pub mod endpoints;
-pub mod health;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod hygiene;
 pub mod keeper;
 pub mod logging;
