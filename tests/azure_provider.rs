@@ -7,10 +7,10 @@
 //! `login.microsoftonline.com`) and only redirects their resolution to the
 //! emulator, so TLS and the SDK's challenge-resource check stay on.
 
-#[path = "azure_provider/common.rs"]
-mod common;
 #[path = "azure_provider/clouds.rs"]
 mod clouds;
+#[path = "azure_provider/common.rs"]
+mod common;
 #[path = "azure_provider/concurrency.rs"]
 mod concurrency;
 #[path = "azure_provider/errors.rs"]
