@@ -233,10 +233,15 @@ impl csi::node_server::Node for NodeService {
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
         let request = request.into_inner();
         // Values a message must never carry back: the request's secrets and
-        // the service-account tokens (kept only while the call runs).
+        // the service-account tokens (kept only while the call runs). The
+        // `clientid` of a nodePublishSecretRef names the service principal,
+        // is no secret, and errors name it so the user knows whose access
+        // to fix.
         let sensitive: Vec<zeroize::Zeroizing<String>> = request
             .secrets
-            .values()
+            .iter()
+            .filter(|(key, _)| key.as_str() != "clientid")
+            .map(|(_, value)| value)
             .chain(
                 request
                     .volume_context
