@@ -461,3 +461,63 @@ async fn imds_refusal_is_reported_with_its_reason() {
     // Not retried: a 400 will not change.
     assert_eq!(emu.count(&CounterFilter::route(Route::ImdsToken)), 1);
 }
+
+/// The shared cache keeps authorisation per pod: a second pod of the same
+/// service account is served cached values only after its own token was
+/// accepted by Entra ID. A pod whose token is refused gets nothing, though
+/// the values it asks for are cached under the same identity key.
+#[tokio::test]
+async fn a_new_pod_is_served_cached_values_only_after_its_own_token_is_accepted() {
+    let emu = start().await;
+    let provider = provider(&emu);
+    let objects = objects(&[&object("rotating", "secret", &[])]);
+    let mut first = wi_request(&emu, "kv-conformance", &objects);
+    first.max_age = std::time::Duration::from_secs(3600);
+    let value = file_text(&mount_ok(&provider, &first).await, "rotating");
+
+    // Another pod, same namespace and service account (same identity key),
+    // but a token Entra ID refuses (another subject).
+    let mut intruder = first.clone();
+    intruder.pod.uid = "6a0b3c1e-0000-4000-8000-0000000000ff".into();
+    let refused = unfederated_token(&emu);
+    intruder.service_account_tokens = Some(tokens_json(&refused));
+    emu.reset_counters();
+    let errors = mount_objects_err(&provider, &intruder).await;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].kind, ErrorKind::Denied, "{}", errors[0].message);
+    assert!(
+        errors[0].message.contains("rotating"),
+        "{}",
+        errors[0].message
+    );
+    assert!(
+        errors[0].message.contains("AADSTS70021"),
+        "{}",
+        errors[0].message
+    );
+    assert!(!errors[0].message.contains(&refused));
+    assert_eq!(emu.count(&CounterFilter::route(Route::SecretGet)), 0);
+
+    // The first pod is not disturbed: its republish is served from the cache.
+    emu.reset_counters();
+    assert_eq!(
+        file_text(&mount_ok(&provider, &first).await, "rotating"),
+        value
+    );
+    assert_eq!(emu.count(&CounterFilter::default()), 0, "no request at all");
+
+    // A third pod with a valid token: one token exchange, no vault call.
+    let mut third = wi_request(&emu, "kv-conformance", &objects);
+    third.max_age = std::time::Duration::from_secs(3600);
+    third.pod.uid = "6a0b3c1e-0000-4000-8000-0000000000fe".into();
+    emu.reset_counters();
+    assert_eq!(
+        file_text(&mount_ok(&provider, &third).await, "rotating"),
+        value
+    );
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::EntraToken).status(200)),
+        1
+    );
+    assert_eq!(emu.count(&CounterFilter::route(Route::SecretGet)), 0);
+}

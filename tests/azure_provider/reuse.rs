@@ -163,13 +163,22 @@ async fn workload_identity_uses_the_newest_assertion() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     request.service_account_tokens = Some(tokens_json(&short(&emu)));
     mount_ok(&provider, &request).await;
+    // First mount: the pod's token is accepted (one exchange), then the
+    // vault request renews the 120 s access token (one more); republish:
+    // one exchange, with the newest assertion (the expired one would be
+    // refused, and the count of successes would stay at 2).
     assert_eq!(
         emu.count(
             &CounterFilter::route(Route::EntraToken)
                 .identity(WORKLOAD_APP)
                 .status(200)
         ),
-        2
+        3
+    );
+    assert_eq!(
+        emu.count(&CounterFilter::route(Route::EntraToken).identity(WORKLOAD_APP)),
+        3,
+        "no refused exchange"
     );
 }
 

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::clients::{Endpoints, VaultClients, http_client, vault_url};
 use super::config::{AzureProviderConfig, ConfigError};
 use super::credentials::{AssertionSlot, CredentialEnv, build_credential};
-use super::fetch::{FetchContext, FetchError, FetchedObject, fetch_object};
+use super::fetch::{FetchContext, FetchError, FetchedObject, fetch_object, object_error};
 use super::identity::{
     IdentityConfig, IdentityInputs, IdentityKey, IdentityKeySalt, PodInfo, resolve_identity,
 };
@@ -37,10 +37,20 @@ use crate::provider::{
     SecretString,
 };
 
+/// Pods remembered per workload identity as authenticated (least recently
+/// published forgotten first; a forgotten pod is exchanged again).
+const VERIFIED_PODS: NonZeroUsize = NonZeroUsize::new(4096).unwrap();
+
 /// The credential and clients of one identity.
 struct IdentityEntry {
     credential: Arc<dyn TokenCredential>,
     assertion: Option<Arc<AssertionSlot>>,
+    /// Workload identity: the pods (UIDs) whose own service-account token
+    /// Entra ID accepted for this identity. A pod not in it has its token
+    /// exchanged first, so no pod is served (from the cache or otherwise)
+    /// before its own credentials authenticated; its republishes (a new
+    /// token from kubelet each time) then cost nothing.
+    verified_pods: Mutex<LruCache<String, ()>>,
     vaults: Mutex<HashMap<String, Arc<VaultClients>>>,
 }
 
@@ -265,11 +275,8 @@ impl AzureProvider {
     ) -> Result<Arc<IdentityEntry>, MountError> {
         let mut cache = lock(&self.identities);
         if let Some(entry) = cache.get(key) {
-            if let (Some(slot), IdentityConfig::WorkloadIdentity { token, .. }) =
-                (&entry.assertion, identity)
-            {
-                slot.set(token.clone());
-            }
+            // A workload identity's new token goes into the slot only once
+            // Entra ID accepted it (`verify_assertion`).
             return Ok(entry.clone());
         }
         let built = build_credential(&self.credential_env, identity, authority).map_err(|e| {
@@ -285,6 +292,7 @@ impl AzureProvider {
         let entry = Arc::new(IdentityEntry {
             credential: built.credential,
             assertion: built.assertion,
+            verified_pods: Mutex::new(LruCache::new(VERIFIED_PODS)),
             vaults: Mutex::new(HashMap::new()),
         });
         if let Some((evicted_key, evicted)) = cache.push(key.clone(), entry.clone())
@@ -294,6 +302,58 @@ impl AzureProvider {
             drop(evicted);
         }
         Ok(entry)
+    }
+
+    /// Workload identity: exchanges the service-account token of a pod
+    /// not yet seen for this identity with Entra ID, and only then makes it
+    /// the identity's assertion. A republish (kubelet's new token for a pod
+    /// already accepted) costs nothing; a new pod of the same service account
+    /// costs one token request (as upstream makes for every mount), never a
+    /// vault call.
+    async fn verify_assertion(
+        &self,
+        entry: &IdentityEntry,
+        identity: &IdentityConfig,
+        authority: &str,
+        scope: &str,
+        pod_uid: &str,
+    ) -> Result<(), super::retry::Failure> {
+        let (IdentityConfig::WorkloadIdentity { token, .. }, Some(slot)) =
+            (identity, &entry.assertion)
+        else {
+            return Ok(());
+        };
+        let first = {
+            let mut pods = lock(&entry.verified_pods);
+            if pods.get(pod_uid).is_some() {
+                slot.set(token.clone());
+                return Ok(());
+            }
+            pods.is_empty()
+        };
+        let result = if first {
+            // A new identity: its credential holds this very token, and the
+            // access token it gets now serves the first vault requests too.
+            entry.credential.get_token(&[scope], None).await
+        } else {
+            match build_credential(&self.credential_env, identity, authority) {
+                Ok(built) => built.credential.get_token(&[scope], None).await,
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(_) => {
+                slot.set(token.clone());
+                lock(&entry.verified_pods).put(pod_uid.to_owned(), ());
+                Ok(())
+            }
+            Err(e) => {
+                let mut failure = super::retry::classify(&e);
+                failure.credential = true;
+                failure.attempts = failure.attempts.max(1);
+                Err(failure)
+            }
+        }
     }
 
     fn forget(&self, key: &IdentityKey, entry: &Arc<IdentityEntry>) {
@@ -382,12 +442,52 @@ impl Provider for AzureProvider {
             .clone()
             .unwrap_or_else(|| params.cloud.authority_host.clone());
         let entry = self.entry(&resolved.key, &resolved.config, &authority)?;
+        let scope = format!("{}/.default", params.cloud.key_vault_resource);
+        let verified = self
+            .verify_assertion(
+                &entry,
+                &resolved.config,
+                &authority,
+                &scope,
+                &request.pod.uid,
+            )
+            .await;
         let url = vault_url(
             params.vault_name.as_str(),
             &params.cloud.key_vault_dns_suffix,
             self.config.vault_port,
         );
         let clients = self.clients(&entry, &url)?;
+        if let Err(failure) = verified {
+            // Refused before anything is served: every object fails as a
+            // fetch refused for the identity would.
+            let ctx = FetchContext {
+                clients: &clients,
+                limiter: None,
+                vault: params.vault_name.as_str(),
+                identity: &identity,
+                retry: &self.config.retry,
+                deadline,
+                deadline_total: self.config.deadline,
+                request_timeout: self.config.request_timeout,
+                default_mode: request.default_mode,
+            };
+            let mut errors = ObjectErrors::new();
+            for object in &params.objects {
+                errors.push(object_error(
+                    &ctx,
+                    object,
+                    object.version.as_deref(),
+                    "get",
+                    &failure,
+                ));
+            }
+            if lock(&entry.verified_pods).is_empty() {
+                // Never accepted: build anew next time.
+                self.forget(&resolved.key, &entry);
+            }
+            return Err(MountError::Objects(errors));
+        }
 
         // Each object through the shared cache: one vault request per object
         // per `max_age`, however many volumes of this identity ask.
