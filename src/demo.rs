@@ -186,11 +186,16 @@ async fn demo(args: &DemoArgs) -> Result<(), DemoError> {
     show("same path, new value", "cat", &[], &target.join("SECRET_1"))?;
 
     if args.keep {
+        // Listen before saying so: a Ctrl-C right after the message must
+        // unpublish, not kill the process with the volume mounted.
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(io("listening for Ctrl-C"))?;
         println!(
             "\nthe volume stays mounted at {}; press Ctrl-C to unpublish and exit",
             target.display()
         );
-        let _ = tokio::signal::ctrl_c().await;
+        interrupt.recv().await;
     }
     kubelet.unpublish(&pod, VOLUME).await?;
     println!(
