@@ -38,6 +38,41 @@ async fn a_new_version_reaches_every_volume_within_the_interval() {
         s.driver.publish(s.request(uid, "ok")).await.unwrap();
     }
     let held = std::fs::File::open(s.target("r1").join("SECRET_1")).unwrap();
+    let old_value = std::fs::read(s.target("r1").join("SECRET_1")).unwrap();
+    let new_value = b"rotated by the scheduler".to_vec();
+    // Readers in the containers: open, one read(2), close, without pause,
+    // across the rotation; every read must be all of the old value or all
+    // of the new one, and no file may go back to the old one.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let files: Vec<_> = ["r1", "r2", "r3"]
+                .iter()
+                .map(|uid| s.target(uid).join("SECRET_1"))
+                .collect();
+            let (old_value, new_value) = (old_value.clone(), new_value.clone());
+            std::thread::spawn(move || {
+                let (mut reads, mut bad) = (0u64, Vec::new());
+                let mut seen_new = [false; 3];
+                while !stop.load(Ordering::Relaxed) {
+                    for (i, path) in files.iter().enumerate() {
+                        let mut f = std::fs::File::open(path).unwrap();
+                        let mut buf = vec![0u8; 4096];
+                        let n = std::io::Read::read(&mut f, &mut buf).unwrap();
+                        buf.truncate(n);
+                        reads += 1;
+                        if buf == new_value {
+                            seen_new[i] = true;
+                        } else if buf != old_value || seen_new[i] {
+                            bad.push(String::from_utf8_lossy(&buf).into_owned());
+                        }
+                    }
+                }
+                (reads, bad)
+            })
+        })
+        .collect();
     let scheduler = rotation::spawn(s.driver.clone(), fast());
     s.provider
         .overrides
@@ -55,6 +90,18 @@ async fn a_new_version_reaches_every_volume_within_the_interval() {
         changed_at.elapsed() < Duration::from_millis(300 + 1000),
         "within interval + 1 s"
     );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for reader in readers {
+        let (reads, bad) = reader.join().unwrap();
+        total += reads;
+        assert!(
+            bad.is_empty(),
+            "torn, unknown or older-after-newer reads: {bad:?}"
+        );
+    }
+    assert!(total > 30, "the readers ran ({total} reads)");
     let mut buf = [0u8; 64];
     let n = std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0).unwrap();
     assert_eq!(
