@@ -29,11 +29,12 @@ use super::config::{AzureProviderConfig, ConfigError};
 use super::credentials::{AssertionSlot, CredentialEnv, build_credential};
 use super::fetch::{FetchContext, FetchError, FetchedObject, fetch_object, object_error};
 use super::identity::{
-    IdentityConfig, IdentityInputs, IdentityKey, IdentityKeySalt, PodInfo, resolve_identity,
+    IdentityConfig, IdentityInputs, IdentityKey, IdentityKeySalt, PodInfo, ResolvedIdentity,
+    resolve_identity,
 };
 use super::params::{AzureParameters, ParseOptions, read_cloud_env_file};
 use crate::provider::{
-    ErrorKind, MountError, MountRequest, MountResponse, MountedFile, ObjectErrors, Provider,
+    ErrorKind, MountError, MountRequest, MountResponse, MountedFile, ObjectErrors, Plan, Provider,
     SecretString,
 };
 
@@ -93,13 +94,12 @@ pub struct AzureProvider {
 }
 
 impl AzureProvider {
-    /// Parameters, objects and identity checked, no network: the files a
-    /// lazy volume shows (version-history slots past the newest are left
-    /// out, since how many versions exist is only known by listing).
-    fn plan_files(
+    /// Parameters, objects and identity checked, no network: what every
+    /// mount and plan starts from.
+    fn prepare(
         &self,
         request: &MountRequest,
-    ) -> Result<Vec<crate::provider::PlannedFile>, MountError> {
+    ) -> Result<(AzureParameters, Plan, ResolvedIdentity), MountError> {
         let options = ParseOptions {
             default_cloud: self.config.default_cloud,
             load_cloud_env: &read_cloud_env_file,
@@ -109,26 +109,39 @@ impl AzureProvider {
         let plan = params
             .plan(request.default_mode)
             .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
-        let secrets: BTreeMap<String, SecretString> = request
-            .secrets
-            .expose()
-            .map(|(k, v)| (k.to_owned(), SecretString::from(v)))
-            .collect();
-        let pod = PodInfo {
-            name: request.pod.name.clone(),
-            namespace: request.pod.namespace.clone(),
-            service_account: request.pod.service_account.clone(),
-        };
-        let inputs = IdentityInputs {
-            secrets: &secrets,
-            service_account_tokens: request.service_account_tokens.as_ref(),
-            pod: &pod,
-            node_name: &request.node_name,
-        };
-        if !self.config.azure_cli {
+        let resolved = if self.config.azure_cli {
+            super::identity::azure_cli_identity(&params)
+        } else {
+            let secrets: BTreeMap<String, SecretString> = request
+                .secrets
+                .expose()
+                .map(|(k, v)| (k.to_owned(), SecretString::from(v)))
+                .collect();
+            let pod = PodInfo {
+                name: request.pod.name.clone(),
+                namespace: request.pod.namespace.clone(),
+                service_account: request.pod.service_account.clone(),
+            };
+            let inputs = IdentityInputs {
+                secrets: &secrets,
+                service_account_tokens: request.service_account_tokens.as_ref(),
+                pod: &pod,
+                node_name: &request.node_name,
+            };
             resolve_identity(&params, &inputs, &self.salt)
-                .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
-        }
+                .map_err(|e| MountError::config(e.kind(), e.to_string()))?
+        };
+        Ok((params, plan, resolved))
+    }
+
+    /// The files a lazy volume shows (version-history slots past the newest
+    /// are left out, since how many versions exist is only known by
+    /// listing).
+    fn plan_files(
+        &self,
+        request: &MountRequest,
+    ) -> Result<Vec<crate::provider::PlannedFile>, MountError> {
+        let (_, plan, _) = self.prepare(request)?;
         Ok(plan
             .files()
             .iter()
@@ -401,40 +414,7 @@ impl Provider for AzureProvider {
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
         let started = Instant::now();
         let deadline = started + self.config.deadline;
-        let params = {
-            let options = ParseOptions {
-                default_cloud: self.config.default_cloud,
-                load_cloud_env: &read_cloud_env_file,
-            };
-            AzureParameters::parse(&request.parameters, &options)
-                .map_err(|e| MountError::config(e.kind(), e.to_string()))?
-        };
-        params
-            .plan(request.default_mode)
-            .map_err(|e| MountError::config(e.kind(), e.to_string()))?;
-
-        let secrets: BTreeMap<String, SecretString> = request
-            .secrets
-            .expose()
-            .map(|(k, v)| (k.to_owned(), SecretString::from(v)))
-            .collect();
-        let pod = PodInfo {
-            name: request.pod.name.clone(),
-            namespace: request.pod.namespace.clone(),
-            service_account: request.pod.service_account.clone(),
-        };
-        let inputs = IdentityInputs {
-            secrets: &secrets,
-            service_account_tokens: request.service_account_tokens.as_ref(),
-            pod: &pod,
-            node_name: &request.node_name,
-        };
-        let resolved = if self.config.azure_cli {
-            super::identity::azure_cli_identity(&params)
-        } else {
-            resolve_identity(&params, &inputs, &self.salt)
-                .map_err(|e| MountError::config(e.kind(), e.to_string()))?
-        };
+        let (params, _, resolved) = self.prepare(request)?;
         let identity = describe(&resolved.config);
         let authority = self
             .config
