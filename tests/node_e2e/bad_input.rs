@@ -5,6 +5,23 @@ use tonic::Code;
 
 use super::harness::*;
 
+/// The seed's node identity (user-assigned managed identity).
+const NODE_IDENTITY: &[(&str, &str)] = &[
+    ("useVMManagedIdentity", "true"),
+    (
+        "userAssignedIdentityID",
+        "5a1d3e0c-6f0e-4c55-9a57-3c2f1b7d9e21",
+    ),
+];
+
+/// The names in a volume's root directory.
+fn file_names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
 fn object(fields: &str) -> String {
     let body = fields
         .lines()
@@ -125,13 +142,7 @@ async fn an_empty_alias_names_the_file_after_the_object() {
     }
     let class = azure_class(
         "empty-alias",
-        &[
-            ("useVMManagedIdentity", "true"),
-            (
-                "userAssignedIdentityID",
-                "5a1d3e0c-6f0e-4c55-9a57-3c2f1b7d9e21",
-            ),
-        ],
+        NODE_IDENTITY,
         &object("objectName: sql-password\nobjectType: secret\nobjectAlias: \"\""),
     );
     let env = Env::start(&[class]).await;
@@ -146,10 +157,7 @@ async fn an_empty_alias_names_the_file_after_the_object() {
         .publish(&pod, VOLUME, &PublishExtras::default())
         .await
         .unwrap();
-    let names: Vec<_> = std::fs::read_dir(&target)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names = file_names(&target);
     assert_eq!(names, ["sql-password"]);
     env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
 }
@@ -161,13 +169,6 @@ async fn a_missing_optional_object_is_left_out_and_a_required_one_fails() {
     if !fuse_available() {
         return;
     }
-    let node_identity: &[(&str, &str)] = &[
-        ("useVMManagedIdentity", "true"),
-        (
-            "userAssignedIdentityID",
-            "5a1d3e0c-6f0e-4c55-9a57-3c2f1b7d9e21",
-        ),
-    ];
     let present = "objectName: sql-password\nobjectType: secret\nobjectAlias: SECRET_1";
     let missing = "objectName: not-in-vault\nobjectType: secret\nobjectAlias: MISSING";
     let both = |extra: &str| {
@@ -178,8 +179,8 @@ async fn a_missing_optional_object_is_left_out_and_a_required_one_fails() {
         )
     };
     let env = Env::start(&[
-        azure_class("optional", node_identity, &both("\noptional: true")),
-        azure_class("required", node_identity, &both("")),
+        azure_class("optional", NODE_IDENTITY, &both("\noptional: true")),
+        azure_class("required", NODE_IDENTITY, &both("")),
     ])
     .await;
     let pod_a = pod(
@@ -193,10 +194,7 @@ async fn a_missing_optional_object_is_left_out_and_a_required_one_fails() {
         .publish(&pod_a, VOLUME, &PublishExtras::default())
         .await
         .unwrap();
-    let names: Vec<_> = std::fs::read_dir(&target)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let names = file_names(&target);
     assert_eq!(names, ["SECRET_1"]);
     assert_eq!(
         std::fs::read_to_string(target.join("SECRET_1")).unwrap(),
