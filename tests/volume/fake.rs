@@ -31,6 +31,16 @@ pub struct FakeProvider {
     pub retry_after: std::sync::Mutex<Option<std::time::Duration>>,
 }
 
+impl FakeProvider {
+    /// The vault now holds `value` for the file at `path`.
+    pub fn set(&self, path: &str, value: &str) {
+        self.overrides
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), Some(value.to_owned()));
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for FakeProvider {
     fn name(&self) -> &str {

@@ -245,11 +245,7 @@ async fn a_lazy_volume_fetches_on_first_read() {
     );
     assert_eq!(s.provider.calls.load(Ordering::SeqCst), 1);
     // A refresh of a read lazy volume works like any other.
-    s.provider
-        .overrides
-        .lock()
-        .unwrap()
-        .insert("SECRET_1".into(), Some("rotated lazily".into()));
+    s.provider.set("SECRET_1", "rotated lazily");
     s.driver.refresh(&s.target("l1")).await.unwrap();
     assert_eq!(
         std::fs::read(s.target("l1").join("SECRET_1")).unwrap(),

@@ -74,11 +74,7 @@ async fn a_new_version_reaches_every_volume_within_the_interval() {
         })
         .collect();
     let scheduler = rotation::spawn(s.driver.clone(), fast());
-    s.provider
-        .overrides
-        .lock()
-        .unwrap()
-        .insert("SECRET_1".into(), Some("rotated by the scheduler".into()));
+    s.provider.set("SECRET_1", "rotated by the scheduler");
     let changed_at = Instant::now();
     wait_for("all volumes rotated", Duration::from_secs(3), || {
         ["r1", "r2", "r3"].iter().all(|uid| {
@@ -135,11 +131,7 @@ async fn a_failing_refresh_keeps_the_last_good_bytes() {
         b"good"
     );
     s.provider.fail.store(false, Ordering::SeqCst);
-    s.provider
-        .overrides
-        .lock()
-        .unwrap()
-        .insert("SECRET_1".into(), Some("better".into()));
+    s.provider.set("SECRET_1", "better");
     wait_for("recovered", Duration::from_secs(4), || {
         std::fs::read(s.target("f1").join("SECRET_1")).unwrap() == b"better"
     })
@@ -162,11 +154,7 @@ async fn refresh_requested_on_the_class_skips_the_interval() {
     let scheduler = rotation::spawn(s.driver.clone(), slow);
     // Let the scheduler see the class once without a request.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    s.provider
-        .overrides
-        .lock()
-        .unwrap()
-        .insert("SECRET_1".into(), Some("on demand".into()));
+    s.provider.set("SECRET_1", "on demand");
     s.annotate_class(
         "ok",
         "secretfs.io/refresh-requested-at",
@@ -194,11 +182,7 @@ async fn rotation_reaches_a_sub_path_bind_mount_of_the_file() {
     std::fs::write(&sub_path, b"").unwrap();
     rustix::mount::mount_bind(s.target("sp1").join("SECRET_1"), &sub_path).unwrap();
     assert_eq!(std::fs::read(&sub_path).unwrap(), b"s3cr3t");
-    s.provider
-        .overrides
-        .lock()
-        .unwrap()
-        .insert("SECRET_1".into(), Some("seen through subPath".into()));
+    s.provider.set("SECRET_1", "seen through subPath");
     s.driver.refresh(&s.target("sp1")).await.unwrap();
     assert_eq!(std::fs::read(&sub_path).unwrap(), b"seen through subPath");
     rustix::mount::unmount(&sub_path, rustix::mount::UnmountFlags::empty()).unwrap();
@@ -225,11 +209,7 @@ async fn more_volumes_than_permits_all_rotate_without_waiting_for_ticks() {
         ..fast()
     };
     let scheduler = rotation::spawn(s.driver.clone(), config);
-    s.provider
-        .overrides
-        .lock()
-        .unwrap()
-        .insert("SECRET_1".into(), Some("rotated, all of them".into()));
+    s.provider.set("SECRET_1", "rotated, all of them");
     wait_for("all 40 volumes rotated", Duration::from_secs(6), || {
         uids.iter().all(|uid| {
             std::fs::read(s.target(uid).join("SECRET_1")).unwrap() == b"rotated, all of them"
@@ -373,11 +353,7 @@ async fn a_class_interval_override_refreshes_on_its_own_schedule() {
         ..fast()
     };
     let scheduler = rotation::spawn(s.driver.clone(), config);
-    s.provider
-        .overrides
-        .lock()
-        .unwrap()
-        .insert("SECRET_1".into(), Some("rotated".into()));
+    s.provider.set("SECRET_1", "rotated");
     wait_for("the short class rotated", Duration::from_secs(3), || {
         std::fs::read(s.target("o2").join("SECRET_1")).unwrap() == b"rotated"
     })
