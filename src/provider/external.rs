@@ -183,11 +183,24 @@ impl ExternalClient {
     /// Calls `Version`. `Ok(None)`: the provider does not implement it (old
     /// Azure provider releases), which says nothing about its health.
     pub async fn version(&self) -> Result<Option<ProviderVersion>, MountError> {
-        let mut request = tonic::Request::new(pb::VersionRequest {
-            version: API_VERSION.to_owned(),
-        });
-        request.set_timeout(Duration::from_secs(5));
-        match tokio::time::timeout(Duration::from_secs(5), self.client().version(request)).await {
+        let call = async {
+            let request = || {
+                let mut request = tonic::Request::new(pb::VersionRequest {
+                    version: API_VERSION.to_owned(),
+                });
+                request.set_timeout(Duration::from_secs(5));
+                request
+            };
+            match self.client().version(request()).await {
+                // The connection of a provider that restarted breaks on its
+                // first use; the channel reconnects for the next call.
+                Err(status) if matches!(status.code(), Code::Unavailable | Code::Cancelled) => {
+                    self.client().version(request()).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(5), call).await {
             Err(_) => Err(self.deadline_error(Duration::from_secs(5))),
             Ok(Ok(response)) => {
                 let v = response.into_inner();
