@@ -26,7 +26,7 @@
 #   cd fuzz && cargo fuzz run --sanitizer none <target> artifacts/<target>/<crash-file>
 #   cd fuzz && cargo fuzz tmin --sanitizer none <target> artifacts/<target>/<crash-file>
 #
-# then keep the minimized input as a test in tests/fuzz_regressions.rs.
+# then keep the minimized input as a test in tests/integration/fuzz_regressions.rs.
 #
 # Toolchain: stable Rust only. `--sanitizer none` makes cargo-fuzz build
 # without `-Zsanitizer=address`; the coverage instrumentation libFuzzer needs

@@ -3,7 +3,7 @@
 #
 # Inputs (what Key Vault would return) and expected outputs (what upstream's
 # provider writes) are produced here with the openssl CLI and coreutils only,
-# so tests/azure_formats.rs compares secretfs's output with bytes that our own
+# so tests/integration/azure_formats.rs compares secretfs's output with bytes that our own
 # code never produced.
 #
 #   scripts/gen-azure-fixtures.sh          # rewrite tests/fixtures/azure/

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The load test of the hardening issue (not run in CI: it needs a release
-# build and about two minutes; tests/load_smoke.rs runs a tiny version in
+# build and about two minutes; tests/integration/load_smoke.rs runs a tiny version in
 # CI). Builds release binaries, then runs e2e/src/bin/load-test.rs against
 # target/release/secretfs: 250 volumes published 16 at a time, 100,000
 # open/read/close reads by 8 readers over 30 s while secrets rotate every

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin secretfs
 export SECRETFS_UPGRADE_BINARY="$PWD/target/release/secretfs"
-cargo nextest run -p secretfs --test node_e2e \
+cargo nextest run -p secretfs --test integration \
     node_e2e::survival::fifty_volumes_survive --no-capture 2>&1 |
     grep -A4 '^restart survival:'
 echo "old: $(sha256sum target/debug/secretfs)"

@@ -1,5 +1,5 @@
 //! Entry points for the `cargo fuzz` targets in `fuzz/` and for
-//! `tests/fuzz_regressions.rs`. Not part of the crate's API.
+//! `tests/integration/fuzz_regressions.rs`. Not part of the crate's API.
 //!
 //! Each function feeds one input to one of the crate's parsers and panics
 //! when a property that parser promises does not hold, so a fuzzer reports

@@ -15,7 +15,7 @@
 //! one-request-per-object-per-volume model.
 //!
 //! Needs root and /dev/fuse. `scripts/load-test.sh` runs it with the full
-//! parameters on a release build; `tests/load_smoke.rs` runs a tiny version
+//! parameters on a release build; `tests/integration/load_smoke.rs` runs a tiny version
 //! in CI (it includes this file as a module and calls [`run`]).
 
 use std::fmt;
