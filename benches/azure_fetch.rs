@@ -78,6 +78,7 @@ fn request() -> MountRequest {
         current: Vec::new(),
         node_name: "bench-node".into(),
         max_age: std::time::Duration::ZERO,
+        fresh_since: None,
     }
 }
 

@@ -4,9 +4,13 @@
 //!
 //! - **Single flight**: concurrent requests for one key make one fetch; the
 //!   others wait for its result.
-//! - **Freshness**: a caller says how old a value it accepts (`max_age`);
-//!   rotation asks with the refresh interval, so a key is fetched at most
-//!   once per interval whatever the number of volumes.
+//! - **Freshness**: a caller says how old a value it accepts (`max_age`),
+//!   or from when (`since`); rotation asks with the refresh interval, so a
+//!   key is fetched at most once per interval whatever the number of
+//!   volumes. A value's age counts from when its fetch *started*. A
+//!   `max_age` caller joins any fetch under way; a `since` caller joins
+//!   only one that started late enough for it: a value "fetched since T"
+//!   never comes from a request sent before T.
 //! - **Byte budget**: least recently used entries are evicted past the
 //!   budget. Values hold their secret material in zeroizing types, so an
 //!   evicted or replaced value is wiped when its last holder drops it.
@@ -37,13 +41,16 @@ type Flight<V, E> = Shared<BoxFuture<'static, Result<Arc<V>, E>>>;
 struct Entry<V> {
     value: Arc<V>,
     weight: usize,
+    /// When the fetch that produced it started.
     fetched: Instant,
 }
 
 struct State<K: Hash + Eq, V, E> {
     entries: LruCache<K, Entry<V>>,
     bytes: usize,
-    flights: std::collections::HashMap<K, (u64, Flight<V, E>)>,
+    /// The newest fetch under way per key: its id, when it started, and
+    /// its shared result.
+    flights: std::collections::HashMap<K, (u64, Instant, Flight<V, E>)>,
     next_flight: u64,
 }
 
@@ -139,39 +146,77 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
-        let (id, flight, source) = {
+        self.get_or_fetch_fresh(key, Fresh::max_age(max_age), fetch)
+            .await
+    }
+
+    /// The value for `key` if its fetch started at or after `fresh.since`
+    /// (`None`: any value will do), else the result of a fetch under way
+    /// (for a strict caller, only one that started at or after
+    /// `fresh.since`), else a new fetch. A caller that takes its cutoff once
+    /// and then asks for many keys, some only after others finished, gets
+    /// the same values as if it had asked for all at once: a relative
+    /// `max_age` checked key by key would turn away values that were fresh
+    /// when it started.
+    pub async fn get_or_fetch_fresh<F, Fut>(
+        &self,
+        key: K,
+        fresh: Fresh,
+        fetch: F,
+    ) -> Result<(Arc<V>, Source), E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let since = fresh.since;
+        let fresh_entry = |started: Instant| since.is_none_or(|since| started >= since);
+        let joinable = |started: Instant| !fresh.strict || fresh_entry(started);
+        let (id, started, flight, source) = {
             let mut state = self.lock();
             if let Some(entry) = state.entries.get(&key)
-                && entry.fetched.elapsed() < max_age
+                && fresh_entry(entry.fetched)
             {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::global().cache_hits.inc();
                 return Ok((entry.value.clone(), Source::Cache));
             }
             match state.flights.get(&key) {
-                Some((id, flight)) => {
+                Some((id, started, flight)) if joinable(*started) => {
                     self.counters.joined.fetch_add(1, Ordering::Relaxed);
-                    (*id, flight.clone(), Source::Joined)
+                    (*id, *started, flight.clone(), Source::Joined)
                 }
-                None => {
+                // None, or one that started too early for this caller: a
+                // new fetch, which becomes the one later callers join.
+                _ => {
                     self.counters.misses.fetch_add(1, Ordering::Relaxed);
                     crate::metrics::global().cache_misses.inc();
+                    let started = Instant::now();
                     let flight: Flight<V, E> = fetch().map(|r| r.map(Arc::new)).boxed().shared();
                     state.next_flight += 1;
                     let id = state.next_flight;
-                    state.flights.insert(key.clone(), (id, flight.clone()));
-                    (id, flight, Source::Fetched)
+                    state
+                        .flights
+                        .insert(key.clone(), (id, started, flight.clone()));
+                    (id, started, flight, Source::Fetched)
                 }
             }
         };
         let result = flight.await;
         if source == Source::Fetched {
             let mut state = self.lock();
-            if state.flights.get(&key).is_some_and(|(f, _)| *f == id) {
+            if state.flights.get(&key).is_some_and(|(f, _, _)| *f == id) {
                 state.flights.remove(&key);
             }
-            if let Ok(value) = &result {
-                self.store(&mut state, key, value.clone());
+            // An older fetch that finishes after a newer one must not
+            // replace the newer value.
+            let newer_stored = state
+                .entries
+                .peek(&key)
+                .is_some_and(|entry| entry.fetched > started);
+            if let Ok(value) = &result
+                && !newer_stored
+            {
+                self.store(&mut state, key, value.clone(), started);
             }
         }
         result.map(|value| (value, source))
@@ -196,7 +241,7 @@ where
         }
     }
 
-    fn store(&self, state: &mut State<K, V, E>, key: K, value: Arc<V>) {
+    fn store(&self, state: &mut State<K, V, E>, key: K, value: Arc<V>, fetched: Instant) {
         let weight = value.weight();
         let before = state.bytes;
         if let Some(old) = state.entries.put(
@@ -204,7 +249,7 @@ where
             Entry {
                 value,
                 weight,
-                fetched: Instant::now(),
+                fetched,
             },
         ) {
             state.bytes -= old.weight;
@@ -224,6 +269,36 @@ where
         }
         let after = state.bytes as i64 - before as i64;
         crate::metrics::global().cache_bytes.inc_by(after);
+    }
+}
+
+/// Which values may answer a caller, taken once when its request starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Fresh {
+    /// Values whose fetch started at or after this (`None`: any value).
+    pub since: Option<Instant>,
+    /// Whether a fetch under way must also have started at or after
+    /// `since` to be joined.
+    pub strict: bool,
+}
+
+impl Fresh {
+    /// Values younger than `max_age` from now; any fetch under way is
+    /// joined (it is at least as new as anything stored).
+    pub fn max_age(max_age: Duration) -> Self {
+        Self {
+            since: Instant::now().checked_sub(max_age),
+            strict: false,
+        }
+    }
+
+    /// Only what was asked of the vault at or after `at`, stored or under
+    /// way: an on-demand refresh requested at `at`.
+    pub fn since(at: Instant) -> Self {
+        Self {
+            since: Some(at),
+            strict: true,
+        }
     }
 }
 
@@ -283,6 +358,78 @@ mod tests {
             .unwrap();
         assert_eq!((v.0.as_slice(), source), (&[2u8, 2][..], Source::Fetched));
         assert_eq!(cache.bytes(), 2, "the replaced value no longer counts");
+    }
+
+    #[tokio::test]
+    async fn a_caller_never_joins_a_fetch_that_started_before_its_cutoff() {
+        let cache = Arc::new(Cache::new(1024));
+        let slow = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_fetch("k".into(), HOUR, || async {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Ok(Blob(vec![1]))
+                    })
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let since = Instant::now();
+        let (v, source) = cache
+            .get_or_fetch_fresh("k".into(), Fresh::since(since), || async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(Blob(vec![2, 2]))
+            })
+            .await
+            .unwrap();
+        assert_eq!((v.0.as_slice(), source), (&[2u8, 2][..], Source::Fetched));
+        let (old, source) = slow.await.unwrap();
+        assert_eq!((old.0.as_slice(), source), (&[1u8][..], Source::Fetched));
+        // The slow fetch finished last but started first: the newer value
+        // stays, and only it counts against the budget.
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let f = fetches.clone();
+        let (v, source) = cache
+            .get_or_fetch("k".into(), HOUR, move || async move {
+                f.fetch_add(1, Ordering::SeqCst);
+                Ok(Blob(vec![3]))
+            })
+            .await
+            .unwrap();
+        assert_eq!((v.0.as_slice(), source), (&[2u8, 2][..], Source::Cache));
+        assert_eq!(fetches.load(Ordering::SeqCst), 0);
+        assert_eq!(cache.bytes(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_cutoff_taken_once_accepts_what_was_fetched_after_it() {
+        let cache = Cache::new(1024);
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let since = Fresh::since(Instant::now());
+        for expected in [Source::Fetched, Source::Cache, Source::Cache] {
+            let f = fetches.clone();
+            let (_, source) = cache
+                .get_or_fetch_fresh("k".into(), since, move || async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    Ok(Blob(vec![1]))
+                })
+                .await
+                .unwrap();
+            assert_eq!(source, expected);
+            // However long the caller takes between keys.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // A later cutoff turns the value away.
+        let (_, source) = cache
+            .get_or_fetch_fresh("k".into(), Fresh::since(Instant::now()), || async {
+                Ok(Blob(vec![2]))
+            })
+            .await
+            .unwrap();
+        assert_eq!(source, Source::Fetched);
     }
 
     #[tokio::test]

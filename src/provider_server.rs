@@ -170,6 +170,7 @@ pub fn read_request(
             .collect(),
         node_name: node_name.to_owned(),
         max_age,
+        fresh_since: None,
     })
 }
 

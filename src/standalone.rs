@@ -238,6 +238,7 @@ fn request(
         current: Vec::new(),
         node_name: "standalone".into(),
         max_age: Duration::ZERO,
+        fresh_since: None,
     })
 }
 

@@ -54,10 +54,16 @@ pub struct MountRequest {
     pub current: Vec<ObjectVersion>,
     /// This node's name.
     pub node_name: String,
-    /// The oldest cached object the provider may answer with: rotation and
+    /// The oldest cached object the provider may answer with, counted back
+    /// from when the provider starts on this request: rotation and
     /// publishes within one refresh interval share one vault request per
-    /// object; `ZERO` (an on-demand refresh) always asks the vault.
+    /// object; `ZERO` always asks the vault.
     pub max_age: std::time::Duration,
+    /// When set, replaces `max_age`: only objects whose fetch started at or
+    /// after this instant (an on-demand refresh requested then). Absolute,
+    /// so that volumes refreshed one after another for one request share
+    /// what the first fetched, however long each waited for its turn.
+    pub fresh_since: Option<std::time::Instant>,
 }
 
 impl fmt::Debug for MountRequest {
@@ -73,6 +79,7 @@ impl fmt::Debug for MountRequest {
             .field("default_mode", &self.default_mode)
             .field("current", &self.current)
             .field("max_age", &self.max_age)
+            .field("fresh_since", &self.fresh_since)
             .finish()
     }
 }

@@ -403,13 +403,14 @@ impl Driver {
         request.current = published.versions.clone();
         // Taken once the volume is ours, right before the provider looks
         // at its cache.
-        request.max_age = match freshness {
+        match freshness {
             Freshness::Scheduled => {
-                cache_age(published.interval.unwrap_or(self.config.rotation_interval))
+                request.max_age =
+                    cache_age(published.interval.unwrap_or(self.config.rotation_interval));
             }
-            Freshness::MaxAge(age) => age,
-            Freshness::Since(at) => at.elapsed(),
-        };
+            Freshness::MaxAge(age) => request.max_age = age,
+            Freshness::Since(at) => request.fresh_since = Some(at),
+        }
         let started = std::time::Instant::now();
         let provider_name = published.provider.name().to_owned();
         let response = match published.provider.mount(&request).await {
@@ -545,6 +546,7 @@ impl Driver {
             current: Vec::new(),
             node_name: self.config.node_name.clone(),
             max_age: cache_age(interval.unwrap_or(self.config.rotation_interval)),
+            fresh_since: None,
         };
         let lazy = match mount_request
             .parameters

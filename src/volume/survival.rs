@@ -597,6 +597,7 @@ impl Driver {
             current: Vec::new(),
             node_name: self.config.node_name.clone(),
             max_age: cache_age(interval.unwrap_or(self.config.rotation_interval)),
+            fresh_since: None,
         };
         let kubelet_keys = record.kubelet_keys.clone();
         let volume_of = || ProviderVolume {

@@ -716,6 +716,7 @@ async fn pfx_with_password(node: &Node) -> Vec<u8> {
         current: Vec::new(),
         node_name: "node-1".into(),
         max_age: Duration::ZERO,
+        fresh_since: None,
     };
     let response = provider.mount(&request).await.expect("pfx-cert");
     let der = response.files[0].contents.expose().to_vec();

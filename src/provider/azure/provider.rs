@@ -33,6 +33,7 @@ use super::identity::{
     resolve_identity,
 };
 use super::params::{AzureParameters, ParseOptions, read_cloud_env_file};
+use crate::cache::Fresh;
 use crate::provider::{
     ErrorKind, MountError, MountRequest, MountResponse, MountedFile, ObjectErrors, Plan, Provider,
     SecretString,
@@ -413,6 +414,10 @@ impl Provider for AzureProvider {
 
     async fn mount(&self, request: &MountRequest) -> Result<MountResponse, MountError> {
         let started = Instant::now();
+        let fresh = match request.fresh_since {
+            Some(at) => Fresh::since(at),
+            None => Fresh::max_age(request.max_age),
+        };
         let deadline = started + self.config.deadline;
         let (params, _, resolved) = self.prepare(request)?;
         let identity = describe(&resolved.config);
@@ -470,7 +475,10 @@ impl Provider for AzureProvider {
         }
 
         // Each object through the shared cache: one vault request per object
-        // per `max_age`, however many volumes of this identity ask.
+        // per `max_age`, however many volumes of this identity ask. The
+        // cutoff is taken once (`fresh`, when the request came in): objects
+        // queued behind the concurrency bound are judged as of this
+        // request, not as of their turn.
         let fetches: Vec<_> = params
             .objects
             .iter()
@@ -497,7 +505,7 @@ impl Provider for AzureProvider {
                 };
                 async move {
                     self.cache
-                        .get_or_fetch(key, request.max_age, move || owned.run())
+                        .get_or_fetch_fresh(key, fresh, move || owned.run())
                         .await
                         .map(|(fetched, _)| fetched)
                 }

@@ -116,6 +116,7 @@ pub fn request(vault: &str, params: &[(&str, &str)], objects_param: &str) -> Mou
         current: Vec::new(),
         node_name: "node-1".into(),
         max_age: std::time::Duration::ZERO,
+        fresh_since: None,
     }
 }
 

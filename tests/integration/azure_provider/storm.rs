@@ -296,6 +296,53 @@ fn read_all(bed: &Bed, pods: usize) -> Vec<String> {
 /// 2 s (the bucket alone, 4/s, would have sent the waiting objects every
 /// 250 ms), the volumes serve their last good values meanwhile, and
 /// afterwards requests resume at the bucket's rate, not in a burst.
+/// More objects than the provider fetches at once (20 > 8), six volumes
+/// refreshed together for one request, a slow vault: each volume judges
+/// every object by one cutoff, taken when it started, so objects waiting
+/// their turn behind the concurrency bound still take what another volume
+/// fetched since the request. 20 GETs, not one more. (A relative age
+/// checked at each object's turn turned some of them away.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_refresh_of_many_objects_fetches_each_once() {
+    if !fuse_available() {
+        return;
+    }
+    const PODS: usize = 6;
+    const OBJECTS: usize = 20;
+    let emu = start().await;
+    let bed = Bed::new(&emu, "many", "mo", OBJECTS, RateLimit::default());
+    bed.publish(PODS).await;
+    assert!(bed.all_show(PODS, "v1"));
+
+    bed.set_all(&emu, "v2");
+    emu.control()
+        .add_fault(FaultSpec::new(FaultKind::Latency { millis: 40 }).vault(VAULT));
+    emu.reset_counters();
+    let requested_at = Instant::now();
+    let refreshes: Vec<_> = (0..PODS)
+        .map(|pod| {
+            let (driver, target) = (bed.driver.clone(), bed.target(pod));
+            tokio::spawn(async move {
+                // Staggered starts: later volumes find some objects stored,
+                // some under way and some not asked for yet.
+                tokio::time::sleep(Duration::from_millis(15 * pod as u64)).await;
+                driver.refresh_since(&target, requested_at).await
+            })
+        })
+        .collect();
+    for refresh in refreshes {
+        refresh.await.unwrap().unwrap();
+    }
+    assert!(bed.all_show(PODS, "v2"));
+    assert_eq!(
+        gets(&emu),
+        OBJECTS as u64,
+        "one GET per object for {PODS} volumes: {:?}",
+        emu.counters(&CounterFilter::default())
+    );
+    bed.unpublish(PODS).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_pauses_the_whole_vault_while_the_last_good_values_are_served() {
     if !fuse_available() {

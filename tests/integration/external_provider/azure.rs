@@ -102,6 +102,7 @@ async fn the_seed_class_gives_the_same_files_through_our_server() {
         current: Vec::new(),
         node_name: "node-1".into(),
         max_age: std::time::Duration::ZERO,
+        fresh_since: None,
     };
     let client = Arc::new(ExternalClient::new(
         "azure",

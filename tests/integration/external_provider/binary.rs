@@ -91,6 +91,7 @@ async fn secretfs_provider_serves_the_seed_class_and_stops_on_sigterm() {
         current: Vec::new(),
         node_name: "e2e-node".into(),
         max_age: std::time::Duration::ZERO,
+        fresh_since: None,
     };
     let client = Arc::new(ExternalClient::new(
         "azure",
