@@ -33,7 +33,7 @@ use futures::FutureExt;
 use tokio::runtime::Handle;
 
 use crate::config::{CachePolicy, MountOptions, ReadMode};
-use crate::core::{Attr, FsCore, Kind, ReadFrom};
+use crate::core::{Attr, FsCore, Kind};
 use crate::error::FsError;
 
 pub(crate) struct FuseAdapter {
@@ -189,12 +189,8 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let core = self.core.clone();
-        let from = match self.read_mode {
-            ReadMode::PageCache => ReadFrom::Reported,
-            ReadMode::Atomic => ReadFrom::Newest,
-        };
         self.complete(
-            async move { core.read(ino.0, offset, size, from).await },
+            async move { core.read(ino.0, offset, size).await },
             move |result| match result {
                 Ok(data) => reply.data(data.as_slice()),
                 Err(err) => reply.error(errno(&err)),

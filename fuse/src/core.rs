@@ -7,18 +7,24 @@
 //! Lock order: there is one lock, the tree's `RwLock`. It is never held
 //! across an `.await` or while calling into the kernel.
 //!
-//! # Why reads answer from the version last reported in attributes
+//! # Which version a read answers from
 //!
 //! The kernel learns a file's size from LOOKUP/GETATTR replies and its bytes
 //! from READ replies, and it cuts what a reader gets to the size it holds.
-//! If a READ could answer with a newer version than the size the kernel
-//! holds, a reader would get the new bytes cut to the old length (a torn
-//! read; the stress test caught exactly that). So each file remembers the
-//! version it last reported in attributes (`served`), and READ answers from
-//! it. A replace only changes the newest version; the invalidation that
-//! follows drops the kernel's attributes and pages, and with
-//! `FUSE_AUTO_INVAL_DATA` the next read of any length asks GETATTR first,
-//! which reports and starts serving the new version.
+//! Each file keeps the version reads answer from (`served`) and its size
+//! (`last_size`), and attributes always report that size. A replace moves
+//! both at once, before the invalidation that drops the kernel's attributes
+//! and pages: from the moment `replace` returns, no READ is ever answered
+//! with an older version, and with `FUSE_AUTO_INVAL_DATA` every read that
+//! starts afterwards asks GETATTR first and gets the new size. Only a read
+//! already inside the kernel across the replace can combine the old size
+//! with the new bytes (a torn read, which page-cache mode allows).
+//!
+//! (Answering from the version last *reported* in a GETATTR instead, so as
+//! to match the size an overlapping reader holds, did not make those reads
+//! whole, and a READ sent after the invalidation by a reader that checked
+//! its attributes before it then put old bytes back into the page cache: a
+//! stale read after the replace, about once per 8 stress runs under load.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -67,13 +73,6 @@ impl ReadData {
     pub fn as_slice(&self) -> &[u8] {
         &self.bytes.expose()[self.start..self.end]
     }
-}
-
-/// Which version a read answers from; see [`FsCore::read`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadFrom {
-    Reported,
-    Newest,
 }
 
 /// One directory entry; `offset` is where the next `readdir` resumes.
@@ -216,37 +215,20 @@ impl FsCore {
         self.attr_now(ino)
     }
 
-    /// Up to `size` bytes of `ino` from `offset`, all from one version.
-    /// `ReadFrom::Reported` answers from the version whose size the kernel
-    /// was last told (page-cache reads, which the kernel cuts to that size);
-    /// `ReadFrom::Newest` from the newest (direct reads, which it does not).
-    pub async fn read(
-        &self,
-        ino: u64,
-        offset: u64,
-        size: u32,
-        from: ReadFrom,
-    ) -> Result<ReadData, FsError> {
+    /// Up to `size` bytes of `ino` from `offset`, all from one version: the
+    /// newest (loaded first if the file is not loaded).
+    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> Result<ReadData, FsError> {
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
-        let result = self.read_inner(ino, offset, size, from).await;
+        let result = self.read_inner(ino, offset, size).await;
         self.tally(&self.counters.read_errors, result)
     }
 
-    async fn read_inner(
-        &self,
-        ino: u64,
-        offset: u64,
-        size: u32,
-        from: ReadFrom,
-    ) -> Result<ReadData, FsError> {
+    async fn read_inner(&self, ino: u64, offset: u64, size: u32) -> Result<ReadData, FsError> {
         let served = {
             let tree = self.read_tree();
             match &tree.node(ino).ok_or(FsError::NotFound)?.kind {
                 NodeKind::Dir { .. } => return Err(FsError::IsADirectory),
-                NodeKind::File(file) => match from {
-                    ReadFrom::Reported => file.served.clone(),
-                    ReadFrom::Newest => None,
-                },
+                NodeKind::File(file) => file.served.clone(),
             }
         };
         let bytes = match served {
@@ -435,7 +417,10 @@ impl FsCore {
         })?;
         match tree.node_mut(ino).map(|n| &mut n.kind) {
             Some(NodeKind::File(file)) => {
-                // `served` and `last_size` move on at the next GETATTR.
+                // Reads answer the new version from now on (see the module
+                // documentation), and attributes report its size.
+                file.served = Some(bytes.clone());
+                file.last_size = bytes.len() as u64;
                 file.state = ContentState::Ready(bytes);
                 file.epoch += 1;
                 file.mtime = SystemTime::now();
@@ -525,8 +510,8 @@ mod tests {
         attr
     }
 
-    fn read(core: &FsCore, ino: u64, from: ReadFrom) -> Vec<u8> {
-        block_on(core.read(ino, 0, 1 << 20, from))
+    fn read(core: &FsCore, ino: u64) -> Vec<u8> {
+        block_on(core.read(ino, 0, 1 << 20))
             .unwrap()
             .as_slice()
             .to_vec()
@@ -603,14 +588,14 @@ mod tests {
     fn a_replace_moves_size_and_mtime_and_keeps_identity() {
         let core = core(vec![file("s", 0o600, 7, 8, b"first")]);
         let before = stat(&core, "s");
-        assert_eq!(read(&core, before.ino, ReadFrom::Reported), b"first");
+        assert_eq!(read(&core, before.ino), b"first");
         std::thread::sleep(Duration::from_millis(2));
 
         assert_eq!(core.replace("s", bytes(b"second, longer")), Ok(before.ino));
-        // Until the next GETATTR, reads of the reported version still
-        // answer the old bytes (the size the kernel holds); direct reads
-        // answer the newest.
-        assert_eq!(read(&core, before.ino, ReadFrom::Reported), b"first");
+        // From the replace on, reads of either kind answer the new bytes,
+        // and attributes report their size.
+        assert_eq!(read(&core, before.ino), b"second, longer");
+        assert_eq!(stat(&core, "s").size, 14);
         let after = block_on(core.getattr(before.ino)).unwrap();
         assert_eq!(after.size, 14);
         assert!(after.mtime > before.mtime, "mtime moves on replace");
@@ -620,18 +605,15 @@ mod tests {
             (before.ino, before.generation, Kind::File, 1)
         );
         assert_eq!((after.perm, after.uid, after.gid), (0o600, 7, 8));
-        assert_eq!(
-            read(&core, before.ino, ReadFrom::Reported),
-            b"second, longer"
-        );
+        assert_eq!(read(&core, before.ino), b"second, longer");
 
         std::thread::sleep(Duration::from_millis(2));
         core.replace("s", bytes(b"3rd")).unwrap();
-        assert_eq!(read(&core, before.ino, ReadFrom::Newest), b"3rd");
+        assert_eq!(read(&core, before.ino), b"3rd");
         let shorter = block_on(core.getattr(before.ino)).unwrap();
         assert_eq!(shorter.size, 3);
         assert!(shorter.mtime > after.mtime);
-        assert_eq!(read(&core, before.ino, ReadFrom::Reported), b"3rd");
+        assert_eq!(read(&core, before.ino), b"3rd");
         // The volume's figures follow the contents.
         assert_eq!(core.statfs().blocks, 1);
         assert_eq!(core.statfs().files, 1);
@@ -649,7 +631,7 @@ mod tests {
         let core = core(vec![file("s", 0o600, 0, 0, b"0123456789")]);
         let ino = stat(&core, "s").ino;
         let slice = |offset, size| {
-            block_on(core.read(ino, offset, size, ReadFrom::Reported))
+            block_on(core.read(ino, offset, size))
                 .unwrap()
                 .as_slice()
                 .to_vec()
@@ -659,13 +641,12 @@ mod tests {
         assert_eq!(slice(10, 5), b"");
         assert_eq!(slice(u64::MAX, 5), b"");
         assert_eq!(
-            block_on(core.read(ROOT_INO, 0, 1, ReadFrom::Newest)).unwrap_err(),
+            block_on(core.read(ROOT_INO, 0, 1)).unwrap_err(),
             FsError::IsADirectory
         );
     }
 
-    /// Page-cache style reads (`ReadFrom::Reported`) raced against
-    /// replaces: each read answers one whole value, never one older than the
+    /// Reads raced against replaces: each read answers one whole value, never one older than the
     /// last replace completed before the GETATTR that preceded the read.
     #[test]
     fn reported_reads_racing_replaces_return_whole_values_never_older() {
@@ -692,7 +673,7 @@ mod tests {
                     loop {
                         let floor = completed.load(Ordering::SeqCst) as usize;
                         let attr = block_on(core.getattr(ino)).unwrap();
-                        let read = read(&core, ino, ReadFrom::Reported);
+                        let read = read(&core, ino);
                         let i = number(&read);
                         assert!(i >= floor, "read {i} after {floor} completed");
                         assert!(attr.size >= 8);
@@ -713,7 +694,7 @@ mod tests {
         }
         // Quiet again: the size reported and the bytes read agree.
         let attr = block_on(core.getattr(ino)).unwrap();
-        let last = read(&core, ino, ReadFrom::Reported);
+        let last = read(&core, ino);
         assert_eq!(number(&last), REPLACES);
         assert_eq!(attr.size, last.len() as u64);
     }

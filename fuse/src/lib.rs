@@ -45,7 +45,7 @@ mod wire;
 
 pub use bytes::SecretBytes;
 pub use config::{CachePolicy, MountOptions, ReadMode};
-pub use core::{Attr, DirEntry, FsCore, Kind, OpCounters, ReadData, ReadFrom, StatFs};
+pub use core::{Attr, DirEntry, FsCore, Kind, OpCounters, ReadData, StatFs};
 pub use error::FsError;
 pub use inode::{ROOT_INO, generation, inode_number};
 pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, VolumePath};

@@ -29,9 +29,9 @@ pub(crate) enum ContentState {
 pub(crate) struct FileNode {
     /// The newest contents (what the next `stat` reports).
     pub state: ContentState,
-    /// The contents whose size the kernel was last told (in a LOOKUP or
-    /// GETATTR reply). READ answers from these, so the bytes a reader gets
-    /// always match the size the kernel cut them to; see `FsCore`.
+    /// The contents READ answers from (`None` while unloaded): set by a
+    /// replace, and by the LOOKUP or GETATTR that loads the file; see
+    /// `FsCore` for why a replace moves it at once.
     pub served: Option<Arc<SecretBytes>>,
     pub source: Option<Arc<dyn ContentSource>>,
     /// Time of the last content change: `ls -l` and pollers see rotations.

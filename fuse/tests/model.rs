@@ -9,8 +9,8 @@ use std::sync::Arc;
 use futures::executor::block_on;
 use proptest::prelude::*;
 use secretfs_fuse::{
-    Content, FileSpec, FsError, Kind, ROOT_INO, ReadFrom, SecretBytes, Volume, VolumeError,
-    VolumeId, VolumeSpec,
+    Content, FileSpec, FsError, Kind, ROOT_INO, SecretBytes, Volume, VolumeError, VolumeId,
+    VolumeSpec,
 };
 
 #[derive(Debug, Clone)]
@@ -168,9 +168,8 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::Read(p, offset, size) => {
-                let got = walk(&volume, &p).and_then(|(ino, _)| {
-                    block_on(volume.core().read(ino, offset, size, ReadFrom::Newest))
-                });
+                let got = walk(&volume, &p)
+                    .and_then(|(ino, _)| block_on(volume.core().read(ino, offset, size)));
                 match model.files.get(&p) {
                     Some(v) => {
                         let start = (offset as usize).min(v.len());
@@ -184,8 +183,7 @@ fn run(ops: Vec<Op>) {
                 if let Some(v) = model.files.get(&p) {
                     let (ino, _) = walk(&volume, &p).unwrap();
                     let attr = block_on(volume.core().getattr(ino)).unwrap();
-                    let data =
-                        block_on(volume.core().read(ino, 0, 4096, ReadFrom::Reported)).unwrap();
+                    let data = block_on(volume.core().read(ino, 0, 4096)).unwrap();
                     assert_eq!(attr.size as usize, data.as_slice().len());
                     assert_eq!(data.as_slice(), v.as_slice(), "reported read of {p}");
                 }
@@ -219,7 +217,7 @@ fn reads_during_replaces_return_whole_values() {
         let volume = volume.clone();
         std::thread::spawn(move || {
             for _ in 0..20_000 {
-                let data = block_on(volume.core().read(ino, 0, 8192, ReadFrom::Newest)).unwrap();
+                let data = block_on(volume.core().read(ino, 0, 8192)).unwrap();
                 let bytes = data.as_slice();
                 assert!(!bytes.is_empty());
                 let i = bytes[0];
