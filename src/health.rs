@@ -10,7 +10,10 @@
 //!   (`UNIMPLEMENTED` counts as an answer: old providers lack it); a provider
 //!   in use whose socket is gone fails too;
 //! - an external provider that nothing uses and that has no socket is not
-//!   checked: a node is never unready for a provider it does not need.
+//!   checked: a node is never unready for a provider it does not need;
+//!   neither is one that nothing uses whose socket nobody listens on (a
+//!   stale socket left by an uninstalled provider: the file outlives the
+//!   process, and on a hostPath it would keep the node unready forever).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::FileTypeExt;
@@ -67,6 +70,13 @@ async fn check_one(external: &ExternalProviders, name: &str, in_use: bool) -> Op
         }
         Err(_) => return None,
     };
+    if !in_use
+        && let Err(e) = tokio::net::UnixStream::connect(client.socket()).await
+        && e.kind() == std::io::ErrorKind::ConnectionRefused
+    {
+        // Nobody listens: a socket left behind, not an installed provider.
+        return None;
+    }
     match tokio::time::timeout(CHECK_TIMEOUT, client.version()).await {
         Ok(Ok(_)) => None,
         Ok(Err(err)) => Some(err.to_string()),
@@ -189,10 +199,14 @@ mod tests {
         let provider = TestProvider::start(&socket).await.unwrap();
         assert_eq!(providers_ready(&registry, &vault).await, Readiness::Ready);
 
-        // A socket left by a provider that died: installed, not answering.
+        // A socket left by a provider that died or was uninstalled (nobody
+        // listens): no reason while no volume uses it, a reason as soon as
+        // one does.
         let stale = dirs[0].path().join("aws.sock");
         drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-        let why = not_ready(providers_ready(&registry, &none).await);
+        assert_eq!(providers_ready(&registry, &none).await, Readiness::Ready);
+        let aws: BTreeSet<String> = ["aws".to_owned()].into();
+        let why = not_ready(providers_ready(&registry, &aws).await);
         assert!(why.contains("\"aws\"") && !why.contains("vault"), "{why}");
         std::fs::remove_file(&stale).unwrap();
         assert_eq!(providers_ready(&registry, &none).await, Readiness::Ready);
