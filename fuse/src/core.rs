@@ -11,14 +11,15 @@
 //!
 //! The kernel learns a file's size from LOOKUP/GETATTR replies and its bytes
 //! from READ replies, and it cuts what a reader gets to the size it holds.
-//! Each file keeps the version reads answer from (`served`) and its size
-//! (`last_size`), and attributes always report that size. A replace moves
-//! both at once, before the invalidation that drops the kernel's attributes
-//! and pages: from the moment `replace` returns, no READ is ever answered
-//! with an older version, and with `FUSE_AUTO_INVAL_DATA` every read that
-//! starts afterwards asks GETATTR first and gets the new size. Only a read
-//! already inside the kernel across the replace can combine the old size
-//! with the new bytes (a torn read, which page-cache mode allows).
+//! Reads answer from a file's newest contents, and attributes report their
+//! size (`last_size`, kept across an unload so `stat` stays stable). A
+//! replace moves both at once, before the invalidation that drops the
+//! kernel's attributes and pages: from the moment `replace` returns, no READ
+//! is ever answered with an older version, and with `FUSE_AUTO_INVAL_DATA`
+//! every read that starts afterwards asks GETATTR first and gets the new
+//! size. Only a read already inside the kernel across the replace can
+//! combine the old size with the new bytes (a torn read, which page-cache
+//! mode allows).
 //!
 //! (Answering from the version last *reported* in a GETATTR instead, so as
 //! to match the size an overlapping reader holds, did not make those reads
@@ -209,8 +210,7 @@ impl FsCore {
 
     async fn report_attr(&self, ino: u64) -> Result<Attr, FsError> {
         if self.is_file(ino)? {
-            let bytes = self.contents(ino).await?;
-            self.start_serving(ino, bytes);
+            self.contents(ino).await?;
         }
         self.attr_now(ino)
     }
@@ -224,20 +224,7 @@ impl FsCore {
     }
 
     async fn read_inner(&self, ino: u64, offset: u64, size: u32) -> Result<ReadData, FsError> {
-        let served = {
-            let tree = self.read_tree();
-            match &tree.node(ino).ok_or(FsError::NotFound)?.kind {
-                NodeKind::Dir { .. } => return Err(FsError::IsADirectory),
-                NodeKind::File(file) => file.served.clone(),
-            }
-        };
-        let bytes = match served {
-            Some(bytes) => bytes,
-            None => {
-                let bytes = self.contents(ino).await?;
-                self.start_serving(ino, bytes)
-            }
-        };
+        let bytes = self.contents(ino).await?;
         let len = bytes.len();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
         let end = start.saturating_add(size as usize).min(len);
@@ -292,27 +279,6 @@ impl FsCore {
         }
     }
 
-    /// Makes the newest contents the version reads answer from, and the
-    /// size reported; returns them. `bytes` (what the caller fetched) is
-    /// used only when no newest value is ready (the file was unloaded
-    /// meanwhile). Never an older one: a caller that fetched `bytes` before
-    /// a replace, and gets here after another caller already serves the
-    /// replaced value, must not put the old value back (it would be answered
-    /// to readers whose kernel holds the new size: stale and cut).
-    fn start_serving(&self, ino: u64, bytes: Arc<SecretBytes>) -> Arc<SecretBytes> {
-        let mut tree = self.write_tree();
-        let Some(NodeKind::File(file)) = tree.node_mut(ino).map(|n| &mut n.kind) else {
-            return bytes;
-        };
-        let newest = match &file.state {
-            ContentState::Ready(newest) => newest.clone(),
-            _ => bytes,
-        };
-        file.last_size = newest.len() as u64;
-        file.served = Some(newest.clone());
-        newest
-    }
-
     fn is_file(&self, ino: u64) -> Result<bool, FsError> {
         let tree = self.read_tree();
         Ok(!tree.node(ino).ok_or(FsError::NotFound)?.is_dir())
@@ -347,6 +313,9 @@ impl FsCore {
 
     /// The current contents of file `ino`, loading them if needed. Only one
     /// load per file runs at a time; concurrent callers share its result.
+    /// Never older than the newest: a load that a replace overtook returns
+    /// the replaced value (an older one would be answered to readers whose
+    /// kernel already holds the new size: stale and cut).
     async fn contents(&self, ino: u64) -> Result<Arc<SecretBytes>, FsError> {
         {
             let tree = self.read_tree();
@@ -386,13 +355,20 @@ impl FsCore {
         };
         let result = load.await;
         let mut tree = self.write_tree();
-        if let Some(NodeKind::File(file)) = tree.node_mut(ino).map(|n| &mut n.kind)
-            && matches!(file.state, ContentState::Loading { epoch: e, .. } if e == epoch)
-        {
-            match &result {
-                Ok(bytes) => file.state = ContentState::Ready(bytes.clone()),
+        let Some(NodeKind::File(file)) = tree.node_mut(ino).map(|n| &mut n.kind) else {
+            return result.map_err(FsError::Load);
+        };
+        match &file.state {
+            ContentState::Loading { epoch: e, .. } if *e == epoch => match &result {
+                Ok(bytes) => {
+                    file.last_size = bytes.len() as u64;
+                    file.state = ContentState::Ready(bytes.clone());
+                }
                 Err(_) => file.state = ContentState::Unloaded,
-            }
+            },
+            // Replaced while loading: the replace's value is the newest.
+            ContentState::Ready(newest) => return Ok(newest.clone()),
+            _ => {}
         }
         result.map_err(FsError::Load)
     }
@@ -419,7 +395,6 @@ impl FsCore {
             Some(NodeKind::File(file)) => {
                 // Reads answer the new version from now on (see the module
                 // documentation), and attributes report its size.
-                file.served = Some(bytes.clone());
                 file.last_size = bytes.len() as u64;
                 file.state = ContentState::Ready(bytes);
                 file.epoch += 1;
@@ -443,7 +418,6 @@ impl FsCore {
         match tree.node_mut(ino).map(|n| &mut n.kind) {
             Some(NodeKind::File(file)) if file.source.is_some() => {
                 file.state = ContentState::Unloaded;
-                file.served = None;
                 file.epoch += 1;
                 Ok(ino)
             }

@@ -29,10 +29,6 @@ pub(crate) enum ContentState {
 pub(crate) struct FileNode {
     /// The newest contents (what the next `stat` reports).
     pub state: ContentState,
-    /// The contents READ answers from (`None` while unloaded): set by a
-    /// replace, and by the LOOKUP or GETATTR that loads the file; see
-    /// `FsCore` for why a replace moves it at once.
-    pub served: Option<Arc<SecretBytes>>,
     pub source: Option<Arc<dyn ContentSource>>,
     /// Time of the last content change: `ls -l` and pollers see rotations.
     pub mtime: SystemTime,
@@ -244,10 +240,6 @@ impl Tree {
             }
             Content::Lazy(source) => (ContentState::Unloaded, Some(source), 0),
         };
-        let served = match &state {
-            ContentState::Ready(bytes) => Some(bytes.clone()),
-            _ => None,
-        };
         let name = spec.path.file_name().to_owned();
         let (uid, gid, perm) = (spec.uid, spec.gid, spec.mode as u16);
         self.add_node(parent, &path, name.clone(), |generation| Node {
@@ -258,7 +250,6 @@ impl Tree {
             gid,
             kind: NodeKind::File(FileNode {
                 state,
-                served,
                 source,
                 mtime: now,
                 epoch: 0,
