@@ -201,12 +201,19 @@ where
                 }
             }
         };
+        // The caller that started a fetch retires it; if that caller is
+        // dropped first (a cancelled mount), the guard does, so that later
+        // callers do not join a fetch nobody will store.
+        let guard = (source == Source::Fetched).then(|| FlightGuard {
+            cache: self,
+            key: Some(key.clone()),
+            id,
+        });
         let result = flight.await;
-        if source == Source::Fetched {
+        if let Some(mut guard) = guard {
+            guard.key = None;
             let mut state = self.lock();
-            if state.flights.get(&key).is_some_and(|(f, _, _)| *f == id) {
-                state.flights.remove(&key);
-            }
+            retire(&mut state, &key, id);
             // An older fetch that finishes after a newer one must not
             // replace the newer value.
             let newer_stored = state
@@ -269,6 +276,34 @@ where
         }
         let after = state.bytes as i64 - before as i64;
         crate::metrics::global().cache_bytes.inc_by(after);
+    }
+}
+
+/// Removes flight `id` of `key` if it is still the one under way.
+fn retire<K: Hash + Eq, V, E>(state: &mut State<K, V, E>, key: &K, id: u64) {
+    if state.flights.get(key).is_some_and(|(f, _, _)| *f == id) {
+        state.flights.remove(key);
+    }
+}
+
+/// Retires a flight whose starting caller was dropped before it finished.
+struct FlightGuard<'a, K: Hash + Eq, V, E> {
+    cache: &'a ObjectCache<K, V, E>,
+    /// `None` once the caller retired the flight itself.
+    key: Option<K>,
+    id: u64,
+}
+
+impl<K: Hash + Eq, V, E> Drop for FlightGuard<'_, K, V, E> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut state = self
+                .cache
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            retire(&mut state, &key, self.id);
+        }
     }
 }
 
@@ -430,6 +465,33 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(source, Source::Fetched);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_whose_caller_is_cancelled_is_not_joined_later() {
+        let cache = Cache::new(1024);
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(20),
+            cache.get_or_fetch("k".into(), HOUR, || async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Blob(vec![1]))
+            }),
+        )
+        .await;
+        assert!(cancelled.is_err(), "the first caller was cancelled");
+        let (v, source) = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.get_or_fetch("k".into(), HOUR, || async { Ok(Blob(vec![2])) }),
+        )
+        .await
+        .expect("the next caller does not wait for the abandoned fetch")
+        .unwrap();
+        assert_eq!((v.0.as_slice(), source), (&[2u8][..], Source::Fetched));
+        let (_, source) = cache
+            .get_or_fetch("k".into(), HOUR, || async { Ok(Blob(vec![3])) })
+            .await
+            .unwrap();
+        assert_eq!(source, Source::Cache, "and its value is stored");
     }
 
     #[tokio::test]
