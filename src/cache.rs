@@ -132,24 +132,6 @@ where
         self.len() == 0
     }
 
-    /// The value for `key` if it is younger than `max_age`; otherwise
-    /// `fetch` is run (once, whatever the number of concurrent callers) and
-    /// its value stored. A failed fetch stores nothing and leaves an older
-    /// value in place (see [`ObjectCache::peek`]).
-    pub async fn get_or_fetch<F, Fut>(
-        &self,
-        key: K,
-        max_age: Duration,
-        fetch: F,
-    ) -> Result<(Arc<V>, Source), E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>> + Send + 'static,
-    {
-        self.get_or_fetch_fresh(key, Fresh::max_age(max_age), fetch)
-            .await
-    }
-
     /// The value for `key` if its fetch started at or after `fresh.since`
     /// (`None`: any value will do), else the result of a fetch under way
     /// (for a strict caller, only one that started at or after
@@ -157,8 +139,10 @@ where
     /// and then asks for many keys, some only after others finished, gets
     /// the same values as if it had asked for all at once: a relative
     /// `max_age` checked key by key would turn away values that were fresh
-    /// when it started.
-    pub async fn get_or_fetch_fresh<F, Fut>(
+    /// when it started. `fetch` runs once, whatever the number of
+    /// concurrent callers; a failed fetch stores nothing and leaves an older
+    /// value in place (see [`ObjectCache::peek`]).
+    pub async fn get_or_fetch<F, Fut>(
         &self,
         key: K,
         fresh: Fresh,
@@ -365,7 +349,7 @@ mod tests {
         for expected in [Source::Fetched, Source::Cache, Source::Cache] {
             let f = fetches.clone();
             let (v, source) = cache
-                .get_or_fetch("k".into(), HOUR, move || async move {
+                .get_or_fetch("k".into(), Fresh::max_age(HOUR), move || async move {
                     f.fetch_add(1, Ordering::SeqCst);
                     Ok(Blob(vec![1, 2, 3]))
                 })
@@ -382,11 +366,13 @@ mod tests {
     async fn a_value_older_than_max_age_is_fetched_again() {
         let cache = Cache::new(1024);
         cache
-            .get_or_fetch("k".into(), HOUR, || async { Ok(Blob(vec![1])) })
+            .get_or_fetch("k".into(), Fresh::max_age(HOUR), || async {
+                Ok(Blob(vec![1]))
+            })
             .await
             .unwrap();
         let (v, source) = cache
-            .get_or_fetch("k".into(), Duration::ZERO, || async {
+            .get_or_fetch("k".into(), Fresh::max_age(Duration::ZERO), || async {
                 Ok(Blob(vec![2, 2]))
             })
             .await
@@ -402,7 +388,7 @@ mod tests {
             let cache = cache.clone();
             tokio::spawn(async move {
                 cache
-                    .get_or_fetch("k".into(), HOUR, || async {
+                    .get_or_fetch("k".into(), Fresh::max_age(HOUR), || async {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         Ok(Blob(vec![1]))
                     })
@@ -413,7 +399,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let since = Instant::now();
         let (v, source) = cache
-            .get_or_fetch_fresh("k".into(), Fresh::since(since), || async {
+            .get_or_fetch("k".into(), Fresh::since(since), || async {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 Ok(Blob(vec![2, 2]))
             })
@@ -427,7 +413,7 @@ mod tests {
         let fetches = Arc::new(AtomicUsize::new(0));
         let f = fetches.clone();
         let (v, source) = cache
-            .get_or_fetch("k".into(), HOUR, move || async move {
+            .get_or_fetch("k".into(), Fresh::max_age(HOUR), move || async move {
                 f.fetch_add(1, Ordering::SeqCst);
                 Ok(Blob(vec![3]))
             })
@@ -446,7 +432,7 @@ mod tests {
         for expected in [Source::Fetched, Source::Cache, Source::Cache] {
             let f = fetches.clone();
             let (_, source) = cache
-                .get_or_fetch_fresh("k".into(), since, move || async move {
+                .get_or_fetch("k".into(), since, move || async move {
                     f.fetch_add(1, Ordering::SeqCst);
                     Ok(Blob(vec![1]))
                 })
@@ -459,7 +445,7 @@ mod tests {
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         // A later cutoff turns the value away.
         let (_, source) = cache
-            .get_or_fetch_fresh("k".into(), Fresh::since(Instant::now()), || async {
+            .get_or_fetch("k".into(), Fresh::since(Instant::now()), || async {
                 Ok(Blob(vec![2]))
             })
             .await
@@ -472,7 +458,7 @@ mod tests {
         let cache = Cache::new(1024);
         let cancelled = tokio::time::timeout(
             Duration::from_millis(20),
-            cache.get_or_fetch("k".into(), HOUR, || async {
+            cache.get_or_fetch("k".into(), Fresh::max_age(HOUR), || async {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 Ok(Blob(vec![1]))
             }),
@@ -481,14 +467,18 @@ mod tests {
         assert!(cancelled.is_err(), "the first caller was cancelled");
         let (v, source) = tokio::time::timeout(
             Duration::from_secs(5),
-            cache.get_or_fetch("k".into(), HOUR, || async { Ok(Blob(vec![2])) }),
+            cache.get_or_fetch("k".into(), Fresh::max_age(HOUR), || async {
+                Ok(Blob(vec![2]))
+            }),
         )
         .await
         .expect("the next caller does not wait for the abandoned fetch")
         .unwrap();
         assert_eq!((v.0.as_slice(), source), (&[2u8][..], Source::Fetched));
         let (_, source) = cache
-            .get_or_fetch("k".into(), HOUR, || async { Ok(Blob(vec![3])) })
+            .get_or_fetch("k".into(), Fresh::max_age(HOUR), || async {
+                Ok(Blob(vec![3]))
+            })
             .await
             .unwrap();
         assert_eq!(source, Source::Cache, "and its value is stored");
@@ -503,7 +493,7 @@ mod tests {
                 let (cache, f) = (cache.clone(), fetches.clone());
                 tokio::spawn(async move {
                     cache
-                        .get_or_fetch("k".into(), HOUR, move || async move {
+                        .get_or_fetch("k".into(), Fresh::max_age(HOUR), move || async move {
                             f.fetch_add(1, Ordering::SeqCst);
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             Ok(Blob(vec![7]))
@@ -527,11 +517,13 @@ mod tests {
     async fn errors_are_shared_not_stored_and_the_old_value_survives() {
         let cache = Cache::new(1024);
         cache
-            .get_or_fetch("k".into(), HOUR, || async { Ok(Blob(vec![1])) })
+            .get_or_fetch("k".into(), Fresh::max_age(HOUR), || async {
+                Ok(Blob(vec![1]))
+            })
             .await
             .unwrap();
         let err = cache
-            .get_or_fetch("k".into(), Duration::ZERO, || async {
+            .get_or_fetch("k".into(), Fresh::max_age(Duration::ZERO), || async {
                 Err::<Blob, _>("throttled".to_owned())
             })
             .await
@@ -540,7 +532,9 @@ mod tests {
         let (old, _) = cache.peek(&"k".to_owned()).unwrap();
         assert_eq!(old.0, [1], "last good value kept for stale-while-error");
         let (_, source) = cache
-            .get_or_fetch("k".into(), Duration::ZERO, || async { Ok(Blob(vec![3])) })
+            .get_or_fetch("k".into(), Fresh::max_age(Duration::ZERO), || async {
+                Ok(Blob(vec![3]))
+            })
             .await
             .unwrap();
         assert_eq!(
@@ -555,13 +549,17 @@ mod tests {
         let cache = Cache::new(10);
         for k in ["a", "b", "c"] {
             cache
-                .get_or_fetch(k.into(), HOUR, || async { Ok(Blob(vec![0; 4])) })
+                .get_or_fetch(k.into(), Fresh::max_age(HOUR), || async {
+                    Ok(Blob(vec![0; 4]))
+                })
                 .await
                 .unwrap();
             if k == "b" {
                 // Touch "a" so that "b" is the least recently used.
                 cache
-                    .get_or_fetch("a".into(), HOUR, || async { Ok(Blob(vec![])) })
+                    .get_or_fetch("a".into(), Fresh::max_age(HOUR), || async {
+                        Ok(Blob(vec![]))
+                    })
                     .await
                     .unwrap();
             }
@@ -573,7 +571,9 @@ mod tests {
 
         // One value larger than the whole budget is still served.
         let (v, _) = cache
-            .get_or_fetch("big".into(), HOUR, || async { Ok(Blob(vec![0; 100])) })
+            .get_or_fetch("big".into(), Fresh::max_age(HOUR), || async {
+                Ok(Blob(vec![0; 100]))
+            })
             .await
             .unwrap();
         assert_eq!(v.0.len(), 100);
@@ -591,13 +591,13 @@ mod tests {
         }
         let cache: ObjectCache<u8, Secret, ()> = ObjectCache::new(4);
         let (held, _) = cache
-            .get_or_fetch(1, HOUR, || async {
+            .get_or_fetch(1, Fresh::max_age(HOUR), || async {
                 Ok(Secret(SecretBytes::from_slice(b"abcd")))
             })
             .await
             .unwrap();
         cache
-            .get_or_fetch(2, HOUR, || async {
+            .get_or_fetch(2, Fresh::max_age(HOUR), || async {
                 Ok(Secret(SecretBytes::from_slice(b"wxyz")))
             })
             .await

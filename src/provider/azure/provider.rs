@@ -505,7 +505,7 @@ impl Provider for AzureProvider {
                 };
                 async move {
                     self.cache
-                        .get_or_fetch_fresh(key, fresh, move || owned.run())
+                        .get_or_fetch(key, fresh, move || owned.run())
                         .await
                         .map(|(fetched, _)| fetched)
                 }
