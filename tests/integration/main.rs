@@ -13,6 +13,7 @@ mod faults;
 mod fuzz_regressions;
 mod hostile_inputs;
 mod keeper;
+mod kubelet;
 mod load_smoke;
 mod node_e2e;
 mod provider_plan_props;

@@ -73,9 +73,7 @@ impl Setup {
     }
 
     fn target(&self, uid: &str) -> PathBuf {
-        self.kubelet.path().join(format!(
-            "pods/{uid}/volumes/kubernetes.io~csi/secrets-store-inline/mount"
-        ))
+        crate::kubelet::target_path(self.kubelet.path(), uid)
     }
 
     async fn publish(&self, uid: &str) -> Result<(), secretfs_csi::VolumeError> {

@@ -73,9 +73,7 @@ struct Node {
 
 impl Node {
     fn target(&self, pod: &str) -> std::path::PathBuf {
-        self.kubelet.path().join(format!(
-            "pods/uid-{pod}/volumes/kubernetes.io~csi/secrets-store-inline/mount"
-        ))
+        crate::kubelet::target_path(self.kubelet.path(), &format!("uid-{pod}"))
     }
 
     async fn publish(&self, pod: &str) {

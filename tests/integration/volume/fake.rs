@@ -180,9 +180,7 @@ impl Setup {
     }
 
     pub fn target(&self, uid: &str) -> PathBuf {
-        self.kubelet.path().join(format!(
-            "pods/{uid}/volumes/kubernetes.io~csi/secrets-store-inline/mount"
-        ))
+        crate::kubelet::target_path(self.kubelet.path(), uid)
     }
 
     pub fn request(&self, uid: &str, class: &str) -> PublishRequest {

@@ -130,9 +130,7 @@ impl Env {
     }
 
     async fn publish(&self, uid: &str, class: &str) -> std::path::PathBuf {
-        let target = self.kubelet.path().join(format!(
-            "pods/{uid}/volumes/kubernetes.io~csi/secrets-store-inline/mount"
-        ));
+        let target = crate::kubelet::target_path(self.kubelet.path(), uid);
         let request = PublishRequest {
             volume_id: format!("csi-{uid}"),
             target_path: target.clone(),
