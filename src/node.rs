@@ -167,7 +167,9 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
     );
     let driver = match client {
         Some(client) => driver.with_syncer(Arc::new(
-            crate::sync::Syncer::new(client, &args.node_id).with_secrets(args.sync_secrets),
+            crate::sync::Syncer::new(client, &args.node_id)
+                .with_secrets(args.sync_secrets)
+                .with_recheck(args.sync_recheck_interval),
         )),
         None => driver,
     };

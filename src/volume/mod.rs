@@ -397,6 +397,9 @@ impl Driver {
                 )
             })?;
             published.refreshed_at = std::time::SystemTime::now();
+            // Its pod status is still re-checked (a lazy volume writes no
+            // Secrets).
+            self.sync_if_due(target, published, false).await;
             return Ok(RefreshOutcome::default());
         }
         let mut request = published.request.clone();
@@ -425,6 +428,10 @@ impl Driver {
                     }
                     _ => None,
                 };
+                // A vault that fails does not stop the re-check: a deleted
+                // Secret or status object comes back with the last good
+                // values.
+                self.sync_if_due(target, published, false).await;
                 return Err(RefreshError {
                     error: err,
                     retry_after,
@@ -464,13 +471,7 @@ impl Driver {
                     .await;
             }
         }
-        let recheck = self
-            .syncer
-            .as_ref()
-            .is_some_and(|s| s.due(&target.to_string_lossy()));
-        if outcome.changed() || !published.synced || recheck {
-            self.sync(target, published).await;
-        }
+        self.sync_if_due(target, published, outcome.changed()).await;
         if outcome.changed() {
             self.persist(target, published, true).await;
         }
@@ -649,6 +650,18 @@ impl Driver {
             live,
             kubelet_keys,
         })
+    }
+
+    /// Syncs `published` after a refresh if its files `changed`, its last
+    /// sync failed, or its periodic re-check is due.
+    async fn sync_if_due(&self, target: &Path, published: &mut Published, changed: bool) {
+        let recheck = self
+            .syncer
+            .as_ref()
+            .is_some_and(|s| s.due(&target.to_string_lossy()));
+        if changed || !published.synced || recheck {
+            self.sync(target, published).await;
+        }
     }
 
     /// Mirrors `published` to Kubernetes if a syncer is configured; a

@@ -705,6 +705,21 @@ impl Driver {
             kubelet_keys: record.kubelet_keys.clone(),
         };
         self.track(&record.target, &published);
+        if let Some(syncer) = &self.syncer {
+            // Before anything is published: the Secrets this volume writes
+            // keep its owners at the next apply by any volume of this node.
+            let secret_objects: &[SecretObject] = if published.live.is_some() {
+                &[]
+            } else {
+                &published.secret_objects
+            };
+            syncer.adopt(
+                &record.target.to_string_lossy(),
+                &published.request.pod,
+                &published.class,
+                secret_objects,
+            );
+        }
         *self.slot(&record.target).lock().await = Some(published);
         Ok(())
     }
