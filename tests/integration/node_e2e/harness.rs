@@ -121,19 +121,34 @@ impl Env {
     /// With `kubeconfig`, the node reads classes from (and syncs to) that
     /// API server instead of a directory.
     pub async fn start_with(classes: &[String], kubeconfig: Option<&Path>) -> Env {
-        Self::start_full(classes, kubeconfig, false).await
+        Self::start_full(classes, kubeconfig, false, &[]).await
     }
 
     /// With a state directory and, if `keeper`, a `secretfs keeper`, so
     /// volumes survive [`Env::restart`].
     pub async fn start_surviving(keeper: bool) -> Env {
-        Self::start_full(&[], None, true)
+        Self::start_full(&[], None, true, &[])
             .await
             .with_keeper(keeper)
             .await
     }
 
-    async fn start_full(classes: &[String], kubeconfig: Option<&Path>, state: bool) -> Env {
+    /// Classes from (and sync to) the API server of `kubeconfig`, with a
+    /// state directory and a keeper (volumes survive [`Env::restart`]), and
+    /// `extra` flags for the node.
+    pub async fn start_surviving_with(kubeconfig: &Path, extra: &[&str]) -> Env {
+        Self::start_full(&[], Some(kubeconfig), true, extra)
+            .await
+            .with_keeper(true)
+            .await
+    }
+
+    async fn start_full(
+        classes: &[String],
+        kubeconfig: Option<&Path>,
+        state: bool,
+        extra: &[&str],
+    ) -> Env {
         let emulator = Emulator::start(EmulatorConfig::with_seed(Seed::demo()))
             .await
             .unwrap();
@@ -185,6 +200,7 @@ impl Env {
             ]
             .map(Into::into),
         );
+        args.extend(extra.iter().map(Into::into));
         let leaks = LeakCheck {
             logs: logs_to_files()
                 .then(|| [dir.path().join("node.log"), dir.path().join("keeper.log")]),
