@@ -28,4 +28,4 @@ pub use manager::{
     VolumeManager, keys,
 };
 pub use node::{IdentityService, NodeService};
-pub use server::{ServerError, bind, serve, services, socket_path};
+pub use server::{ServerError, SocketFile, bind, bind_owned, serve, services, socket_path};

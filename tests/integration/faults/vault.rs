@@ -111,7 +111,7 @@ async fn publish_under(case: Case) {
     assert_mentions(
         &err.message,
         &[
-            "SecretProviderClass azure-kvname",
+            "SecretProviderClass default/azure-kvname",
             "secret/sql-password",
             "vault kv-demo",
         ],
