@@ -2,6 +2,7 @@
 //! ephemeral-volume plugin, over a [`VolumeManager`] trait, on a Unix
 //! socket. It knows nothing of FUSE, vaults or Kubernetes objects.
 
+pub mod authority;
 pub mod failures;
 pub mod manager;
 pub mod node;

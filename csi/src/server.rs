@@ -5,6 +5,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::TryStreamExt as _;
 use thiserror::Error;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -141,7 +142,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 }
 
 /// Serves the Identity and Node services on `listener` until `shutdown`
-/// completes, then finishes the calls in progress and returns.
+/// completes, then finishes the calls in progress and returns. Clients may
+/// send any `:authority` ([`crate::authority`]): gRPC-Go's `localhost`,
+/// C-core's percent-encoded socket path, grpc-java's path.
 pub async fn serve(
     listener: UnixListener,
     identity: IdentityService,
@@ -152,7 +155,10 @@ pub async fn serve(
         .layer(crate::failures::FailureLog)
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map_ok(crate::authority::AnyAuthority::new),
+            shutdown,
+        )
         .await?;
     Ok(())
 }
