@@ -71,13 +71,26 @@ pub(super) fn get_object(
             let stored_ct = s.content_type.as_deref();
             match (req.query_ci("outContentType"), &s.certificate) {
                 (None, _) => Ok(bundles::secret_bundle(base, name, s, &s.value, stored_ct)),
-                (Some(CONTENT_TYPE_PEM), Some(cert)) => Ok(bundles::secret_bundle(
-                    base,
-                    name,
-                    s,
-                    &cert.pem_bundle(),
-                    Some(CONTENT_TYPE_PEM),
-                )),
+                (Some(CONTENT_TYPE_PEM), Some(cert)) => {
+                    // The key only if the certificate's policy lets it out.
+                    let exportable = vault
+                        .certificates
+                        .get(name)
+                        .and_then(|versions| versions.iter().find(|c| c.version == s.version))
+                        .is_none_or(|c| c.exportable);
+                    let pem = if exportable {
+                        cert.pem_bundle()
+                    } else {
+                        cert.pem_certificate_only()
+                    };
+                    Ok(bundles::secret_bundle(
+                        base,
+                        name,
+                        s,
+                        &pem,
+                        Some(CONTENT_TYPE_PEM),
+                    ))
+                }
                 (Some(CONTENT_TYPE_PFX), Some(_)) if stored_ct == Some(CONTENT_TYPE_PFX) => {
                     Ok(bundles::secret_bundle(base, name, s, &s.value, stored_ct))
                 }

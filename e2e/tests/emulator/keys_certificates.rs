@@ -222,3 +222,53 @@ async fn renewing_a_certificate_adds_a_version_to_all_three_objects() {
         assert!(id.ends_with(&v2), "{coll}: {id}");
     }
 }
+
+/// A non-exportable certificate's secret holds the certificate only, as
+/// Key Vault serves it: no key in the PEM, no key bag in the PFX, none in a
+/// PEM conversion either.
+#[tokio::test]
+async fn a_non_exportable_certificates_secret_holds_no_private_key() {
+    let env = start().await;
+    for (name, content_type) in [
+        ("locked-pfx", "application/x-pkcs12"),
+        ("locked-pem", "application/x-pem-file"),
+    ] {
+        env.emu
+            .add_certificate_version(
+                "kv-conformance",
+                name,
+                Some(&secretfs_e2e::CertificateVersionSeed {
+                    content_type: Some(content_type.into()),
+                    exportable: Some(false),
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+    }
+    let c = env
+        .get_as_app("kv-conformance", &format!("/certificates/locked-pfx?{API}"))
+        .await
+        .json();
+    assert_eq!(c["policy"]["key_props"]["exportable"], false);
+    let pfx = env
+        .get_as_app("kv-conformance", &format!("/secrets/locked-pfx?{API}"))
+        .await
+        .json();
+    let der = STANDARD.decode(pfx["value"].as_str().unwrap()).unwrap();
+    let archive = p12_keystore::Pkcs12Archive::from_pkcs12(&der, "").unwrap();
+    assert!(archive.keys.is_empty(), "no key bag");
+    assert_eq!(archive.certs.len(), 1, "the certificate");
+    for path in [
+        format!("/secrets/locked-pem?{API}"),
+        format!("/secrets/locked-pfx?{API}&outContentType=application/x-pem-file"),
+    ] {
+        let s = env.get_as_app("kv-conformance", &path).await.json();
+        let value = s["value"].as_str().unwrap();
+        assert!(!value.contains("PRIVATE KEY"), "{path}: {value}");
+        assert_eq!(
+            value.matches("-----BEGIN CERTIFICATE-----").count(),
+            1,
+            "{path}"
+        );
+    }
+}

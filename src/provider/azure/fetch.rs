@@ -446,13 +446,14 @@ pub async fn fetch_object(
         .map_err(|f| failed(ctx, object, object.version.as_deref(), "get", &f))?;
         let object_id = object.id();
         let content = object_content(object, &object_id, &fetched)?;
+        out.warnings
+            .extend(content.warnings.iter().map(|w| format!("{object_id}: {w}")));
         let version = id
             .as_deref()
             .and_then(version_of_id)
             .map(str::to_owned)
             .or_else(|| object.version.clone())
             .unwrap_or_default();
-        out.warnings.extend(content.warnings);
         // Without history an object has exactly one file.
         if let Some(file) = object.planned_files(ctx.default_mode).into_iter().next() {
             out.files.push(MountedFile {
@@ -484,7 +485,12 @@ pub async fn fetch_object(
             .await
             .map_err(|f| failed(ctx, object, Some(&info.version), "get", &f))?;
         let content = object_content(object, &file.object_id, &fetched)?;
-        out.warnings.extend(content.warnings);
+        out.warnings.extend(
+            content
+                .warnings
+                .iter()
+                .map(|w| format!("{}: {w}", file.object_id)),
+        );
         out.versions.push(ObjectVersion {
             id: file.object_id.clone(),
             version: info.version.clone(),
