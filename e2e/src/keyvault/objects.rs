@@ -118,6 +118,18 @@ pub(super) fn get_object(
     }
 }
 
+/// `GET /certificates/{name}/policy`: the policy of the latest version.
+pub(super) fn certificate_policy(
+    vault: &Vault,
+    base: &str,
+    name: &str,
+    shared: &Shared,
+) -> Result<Value, KvError> {
+    let nf = || not_found(ObjectKind::Certificate, name, None, shared);
+    let latest = find_version(vault.certificates.get(name).ok_or_else(nf)?, None).ok_or_else(nf)?;
+    Ok(bundles::policy(base, name, latest))
+}
+
 pub(super) fn list_versions(
     vault: &Vault,
     base: &str,
