@@ -107,6 +107,8 @@ pub struct Driver {
     /// When the rotation scheduler will refresh each volume next (it
     /// publishes its plan here; `secretfs status` shows it).
     schedule: std::sync::Mutex<HashMap<PathBuf, Scheduled>>,
+    /// Where the driver counts publishes, refreshes and syncs.
+    metrics: &'static crate::metrics::Metrics,
 }
 
 /// The rotation scheduler's plan for one volume.
@@ -168,7 +170,20 @@ impl Driver {
             fuse: std::sync::Mutex::new(FuseTally::default()),
             persist: None,
             schedule: std::sync::Mutex::new(HashMap::new()),
+            metrics: crate::metrics::global(),
         }
+    }
+
+    /// Counts into `metrics` instead of the process's registry (tests).
+    pub fn with_metrics(mut self, metrics: &'static crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The registry the driver counts into (the process's, unless
+    /// [`Driver::with_metrics`]).
+    pub fn metrics(&self) -> &'static crate::metrics::Metrics {
+        self.metrics
     }
 
     /// The rotation scheduler's plan, replacing the previous one.
@@ -427,7 +442,8 @@ impl Driver {
             Err(e) => {
                 let err =
                     errors::provider_failed(&published.request.pod.namespace, &published.class, &e);
-                crate::metrics::global().refresh_failed(&provider_name, e.kind().as_str());
+                self.metrics
+                    .refresh_failed(&provider_name, e.kind().as_str());
                 published.last_error = Some(err.message.clone());
                 let retry_after = match &e {
                     crate::provider::MountError::Objects(objects) => {
@@ -457,7 +473,7 @@ impl Driver {
         published.files = response.files;
         published.refreshed_at = std::time::SystemTime::now();
         published.last_error = None;
-        crate::metrics::global().refreshed(
+        self.metrics.refreshed(
             &provider_name,
             outcome.changed(),
             started.elapsed().as_secs_f64(),
@@ -686,7 +702,7 @@ impl Driver {
             Ok(writes) => {
                 published.synced = true;
                 if writes > 0 && !published.secret_objects.is_empty() {
-                    crate::metrics::global()
+                    self.metrics
                         .sync_k8s_secret
                         .get_or_create(&crate::metrics::ProviderLabels {
                             provider: published.provider.name().to_owned(),
@@ -697,7 +713,7 @@ impl Driver {
             }
             Err(err) => {
                 published.synced = false;
-                crate::metrics::global().sync_errors.inc();
+                self.metrics.sync_errors.inc();
                 tracing::warn!(target = ?target, error = %err, "sync to Kubernetes failed; retried at the next refresh");
                 syncer
                     .event(
@@ -816,18 +832,18 @@ impl VolumeManager for Driver {
         // Before any vault call: no symbolic link from pods/ on, nothing
         // but directories (created at the mount step, if missing).
         if let Err(err) = target::find(&request.target_path) {
-            crate::metrics::global().publish_failed("unknown", err.error_type);
+            self.metrics.publish_failed("unknown", err.error_type);
             return Err(err);
         }
         let mut label = String::from("unknown");
         let mut new = match self.publish_new(&request, ctx, &mut label).await {
             Ok(new) => new,
             Err(err) => {
-                crate::metrics::global().publish_failed(&label, err.error_type);
+                self.metrics.publish_failed(&label, err.error_type);
                 return Err(err);
             }
         };
-        crate::metrics::global().published(new.provider.name());
+        self.metrics.published(new.provider.name());
         self.track(&request.target_path, &new);
         self.sync(&request.target_path, &mut new).await;
         self.persist(&request.target_path, &new, true).await;
@@ -911,8 +927,8 @@ impl VolumeManager for Driver {
             syncer.forget(&request.target_path.to_string_lossy());
         }
         match &result {
-            Ok(()) => crate::metrics::global().unpublished(had_volume),
-            Err(_) => crate::metrics::global().unpublish_failed(),
+            Ok(()) => self.metrics.unpublished(had_volume),
+            Err(_) => self.metrics.unpublish_failed(),
         }
         if result.is_ok() {
             self.forget(&request.target_path).await;

@@ -206,6 +206,7 @@ struct OwnedFetch {
     request_timeout: std::time::Duration,
     default_mode: crate::provider::FileMode,
     object: super::objects::KeyVaultObject,
+    metrics: &'static crate::metrics::Metrics,
 }
 
 impl OwnedFetch {
@@ -220,6 +221,7 @@ impl OwnedFetch {
             deadline_total: self.deadline_total,
             request_timeout: self.request_timeout,
             default_mode: self.default_mode,
+            metrics: self.metrics,
         };
         fetch_object(&ctx, &self.object).await
     }
@@ -290,7 +292,7 @@ impl AzureProvider {
         let salt = IdentityKeySalt::random().map_err(|_| ConfigError::Random)?;
         let capacity = NonZeroUsize::new(config.max_identities.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(AzureProvider {
-            cache: crate::cache::ObjectCache::new(config.cache_bytes),
+            cache: crate::cache::ObjectCache::new(config.cache_bytes).with_metrics(config.metrics),
             limiter: Arc::new(crate::rate::RateLimiter::new(config.rate_limit)),
             credential_env: CredentialEnv {
                 node_http,
@@ -497,6 +499,7 @@ impl Provider for AzureProvider {
                 deadline_total: self.config.deadline,
                 request_timeout: self.config.request_timeout,
                 default_mode: request.default_mode,
+                metrics: self.config.metrics,
             };
             let mut errors = ObjectErrors::new();
             for object in &params.objects {
@@ -539,6 +542,7 @@ impl Provider for AzureProvider {
                     request_timeout: self.config.request_timeout,
                     default_mode: request.default_mode,
                     object: spec,
+                    metrics: self.config.metrics,
                 };
                 async move {
                     self.cache
