@@ -20,7 +20,7 @@
 #
 # Network (a network namespace of its own: only what is listed here exists):
 #   lo            127.0.0.1: etcd, the registry, containerd's streaming server
-#   node0 (dummy) 10.222.0.1: the node's address (kubelet refuses a loopback
+#   node0 (bridge, no ports) 10.222.0.1: the node's address (kubelet refuses a loopback
 #                 node IP): kube-apiserver :6443, kubelet :10250, the Key
 #                 Vault emulator :443 (HTTPS) and :8080 (admin)
 #                 169.254.169.254: the emulator's IMDS, where Azure's is
@@ -117,7 +117,9 @@ EOF
 
 setup_network() {
     ip link set lo up
-    ip link add node0 type dummy
+    # A bridge without ports stands in for a dummy interface (no dummy
+    # module on these kernels): it holds the node's addresses.
+    ip link add node0 type bridge
     ip link set node0 up
     ip addr add "$NODE_IP/32" dev node0
     ip addr add "$IMDS_IP/32" dev node0

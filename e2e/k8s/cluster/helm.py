@@ -49,8 +49,8 @@ def main():
             release = config.install(chart, RELEASE, values(args.tag), namespace=NAMESPACE, timeout=120)
         else:
             release = config.upgrade(chart, RELEASE, values(args.tag), namespace=NAMESPACE, timeout=120)
-    info = release.get("info", {}) if isinstance(release, dict) else {}
-    print(f"helm.py: {args.action} {RELEASE} tag {args.tag}: {info.get('status', release)}", file=sys.stderr)
+    print(f"helm.py: {args.action} {RELEASE} tag {args.tag}: revision {release.get('revision')} "
+          f"{release.get('status')}", file=sys.stderr)
 
 
 if __name__ == "__main__":
