@@ -66,15 +66,23 @@ phase "packages"
 # ---------------------------------------------------------------- builds
 # K8S_BIN may name a directory with the binaries already built.
 K8S_BIN=${K8S_BIN:-$(e2e/k8s/build.sh)}
-# The sandbox image's program: tiny, static, cached by its source.
-pause_hash=$(cat e2e/k8s/cluster/pause/go.mod e2e/k8s/cluster/pause/main.go | sha256sum | cut -c1-12)
-PAUSE_BIN=${SECRETFS_K8S_CACHE:-/var/cache/secretfs-k8s}/pause-$pause_hash/pause
-if [ ! -x "$PAUSE_BIN" ]; then
-    mkdir -p "$(dirname "$PAUSE_BIN")"
-    (cd e2e/k8s/cluster/pause && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags=-s -o "$PAUSE_BIN.tmp" .)
-    mv "$PAUSE_BIN.tmp" "$PAUSE_BIN"
+# Two small programs of ours for the images, cached by their sources:
+# the sandbox image's pause (its own module, no dependencies) and the
+# livenessprobe sidecar (a package of e2e/k8s's module, for its gRPC and
+# CSI dependencies; outside cmd/ so that it is not part of build.sh's key).
+cache=${SECRETFS_K8S_CACHE:-/var/cache/secretfs-k8s}
+extra_hash=$(cat e2e/k8s/go.mod e2e/k8s/go.sum e2e/k8s/cluster/pause/go.mod e2e/k8s/cluster/pause/main.go \
+    e2e/k8s/cluster/livenessprobe/main.go | sha256sum | cut -c1-12)
+EXTRA_BIN=$cache/e2e-extra-$extra_hash
+if [ ! -x "$EXTRA_BIN/pause" ] || [ ! -x "$EXTRA_BIN/livenessprobe" ]; then
+    mkdir -p "$EXTRA_BIN.tmp"
+    (cd e2e/k8s/cluster/pause && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags=-s -o "$EXTRA_BIN.tmp/pause" .)
+    (cd e2e/k8s && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags='-s -w' \
+        -o "$EXTRA_BIN.tmp/livenessprobe" ./cluster/livenessprobe)
+    rm -rf "$EXTRA_BIN"
+    mv "$EXTRA_BIN.tmp" "$EXTRA_BIN"
 fi
-phase "go build (kubernetes, pause)"
+phase "go build"
 
 # The image's binary exactly as the Dockerfile builds it; the emulator and
 # the kubelet stand-in as the other end-to-end tests use them.
@@ -100,7 +108,7 @@ mkdir -p "$LOGS"
 mounts_before=$(awk '{print $5}' /proc/self/mountinfo | sort)
 cgroups_before=$(ls -d /sys/fs/cgroup/*/kubepods* 2>/dev/null | sort || true)
 
-export K8S_BIN PAUSE_BIN SECRETFS_BIN E2E_BIN VENV LOGS REPO
+export K8S_BIN EXTRA_BIN SECRETFS_BIN E2E_BIN VENV LOGS REPO
 rc=0
 # --pid --fork --mount-proc: cluster.sh is PID 1 of a new PID namespace, so
 # every process of the cluster (shims and containers included) is killed by

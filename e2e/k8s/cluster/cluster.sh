@@ -8,7 +8,8 @@
 #   cluster.sh restart-kubelet | restart-containerd    (for the tests)
 #
 # Environment (set by scripts/k8s-e2e.sh): K8S_BIN (kube-apiserver, ...,
-# node-driver-registrar, livenessprobe), PAUSE_BIN, SECRETFS_BIN (release
+# node-driver-registrar: e2e/k8s/build.sh), EXTRA_BIN (pause, livenessprobe),
+# SECRETFS_BIN (release
 # binary of the image), E2E_BIN (dir of kv-emulator and kubelet-standin),
 # VENV (python with helm-python-sdk and pytest), LOGS (a host directory
 # kept after the run), REPO.
@@ -260,8 +261,9 @@ EOF
 }
 
 push_images() {
-    "$VENV/bin/python" "$here/images.py" --registry "$REGISTRY" --k8s-bin "$K8S_BIN" \
-        --pause "$PAUSE_BIN" --secretfs "$SECRETFS_BIN" \
+    "$VENV/bin/python" "$here/images.py" --registry "$REGISTRY" \
+        --registrar "$K8S_BIN/node-driver-registrar" --livenessprobe "$EXTRA_BIN/livenessprobe" \
+        --pause "$EXTRA_BIN/pause" --secretfs "$SECRETFS_BIN" \
         --secretfs-repo secretfs --secretfs-tag e2e-1 --secretfs-tag e2e-2 \
         --registrar-tag "$(chart_value nodeDriverRegistrar.image.tag)" \
         --livenessprobe-tag "$(chart_value livenessProbe.image.tag)"
@@ -412,7 +414,7 @@ teardown() {
 
 # ---------------------------------------------------------------- main
 run() {
-    : "${K8S_BIN:?} ${PAUSE_BIN:?} ${SECRETFS_BIN:?} ${E2E_BIN:?} ${VENV:?} ${LOGS:?} ${REPO:?}"
+    : "${K8S_BIN:?} ${EXTRA_BIN:?} ${SECRETFS_BIN:?} ${E2E_BIN:?} ${VENV:?} ${LOGS:?} ${REPO:?}"
     export KUBECONFIG=$RUN/admin.kubeconfig PATH=$K8S_BIN:$PATH
     local t0 t
     t0=$(date +%s)

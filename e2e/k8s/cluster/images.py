@@ -8,7 +8,7 @@ OCI image config and an OCI manifest, pushed with the registry's HTTP API
 image: the cluster's containerd mirrors docker.io and registry.k8s.io to this
 registry, so manifests keep their usual image names.
 
-    images.py --registry 127.0.0.1:5000 --k8s-bin DIR --pause FILE \\
+    images.py --registry 127.0.0.1:5000 --registrar FILE --livenessprobe FILE --pause FILE \\
               --secretfs FILE --secretfs-repo secretfs --secretfs-tag TAG...
 
 Images:
@@ -206,7 +206,8 @@ def add_with_links(layer, path):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--registry", required=True)
-    p.add_argument("--k8s-bin", required=True, help="directory with node-driver-registrar and livenessprobe")
+    p.add_argument("--registrar", required=True, help="the node-driver-registrar binary")
+    p.add_argument("--livenessprobe", required=True, help="the livenessprobe binary")
     p.add_argument("--pause", required=True)
     p.add_argument("--secretfs", required=True, help="the release binary")
     p.add_argument("--secretfs-repo", required=True)
@@ -237,8 +238,10 @@ def main():
         ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 1; done"],
     )
 
-    for name, tag in (("csi-node-driver-registrar", args.registrar_tag), ("livenessprobe", args.livenessprobe_tag)):
-        src = os.path.join(args.k8s_bin, "node-driver-registrar" if name == "csi-node-driver-registrar" else name)
+    for name, tag, src in (
+        ("csi-node-driver-registrar", args.registrar_tag, args.registrar),
+        ("livenessprobe", args.livenessprobe_tag, args.livenessprobe),
+    ):
         layer = Layer()
         base_files(layer)
         layer.file(f"/{name}", src, 0o755)
