@@ -103,6 +103,11 @@ def exec_in(name: str, *command: str, namespace: str = "default", container: str
     return kubectl(*args, "--", *command)
 
 
+def env_of(name: str, variable: str, namespace: str = "default") -> str:
+    """A variable of the container's environment (as the shell sees it)."""
+    return exec_in(name, "sh", "-c", f'printf %s "${variable}"', namespace=namespace)
+
+
 def events_of(name: str, namespace: str = "default") -> list[dict]:
     return kjson("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
 

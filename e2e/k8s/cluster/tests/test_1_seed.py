@@ -1,7 +1,7 @@
 """Issue item 1: the seed SecretProviderClass (v1alpha1) and pod, applied byte
 for byte from tests/fixtures/seed/, on the real cluster with the chart."""
 
-from conftest import SEED, SEED_VALUE, delete, exec_in, kjson, kubectl, wait_running
+from conftest import SEED, SEED_VALUE, delete, env_of, exec_in, kjson, kubectl, wait_running
 
 
 def test_seed_class_and_pod_unchanged_show_the_vault_value_in_the_pod():
@@ -24,7 +24,7 @@ def test_seed_class_and_pod_unchanged_show_the_vault_value_in_the_pod():
         # The seed's secretObjects: Secret sqlserver, and the pod's env from it.
         secret = kjson("get", "secret", "sqlserver")
         assert secret["type"] == "Opaque"
-        assert exec_in("nginx-secrets-store-inline", "printenv", "dbpassword").strip() == SEED_VALUE
+        assert env_of("nginx-secrets-store-inline", "dbpassword") == SEED_VALUE
     finally:
         delete("pod", "nginx-secrets-store-inline")
         kubectl("delete", "-f", str(spc_file), "--ignore-not-found")

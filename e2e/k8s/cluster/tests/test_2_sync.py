@@ -6,7 +6,7 @@ ReplicaSet for a Deployment's pod); the pod's env var from it."""
 import base64
 
 from conftest import (
-    SEED_VALUE, apply, azure_class, bare_pod, deployment, eventually, exec_in, kjson, owner_uids,
+    SEED_VALUE, apply, azure_class, bare_pod, deployment, env_of, eventually, exec_in, kjson, owner_uids,
     pods_of, status_object_name, wait_running,
 )
 
@@ -56,7 +56,7 @@ def test_secret_objects_by_alias_and_by_object_name_bare_pod_owned_by_its_status
     # The status object itself is owned by the pod, so the Secret goes with it.
     assert owner_uids(status) == {pod["metadata"]["uid"]}
 
-    assert exec_in("sync-bare", "printenv", "BY_ALIAS").strip() == SEED_VALUE
+    assert env_of("sync-bare", "BY_ALIAS") == SEED_VALUE
     # The file the vault-name entry came from is there under its own name.
     assert exec_in("sync-bare", "cat", "/mnt/secrets-store/api-key") == api_key
 
@@ -82,4 +82,4 @@ def test_secret_objects_of_a_deployment_are_owned_by_its_replicaset(cleanup):
     ]
     assert decoded(secret)["by-alias"] == SEED_VALUE
     for p in pods:
-        assert exec_in(p["metadata"]["name"], "printenv", "BY_OBJECT").strip() == decoded(secret)["by-object"]
+        assert env_of(p["metadata"]["name"], "BY_OBJECT") == decoded(secret)["by-object"]
