@@ -391,6 +391,16 @@ teardown() {
         [ -z "$(kubectl get pods -A --no-headers 2>/dev/null | grep -v '^kube-system ')" ] && break
         sleep 1
     done
+    # The node plugin's and keeper's logs (they live in the pod log dir, a
+    # tmpfs of this namespace), current and previous containers.
+    mkdir -p "$LOGS/pods"
+    local p
+    for p in $(kubectl get pods -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}' 2>/dev/null); do
+        kubectl logs -n "${p%%/*}" "${p#*/}" --all-containers --prefix --timestamps >"$LOGS/pods/${p/\//_}.log" 2>&1
+        kubectl logs -n "${p%%/*}" "${p#*/}" --all-containers --prefix --timestamps --previous \
+            >"$LOGS/pods/${p/\//_}.previous.log" 2>/dev/null || rm -f "$LOGS/pods/${p/\//_}.previous.log"
+    done
+    cp -r /var/log/pods "$LOGS/pod-log-dir" 2>/dev/null
     for d in kubelet kv-emulator kube-scheduler kube-controller-manager kube-apiserver registry etcd; do
         stop_daemon "$d"
     done
@@ -437,10 +447,12 @@ run() {
     install_chart
     phase "emulator + chart install" "$s"
     s=$(date +%s)
-    local rc=0
+    local rc=0 extra=()
+    # Shell words, so that `-k "a or b"` stays one argument.
+    eval "extra=(${K8S_E2E_PYTEST_ARGS:-})"
     (cd "$REPO" && K8S_E2E_RUN=$RUN K8S_E2E_NODE=$NODE K8S_E2E_NODE_IP=$NODE_IP K8S_E2E_ISSUER=$ISSUER \
         "$VENV/bin/python" -m pytest -p no:cacheprovider -rA --junitxml="$LOGS/junit.xml" \
-        ${K8S_E2E_PYTEST_ARGS:-} e2e/k8s/cluster/tests) || rc=$?
+        "${extra[@]}" e2e/k8s/cluster/tests) || rc=$?
     phase "tests" "$s"
     s=$(date +%s)
     trap - EXIT

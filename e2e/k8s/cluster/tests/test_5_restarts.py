@@ -56,11 +56,18 @@ def readers():
 
 def expect_reads_continue(step, names, before):
     """Every reader made progress since `before` and none failed."""
+    seen = {}
+
     def progressed():
         now = {n: counts(n) for n in names}
+        seen.update(now)
         return now if all(now[n][0] > before[n][0] + 20 for n in names) else None
 
-    now = eventually(f"readers keep reading after {step}", progressed, 60, interval=0.5)
+    try:
+        now = eventually(f"readers keep reading after {step}", progressed, 60, interval=0.5)
+    except AssertionError as e:
+        detail = {n: (before[n], seen.get(n), failures(n)[-500:]) for n in names}
+        raise AssertionError(f"{e}\n(ok, failed) before -> last seen, failures: {detail}") from None
     bad = {n: (c, failures(n)) for n, c in now.items() if c[1] != 0}
     assert not bad, f"failed reads after {step}: {bad}"
     return now

@@ -78,7 +78,8 @@ def test_two_node_plugins_keep_each_others_owners(cleanup, tmp_path):
 
         both = {status_uid("two-nodes-a"), status_uid("two-nodes-b")}
         eventually("the Secret is owned by both nodes' pods", lambda: owner_uids() == both, 30)
-        managers = {m["manager"] for m in secret()["metadata"]["managedFields"]}
+        fields = kjson("get", "secret", SECRET, "--show-managed-fields")["metadata"]["managedFields"]
+        managers = {m["manager"] for m in fields}
         assert {"secretfs-k8s-e2e-node", f"secretfs-{NODE_B}"} <= managers, managers
 
         # Both nodes write the Secret again after a rotation; the owners of
