@@ -2,7 +2,8 @@
 # The project's whole test suite (the README's test command; CI runs it).
 # Needs root and /dev/fuse for the real-mount tests, python3 (with venv) for
 # the chart checks and the official Azure SDK conformance suite of the
-# emulator, and PyPI for their packages.
+# emulator, and PyPI for their packages; etcd (Debian etcd-server) and Go
+# with the module proxy for the Kubernetes control plane (e2e/k8s/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,18 @@ timed() {
 # Helm chart, CRDs and Dockerfile: helm lint/render, kubernetes-validate
 # 1.33–1.37, hadolint, pytest (pip packages in a venv under target/).
 timed charts/check.sh
+
+# A real Kubernetes control plane (etcd, kube-apiserver,
+# kube-controller-manager; e2e/k8s/README.md) for the tests that need one,
+# found through SECRETFS_TEST_KUBECONFIG; stopped on exit, its logs kept.
+k8s_dir=$PWD/target/k8s-control-plane
+e2e/k8s/control-plane.sh stop "$k8s_dir"
+rm -rf "$k8s_dir"
+trap 'e2e/k8s/control-plane.sh stop "$k8s_dir"' EXIT
+e2e/k8s/control-plane.sh start "$k8s_dir"
+export SECRETFS_TEST_KUBECONFIG=$k8s_dir/kubeconfig
+# The two behaviours the sync tests depend on (garbage collection, apply).
+e2e/k8s/smoke.sh "$k8s_dir"
 
 timed cargo nextest run --workspace --no-fail-fast
 
