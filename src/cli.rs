@@ -116,6 +116,12 @@ pub struct NodeArgs {
     #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
     pub sync_secrets: bool,
+    /// How often each volume's pod status and Secrets are applied again
+    /// although nothing changed (Go duration), at its next refresh: a
+    /// deleted Secret or status object comes back, and owners are read
+    /// again.
+    #[arg(long, default_value = "5m", value_parser = crate::duration::parse)]
+    pub sync_recheck_interval: std::time::Duration,
     /// Refresh mounted volumes from the vault (upstream's flag; on by
     /// default here: rotation is in place and costs one vault request per
     /// distinct object per interval).

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::provider::PodRef;
+
 /// One owner reference of a synced Secret: the pod's owner (its
 /// ReplicaSet, StatefulSet, …) or, for a pod without owners, its pod status
 /// object. Written without `controller`, as upstream.
@@ -33,6 +35,10 @@ impl Owner {
 /// A mounted volume, keyed by its target path.
 #[derive(Debug)]
 pub(super) struct VolumeEntry {
+    /// The volume's pod and class, once known (the first sync, or the
+    /// takeover): what another volume's apply needs to read this volume's
+    /// owners when they are not known yet.
+    pub pod: Option<(PodRef, String)>,
     /// Hash of the pod status body last applied.
     pub status_hash: Option<u64>,
     /// The pod status object's uid, once known (the owner of the Secrets of
@@ -43,8 +49,10 @@ pub(super) struct VolumeEntry {
     pub owners: Option<Vec<Owner>>,
     /// The Secrets (`namespace/name`) this volume writes.
     pub secrets: BTreeSet<String>,
-    /// When everything of this volume was last applied or re-applied.
-    pub checked: Instant,
+    /// When everything of this volume was last applied or re-applied;
+    /// `None` for a volume taken over from a previous process, which is
+    /// due at once.
+    pub checked: Option<Instant>,
 }
 
 /// A synced Secret that volumes of this node use.
@@ -70,20 +78,45 @@ impl Ledger {
         self.volumes
             .entry(target.to_owned())
             .or_insert_with(|| VolumeEntry {
+                pod: None,
                 status_hash: None,
                 status_uid: None,
                 owners: None,
                 secrets: BTreeSet::new(),
-                checked: Instant::now(),
+                checked: Some(Instant::now()),
             })
     }
 
+    /// Records a volume taken over from a previous process, before this
+    /// process serves anything: it writes `secrets`, with owners not known
+    /// yet (read when first needed), and it is due for a re-check at once.
+    pub fn adopt(&mut self, target: &str, pod: PodRef, class: &str, secrets: BTreeSet<String>) {
+        let volume = self.volume(target);
+        volume.pod = Some((pod, class.to_owned()));
+        volume.owners = None;
+        volume.checked = None;
+        self.use_secrets(target, secrets);
+    }
+
     /// Whether the volume is known and was last (re-)applied `recheck` ago
-    /// or longer.
+    /// or longer, or was taken over and not re-applied since.
     pub fn due(&self, target: &str, recheck: Duration) -> bool {
         self.volumes
             .get(target)
-            .is_some_and(|v| v.checked.elapsed() >= recheck)
+            .is_some_and(|v| v.checked.is_none_or(|c| c.elapsed() >= recheck))
+    }
+
+    /// The volumes that write the Secret `key` and whose owners are not
+    /// known: (target, pod, class, status object uid if known).
+    pub fn unresolved(&self, key: &str) -> Vec<(String, PodRef, String, Option<String>)> {
+        self.volumes
+            .iter()
+            .filter(|(_, v)| v.secrets.contains(key) && v.owners.is_none())
+            .filter_map(|(target, v)| {
+                let (pod, class) = v.pod.clone()?;
+                Some((target.clone(), pod, class, v.status_uid.clone()))
+            })
+            .collect()
     }
 
     /// Records that the volume writes `secrets` (and no others): a Secret
@@ -213,6 +246,42 @@ mod tests {
         ledger.use_secrets("/a", keys(&[]));
         ledger.secret_applied("ns/s", 7);
         assert_eq!(ledger.len(), (1, 0));
+    }
+
+    fn pod(name: &str) -> PodRef {
+        PodRef {
+            name: name.into(),
+            namespace: "ns".into(),
+            uid: format!("uid-{name}"),
+            service_account: "default".into(),
+        }
+    }
+
+    #[test]
+    fn an_adopted_volume_is_due_at_once_and_its_owners_are_read_before_an_apply() {
+        let mut ledger = Ledger::default();
+        ledger.adopt("/a", pod("a"), "class", keys(&["ns/s"]));
+        ledger.adopt("/b", pod("b"), "class", keys(&["ns/s", "ns/t"]));
+        assert!(
+            ledger.due("/a", Duration::from_secs(3600)),
+            "due at takeover"
+        );
+        let mut unresolved: Vec<String> = ledger
+            .unresolved("ns/s")
+            .into_iter()
+            .map(|(target, ..)| target)
+            .collect();
+        unresolved.sort();
+        assert_eq!(unresolved, ["/a", "/b"]);
+        assert_eq!(ledger.unresolved("ns/t").len(), 1);
+        // Once read, an owner counts, and the volume is no longer unresolved.
+        ledger.volume("/a").owners = Some(vec![owner("1")]);
+        assert_eq!(ledger.unresolved("ns/s").len(), 1);
+        assert_eq!(ledger.owners_of("ns/s"), [owner("1")]);
+        // A re-check applied: due again only after the interval.
+        ledger.volume("/a").checked = Some(Instant::now());
+        assert!(!ledger.due("/a", Duration::from_secs(3600)));
+        assert!(ledger.due("/b", Duration::from_secs(3600)));
     }
 
     #[test]

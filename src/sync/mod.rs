@@ -63,6 +63,16 @@ pub enum SyncError {
     },
     #[error("the Kubernetes API did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    #[error("the {what} of pod {pod} is gone; its Secrets are not written for it")]
+    Gone { what: String, pod: String },
+}
+
+/// A volume's owners as read from the API.
+enum Resolved {
+    /// The owners, and the uid of the pod's status object if it was read.
+    Owners(Vec<Owner>, Option<String>),
+    /// The pod (this uid) or its status object no longer exists.
+    Gone(String),
 }
 
 /// How long one sync (or one event) may wait for the Kubernetes API. Kube's
@@ -198,6 +208,26 @@ impl Syncer {
         self.ledger().due(target, self.recheck)
     }
 
+    /// Records a volume taken over from a previous process (call before
+    /// this process serves CSI). Nothing is written now; but the next apply
+    /// of any Secret it writes lists its owners too (read from the API
+    /// first, when needed), and the volume is due for its re-check at once,
+    /// so a status object or Secret deleted meanwhile comes back at its next
+    /// refresh. Without this, the first apply after a restart would list
+    /// only the owners of volumes published since, and server-side apply
+    /// would take the others off the Secret.
+    pub fn adopt(&self, target: &str, pod: &PodRef, class: &str, secret_objects: &[SecretObject]) {
+        let secrets = if self.secrets {
+            secret_objects
+                .iter()
+                .map(|o| format!("{}/{}", pod.namespace, o.secret_name))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        self.ledger().adopt(target, pod.clone(), class, secrets);
+    }
+
     /// Forgets the volume at `target` (unpublished). Writes nothing.
     pub fn forget(&self, target: &str) {
         self.ledger().forget(target);
@@ -225,12 +255,13 @@ impl Syncer {
         );
         let status_name = status::name(input.pod, input.class);
         let hash = self.hash(&status);
-        let changed = recheck || self.ledger().volume(target).status_hash != Some(hash);
-        let api = kube::Api::<DynamicObject>::namespaced_with(
-            self.client.clone(),
-            &input.pod.namespace,
-            &status_resource(),
-        );
+        let changed = {
+            let mut ledger = self.ledger();
+            let volume = ledger.volume(target);
+            volume.pod = Some((input.pod.clone(), input.class.to_owned()));
+            recheck || volume.status_hash != Some(hash)
+        };
+        let api = self.statuses(&input.pod.namespace);
         if changed {
             let params = PatchParams::apply(FIELD_MANAGER).force();
             let applied = api
@@ -255,7 +286,7 @@ impl Syncer {
             let mut ledger = self.ledger();
             ledger.use_secrets(target, BTreeSet::new());
             if recheck {
-                ledger.volume(target).checked = std::time::Instant::now();
+                ledger.volume(target).checked = Some(std::time::Instant::now());
             }
             return Ok(writes);
         }
@@ -274,8 +305,21 @@ impl Syncer {
             volume.owners.is_some()
         };
         if !known {
-            let owners = self.owners(input.pod, &status_name, target, &api).await?;
-            self.ledger().volume(target).owners = Some(owners);
+            let status_uid = self.ledger().volume(target).status_uid.clone();
+            match self.owners(input.pod, &status_name, status_uid).await? {
+                Resolved::Owners(owners, status_uid) => {
+                    let mut ledger = self.ledger();
+                    let volume = ledger.volume(target);
+                    volume.owners = Some(owners);
+                    volume.status_uid = status_uid.or(volume.status_uid.take());
+                }
+                Resolved::Gone(what) => {
+                    return Err(SyncError::Gone {
+                        what,
+                        pod: format!("{}/{}", input.pod.namespace, input.pod.name),
+                    });
+                }
+            }
         }
         let keys = |name: &str| format!("{}/{name}", input.pod.namespace);
         self.ledger().use_secrets(
@@ -293,6 +337,11 @@ impl Syncer {
             // list applied last is the newest.
             let lock = self.ledger().secret_lock(&secret_key);
             let _held = lock.lock().await;
+            // The owners of the other volumes that write it must be known
+            // before an apply: this manager's last apply listed them, and a
+            // list without them would take them off the Secret (volumes
+            // taken over from a previous process start unknown).
+            self.resolve_others(&secret_key).await?;
             let encoded: serde_json::Map<String, Value> = data
                 .iter()
                 .map(|(k, v)| {
@@ -344,61 +393,100 @@ impl Syncer {
             writes += 1;
         }
         if recheck {
-            self.ledger().volume(target).checked = std::time::Instant::now();
+            self.ledger().volume(target).checked = Some(std::time::Instant::now());
         }
         Ok(writes)
     }
 
-    /// The pod's owners, or the pod status object when it has none.
+    fn statuses(&self, namespace: &str) -> kube::Api<DynamicObject> {
+        kube::Api::namespaced_with(self.client.clone(), namespace, &status_resource())
+    }
+
+    /// Reads the owners of every other volume that writes the Secret `key`
+    /// and whose owners are not known yet. A volume whose pod (or status
+    /// object) is gone gives no owner: kubelet unpublishes it soon. Any
+    /// other failure fails the sync, so that no shorter list is applied.
+    async fn resolve_others(&self, key: &str) -> Result<(), SyncError> {
+        let unresolved = self.ledger().unresolved(key);
+        for (target, pod, class, status_uid) in unresolved {
+            let status_name = status::name(&pod, &class);
+            let owners = match self.owners(&pod, &status_name, status_uid).await? {
+                Resolved::Owners(owners, _) => owners,
+                Resolved::Gone(what) => {
+                    tracing::debug!(target = %target, %what, "a volume's pod or status object is gone: it gives no owner");
+                    Vec::new()
+                }
+            };
+            let mut ledger = self.ledger();
+            let volume = ledger.volume(&target);
+            if volume.owners.is_none() {
+                volume.owners = Some(owners);
+            }
+        }
+        Ok(())
+    }
+
+    /// The pod's owners, or the pod's status object when it has none (with
+    /// that object's uid, to remember).
     async fn owners(
         &self,
         pod: &PodRef,
         status_name: &str,
-        target: &str,
-        statuses: &kube::Api<DynamicObject>,
-    ) -> Result<Vec<Owner>, SyncError> {
+        status_uid: Option<String>,
+    ) -> Result<Resolved, SyncError> {
         let api_error = |what: String| move |source| SyncError::Api { what, source };
-        let live = kube::Api::<Pod>::namespaced(self.client.clone(), &pod.namespace)
-            .get(&pod.name)
+        let live = match kube::Api::<Pod>::namespaced(self.client.clone(), &pod.namespace)
+            .get_opt(&pod.name)
             .await
             .map_err(api_error(format!(
                 "reading Pod {}/{}",
                 pod.namespace, pod.name
-            )))?;
+            )))? {
+            // A pod of the same name but another uid (a StatefulSet's pod
+            // made again) is not this volume's.
+            Some(live) if live.metadata.uid.as_deref() == Some(pod.uid.as_str()) => live,
+            _ => return Ok(Resolved::Gone("Pod".into())),
+        };
         if let Some(owners) = live.metadata.owner_references.filter(|o| !o.is_empty()) {
-            return Ok(owners
-                .into_iter()
-                .map(|o| Owner {
-                    api_version: o.api_version,
-                    kind: o.kind,
-                    name: o.name,
-                    uid: o.uid,
-                })
-                .collect());
+            return Ok(Resolved::Owners(
+                owners
+                    .into_iter()
+                    .map(|o| Owner {
+                        api_version: o.api_version,
+                        kind: o.kind,
+                        name: o.name,
+                        uid: o.uid,
+                    })
+                    .collect(),
+                status_uid,
+            ));
         }
-        let known = self.ledger().volume(target).status_uid.clone();
-        let uid = match known {
+        let uid = match status_uid {
             Some(uid) => uid,
             None => {
-                let uid = statuses
-                    .get(status_name)
+                let status = self
+                    .statuses(&pod.namespace)
+                    .get_opt(status_name)
                     .await
                     .map_err(api_error(format!(
-                        "reading SecretProviderClassPodStatus {status_name}"
-                    )))?
-                    .metadata
-                    .uid
-                    .unwrap_or_default();
-                self.ledger().volume(target).status_uid = Some(uid.clone());
-                uid
+                        "reading SecretProviderClassPodStatus {}/{status_name}",
+                        pod.namespace
+                    )))?;
+                match status.and_then(|s| s.metadata.uid) {
+                    Some(uid) => uid,
+                    None => return Ok(Resolved::Gone("SecretProviderClassPodStatus".into())),
+                }
             }
         };
-        Ok(vec![Owner {
-            api_version: format!("{GROUP}/v1"),
-            kind: "SecretProviderClassPodStatus".into(),
-            name: status_name.into(),
-            uid,
-        }])
+        Ok(Resolved::Owners(
+            vec![Owner {
+                api_version: format!("{GROUP}/v1"),
+                kind: "SecretProviderClassPodStatus".into(),
+                name: status_name.into(),
+                uid: uid.clone(),
+            }],
+            Some(uid),
+        ))
     }
 
     /// An event on the pod (best effort: failures are logged).

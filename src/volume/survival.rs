@@ -580,7 +580,7 @@ impl Driver {
             let _ = tokio::task::spawn_blocking(move || unmount_stale(&target)).await;
             self.forget(Path::new(&key)).await;
         }
-        crate::metrics::global().restored(report.adopted, report.lost.len());
+        self.metrics().restored(report.adopted, report.lost.len());
         report
     }
 
@@ -705,6 +705,21 @@ impl Driver {
             kubelet_keys: record.kubelet_keys.clone(),
         };
         self.track(&record.target, &published);
+        if let Some(syncer) = &self.syncer {
+            // Before anything is published: the Secrets this volume writes
+            // keep its owners at the next apply by any volume of this node.
+            let secret_objects: &[SecretObject] = if published.live.is_some() {
+                &[]
+            } else {
+                &published.secret_objects
+            };
+            syncer.adopt(
+                &record.target.to_string_lossy(),
+                &published.request.pod,
+                &published.class,
+                secret_objects,
+            );
+        }
         *self.slot(&record.target).lock().await = Some(published);
         Ok(())
     }

@@ -18,6 +18,7 @@ mod load_smoke;
 mod node_e2e;
 mod provider_plan_props;
 mod provider_readiness;
+mod real_kube;
 mod spc_kube;
 mod sync;
 mod sync_tls;

@@ -13,3 +13,4 @@ mod leaks;
 mod seed;
 mod standalone;
 mod survival;
+mod sync_restart;

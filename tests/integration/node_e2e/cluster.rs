@@ -1,49 +1,36 @@
-//! The seed case with a (fake) Kubernetes API server: classes come from the
-//! API, the pod status and the Secret `sqlserver` (key `dbpassword`) are
-//! written at publish and updated after a rotation.
+//! The seed case on the real kube-apiserver (`crate::real_kube`): the
+//! seed's v1alpha1 SecretProviderClass applied unchanged (the API server
+//! serves it as v1 too), the seed pod; the pod status and the Secret
+//! `sqlserver` (key `dbpassword`) are written at publish and follow a
+//! rotation; the pod gets a rotation event with no value in it.
 
-use base64::Engine;
-use secretfs_e2e::fake_apiserver::{FakeApiServer, object_path};
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
 use secretfs_e2e::kubelet::PublishExtras;
-use serde_json::{Value, json};
 
 use super::harness::*;
-
-const UID: &str = "5e5e5e5e-0000-4000-8000-5e5e5e5e5e5e";
-
-fn b64(value: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(value)
-}
+use crate::real_kube::RealKube;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_secret_is_synced_and_follows_rotation() {
     if !fuse_available() {
         return;
     }
-    let api = FakeApiServer::start().await.unwrap();
-    // The API server serves the v1alpha1 manifest as v1 too.
-    let mut class: Value = serde_yaml::from_str(SEED_CLASS).unwrap();
-    class["apiVersion"] = json!("secrets-store.csi.x-k8s.io/v1");
-    api.put("secretproviderclasses", class);
-    let mut pod_object: Value = serde_yaml::from_str(SEED_POD).unwrap();
-    pod_object["metadata"]["uid"] = json!(UID);
-    pod_object["metadata"]["name"] = json!(format!("pod-{UID}"));
-    pod_object["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "nginx-5d8c", "uid": "rs-uid", "controller": true}]);
-    api.put("pods", pod_object);
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path()).unwrap();
-
-    let env = Env::start_with(&[], Some(&kubeconfig)).await;
+    let kube = RealKube::namespace("seed").await;
+    kube.apply(SEED_CLASS).await;
+    let pod = kube
+        .create_pod(SEED_POD, "nginx-secrets-store-inline")
+        .await;
+    let env = Env::start_with(&[], Some(&kube.kubeconfig)).await;
     // Ready once the class watch has listed.
-    for _ in 0..100 {
-        if env.http_get("/readyz").0 == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(env.http_get("/readyz").0, 200, "the class watch listed");
+    kube.until(
+        Duration::from_secs(20),
+        "the class watch listed",
+        async || env.http_get("/readyz").0 == 200,
+    )
+    .await;
 
-    let pod = pod(UID, None, None, None);
     let target = env
         .kubelet
         .publish(&pod, VOLUME, &PublishExtras::default())
@@ -54,48 +41,60 @@ async fn the_seed_secret_is_synced_and_follows_rotation() {
         "Sql-Passw0rd-from-kv-demo"
     );
 
-    let secret_path = object_path("v1", "secrets", "default", "sqlserver");
-    let secret = api
-        .get(&secret_path)
-        .expect("Secret sqlserver written at publish");
-    assert_eq!(secret["type"], "Opaque");
+    let secret = kube
+        .secrets()
+        .get("sqlserver")
+        .await
+        .expect("written at publish");
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
     assert_eq!(
-        secret["data"]["dbpassword"],
-        b64("Sql-Passw0rd-from-kv-demo")
+        secret.data.as_ref().unwrap()["dbpassword"].0,
+        b"Sql-Passw0rd-from-kv-demo"
     );
     assert_eq!(
-        secret["metadata"]["labels"]["secrets-store.csi.k8s.io/managed"],
+        secret.metadata.labels.as_ref().unwrap()["secrets-store.csi.k8s.io/managed"],
         "true"
     );
+    let status_name = format!("nginx-secrets-store-inline-{}-azure-kvname", kube.namespace);
+    let status = kube
+        .statuses()
+        .get(&status_name)
+        .await
+        .expect("pod status written");
+    assert_eq!(status.data["status"]["mounted"], true);
     assert_eq!(
-        secret["metadata"]["ownerReferences"][0]["kind"],
-        "ReplicaSet"
+        status.data["status"]["podName"],
+        "nginx-secrets-store-inline"
     );
-    let status_path = object_path(
-        "secrets-store.csi.x-k8s.io/v1",
-        "secretproviderclasspodstatuses",
-        "default",
-        &format!("pod-{UID}-default-azure-kvname"),
+    assert_eq!(
+        status.data["status"]["objects"][0]["id"],
+        "secret/sql-password"
     );
-    let status = api.get(&status_path).expect("pod status written");
-    assert_eq!(status["status"]["mounted"], true);
-    assert_eq!(status["status"]["objects"][0]["id"], "secret/sql-password");
-    let applies = |path: &str| {
-        api.requests()
-            .iter()
-            .filter(|r| r.method == "PATCH" && r.path == path)
-            .count()
-    };
-    assert_eq!((applies(&secret_path), applies(&status_path)), (1, 1));
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        (
+            "SecretProviderClassPodStatus",
+            status.metadata.uid.as_deref().unwrap()
+        ),
+        "a bare pod's Secret is owned by its status object"
+    );
+    let status_owner = &status.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(Some(&status_owner.uid), pod.metadata.uid.as_ref());
 
-    // A republish writes nothing.
+    // A republish changes nothing.
     env.kubelet
         .publish(&pod, VOLUME, &PublishExtras::default())
         .await
         .unwrap();
-    assert_eq!((applies(&secret_path), applies(&status_path)), (1, 1));
+    let unchanged = kube.secrets().get("sqlserver").await.unwrap();
+    assert_eq!(
+        unchanged.metadata.resource_version,
+        secret.metadata.resource_version
+    );
 
     // Rotation: the file, the Secret and the status follow.
+    let version = status.data["status"]["objects"][0]["version"].clone();
     env.emulator
         .control()
         .set_secret("kv-demo", "sql-password", "Sql-Passw0rd-v2")
@@ -106,20 +105,26 @@ async fn the_seed_secret_is_synced_and_follows_rotation() {
         std::fs::read_to_string(target.join("SECRET_1")).unwrap(),
         "Sql-Passw0rd-v2"
     );
-    let secret = api.get(&secret_path).unwrap();
-    assert_eq!(secret["data"]["dbpassword"], b64("Sql-Passw0rd-v2"));
-    assert_eq!((applies(&secret_path), applies(&status_path)), (2, 2));
-    let rotation_event = api.requests().into_iter().any(|r| {
-        r.method == "POST"
-            && r.path.contains("events")
-            && r.body.to_string().contains("MountRotationComplete")
-    });
-    assert!(rotation_event, "an event tells the pod about the rotation");
-    assert!(
-        !api.requests()
+    let secret = kube.secrets().get("sqlserver").await.unwrap();
+    assert_eq!(secret.data.unwrap()["dbpassword"].0, b"Sql-Passw0rd-v2");
+    let status = kube.statuses().get(&status_name).await.unwrap();
+    assert_ne!(status.data["status"]["objects"][0]["version"], version);
+
+    let events = kube::Api::<Event>::namespaced(kube.client.clone(), &kube.namespace);
+    kube.until(Duration::from_secs(10), "the rotation event", async || {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
             .iter()
-            .any(|r| r.path.contains("events") && r.body.to_string().contains("Sql-Passw0rd")),
-        "no value in events"
-    );
+            .any(|e| e.reason.as_deref() == Some("MountRotationComplete"))
+    })
+    .await;
+    for event in events.list(&Default::default()).await.unwrap().items {
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(!text.contains("Sql-Passw0rd"), "no value in events: {text}");
+    }
     env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
+    kube.delete().await;
 }

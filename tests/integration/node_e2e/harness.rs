@@ -121,19 +121,34 @@ impl Env {
     /// With `kubeconfig`, the node reads classes from (and syncs to) that
     /// API server instead of a directory.
     pub async fn start_with(classes: &[String], kubeconfig: Option<&Path>) -> Env {
-        Self::start_full(classes, kubeconfig, false).await
+        Self::start_full(classes, kubeconfig, false, &[]).await
     }
 
     /// With a state directory and, if `keeper`, a `secretfs keeper`, so
     /// volumes survive [`Env::restart`].
     pub async fn start_surviving(keeper: bool) -> Env {
-        Self::start_full(&[], None, true)
+        Self::start_full(&[], None, true, &[])
             .await
             .with_keeper(keeper)
             .await
     }
 
-    async fn start_full(classes: &[String], kubeconfig: Option<&Path>, state: bool) -> Env {
+    /// Classes from (and sync to) the API server of `kubeconfig`, with a
+    /// state directory and a keeper (volumes survive [`Env::restart`]), and
+    /// `extra` flags for the node.
+    pub async fn start_surviving_with(kubeconfig: &Path, extra: &[&str]) -> Env {
+        Self::start_full(&[], Some(kubeconfig), true, extra)
+            .await
+            .with_keeper(true)
+            .await
+    }
+
+    async fn start_full(
+        classes: &[String],
+        kubeconfig: Option<&Path>,
+        state: bool,
+        extra: &[&str],
+    ) -> Env {
         let emulator = Emulator::start(EmulatorConfig::with_seed(Seed::demo()))
             .await
             .unwrap();
@@ -185,6 +200,7 @@ impl Env {
             ]
             .map(Into::into),
         );
+        args.extend(extra.iter().map(Into::into));
         let leaks = LeakCheck {
             logs: logs_to_files()
                 .then(|| [dir.path().join("node.log"), dir.path().join("keeper.log")]),
@@ -285,9 +301,17 @@ impl Env {
                 status.success(),
                 "the node plugin stopped cleanly: {status}"
             );
+            // A clean stop leaves no socket behind.
+            assert!(
+                !self.socket.exists(),
+                "the CSI socket is removed on SIGTERM"
+            );
+            assert!(
+                !self.admin_socket.exists(),
+                "the admin socket is removed on SIGTERM"
+            );
         }
-        // A CSI socket left by a killed process is replaced at start.
-        let _ = std::fs::remove_file(&self.socket);
+        // Sockets left by a killed process stay: the start replaces them.
         let binary = binary.unwrap_or(Path::new(env!("CARGO_BIN_EXE_secretfs")));
         self.child = spawn(
             binary,
@@ -326,9 +350,11 @@ async fn wait_until_serving(
     metrics_addr: std::net::SocketAddr,
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
+    // Connected, not only there: a killed process's socket is still there
+    // until the new one replaces it.
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
         if Instant::now() >= deadline {
-            return Err("the node plugin did not create its socket".into());
+            return Err("the node plugin did not serve its socket".into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

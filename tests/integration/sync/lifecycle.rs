@@ -7,10 +7,10 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use kube::client::Body;
 use secretfs::sync::Syncer;
-use secretfs_e2e::fake_apiserver::FakeApiServer;
 use serde_json::json;
 use tower_test::mock::pair;
 
+use crate::real_kube::RealKube;
 use crate::sync::{
     SECRET_PATH, Volume, expect, expect_nothing, owner_uids, pod_path, pod_reply_of, secret_reply,
     status_path, status_reply_of,
@@ -84,43 +84,74 @@ async fn an_unchanged_volume_is_applied_again_only_when_its_recheck_is_due() {
     assert_eq!(task.await.unwrap().unwrap(), 0);
 }
 
+/// On the real kube-apiserver: a Secret deleted while its pod still uses it
+/// comes back at the re-check, as a new object with the same data, labels
+/// and owner, and not before.
 #[tokio::test]
 async fn a_deleted_secret_is_re_created_at_the_recheck() {
-    let api = FakeApiServer::start().await.unwrap();
-    api.put("pods", pod_reply_of("web-a", "rs-1"));
-    let client = kube::Client::try_from(kube::Config::new(api.url().parse().unwrap())).unwrap();
-    let syncer = Arc::new(Syncer::new(client, "node-1").with_recheck(RECHECK));
-    let volume = Volume::of("web-a", b"Sql-Passw0rd");
+    let kube = RealKube::namespace("sync-recheck-unit").await;
+    let owner = kube
+        .apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rs-1\n")
+        .await
+        .metadata
+        .uid
+        .unwrap();
+    let pod = kube
+        .create_pod(
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: rs-1, uid: {owner}}}\nspec:\n  containers:\n  - {{name: app, image: busybox}}\n"
+            ),
+            "web-a",
+        )
+        .await;
+    let syncer = Arc::new(Syncer::new(kube.client.clone(), "node-1").with_recheck(RECHECK));
+    let mut volume = Volume::of("web-a", b"Sql-Passw0rd");
+    volume.pod.namespace = kube.namespace.clone();
+    volume.pod.uid = pod.metadata.uid.clone().unwrap();
     assert_eq!(volume.sync(&syncer).await.unwrap().unwrap(), 2);
-    let first = api.get(SECRET_PATH).expect("the Secret is created");
-    assert_eq!(first["data"]["dbpassword"], "U3FsLVBhc3N3MHJk");
-    assert_eq!(owner_uids(&first), ["uid-rs-1"]);
+    let first = kube
+        .secrets()
+        .get("sqlserver")
+        .await
+        .expect("the Secret is created");
+    assert_eq!(
+        first.data.as_ref().unwrap()["dbpassword"].0,
+        b"Sql-Passw0rd"
+    );
+    let owners = |s: &k8s_openapi::api::core::v1::Secret| -> Vec<String> {
+        s.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| o.uid.clone())
+            .collect()
+    };
+    assert_eq!(owners(&first), std::slice::from_ref(&owner));
 
     // Deleted (by a user, or collected when its owner went) while the pod
     // still uses it.
-    api.remove(SECRET_PATH).unwrap();
+    kube.secrets()
+        .delete("sqlserver", &Default::default())
+        .await
+        .unwrap();
     assert_eq!(
         volume.sync(&syncer).await.unwrap().unwrap(),
         0,
         "not due yet"
     );
-    assert!(api.get(SECRET_PATH).is_none());
+    assert!(kube.secrets().get_opt("sqlserver").await.unwrap().is_none());
 
     tokio::time::sleep(RECHECK).await;
     assert!(syncer.due(&volume.target));
     assert_eq!(volume.sync(&syncer).await.unwrap().unwrap(), 2);
-    let again = api.get(SECRET_PATH).expect("the Secret is re-created");
-    assert_eq!(again["data"], first["data"]);
-    assert_eq!(again["metadata"]["labels"], first["metadata"]["labels"]);
-    assert_eq!(owner_uids(&again), ["uid-rs-1"]);
-    assert_ne!(
-        again["metadata"]["uid"], first["metadata"]["uid"],
-        "a new object"
-    );
-    let secret_writes = api
-        .requests()
-        .iter()
-        .filter(|r| r.method == "PATCH" && r.path == SECRET_PATH)
-        .count();
-    assert_eq!(secret_writes, 2, "created, then re-created: nothing else");
+    let again = kube
+        .secrets()
+        .get("sqlserver")
+        .await
+        .expect("the Secret is re-created");
+    assert_eq!(again.data, first.data);
+    assert_eq!(again.metadata.labels, first.metadata.labels);
+    assert_eq!(owners(&again), [owner]);
+    assert_ne!(again.metadata.uid, first.metadata.uid, "a new object");
+    kube.delete().await;
 }
