@@ -397,6 +397,9 @@ impl Driver {
                 )
             })?;
             published.refreshed_at = std::time::SystemTime::now();
+            // A file the kernel held moved to a new version (inode): the
+            // record must name it for the next process.
+            self.persist(target, published, true).await;
             return Ok(RefreshOutcome::default());
         }
         let mut request = published.request.clone();
