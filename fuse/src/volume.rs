@@ -250,7 +250,8 @@ impl Volume {
             self.follow_bind_mounts(&link, path, &swap.kept)
                 .map_err(failed)?;
         }
-        if swap.moved.is_some() {
+        // (Not after an unload: a lookup would load the file again.)
+        if let (Some(_), Some(bytes)) = (&swap.moved, bytes) {
             self.warm(&link, path, swap.ino, bytes);
         }
         Ok(())
@@ -280,7 +281,7 @@ impl Volume {
     /// mode hands it the new bytes: the next open+read of the path then
     /// needs no request to this process. Best effort: a reader that comes
     /// first asks for them itself.
-    fn warm(&self, link: &Link, path: &str, ino: u64, bytes: Option<&Arc<SecretBytes>>) {
+    fn warm(&self, link: &Link, path: &str, ino: u64, bytes: &Arc<SecretBytes>) {
         // A `stat` of the path looks the name up (and the directories'
         // attributes that the name's invalidation dropped).
         match std::fs::symlink_metadata(link.target.join(path)) {
@@ -288,7 +289,7 @@ impl Volume {
             // Changed again meanwhile, or gone: the next reader asks.
             _ => return,
         }
-        if let (true, Some(bytes)) = (link.store, bytes) {
+        if link.store {
             let bytes = bytes.expose();
             for (index, chunk) in bytes.chunks(relay::MAX_READ).enumerate() {
                 let offset = (index * relay::MAX_READ) as u64;
