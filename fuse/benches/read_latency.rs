@@ -1,10 +1,12 @@
 //! open+read+close latency of secretfs against tmpfs, measured in the same
-//! run on the same machine, warm and right after a replace; plus how many
-//! requests reached the file system, and how often a read that overlaps a
-//! replace is torn in each read mode.
+//! run on the same machine, warm and right after a replace; how long the
+//! replace itself takes; how many requests reached the file system; and how
+//! often a read (an open by path) that overlaps a replace is torn in each
+//! read mode.
 //!
 //! Run as root: `cargo bench -p secretfs-fuse --bench read_latency`
-//! (`-- --quick` for a shorter run).
+//! (`-- --quick` for a shorter run; `-- --busy` keeps one vCPU busy with
+//! `taskset -c <last cpu> yes`, started and stopped by the benchmark).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -29,6 +31,7 @@ fn open_read_close(path: &Path, buf: &mut [u8]) -> Duration {
     elapsed
 }
 
+#[derive(Clone, Copy)]
 struct Stats {
     p50: f64,
     p99: f64,
@@ -150,6 +153,19 @@ fn main() {
         std::process::exit(2);
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    let busy = std::env::args().any(|a| a == "--busy").then(BusyCpu::start);
+    println!(
+        "load average at start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    if let Some(busy) = &busy {
+        println!(
+            "one vCPU kept busy: `taskset -c {} yes > /dev/null`",
+            busy.cpu
+        );
+    }
     let (warm_n, replace_n) = if quick { (2_000, 300) } else { (20_000, 2_000) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -194,14 +210,15 @@ fn main() {
     let mut buf = vec![0u8; 128 * 1024];
     println!("open+read+close, {warm_n} warm and {replace_n} after-replace samples per row (µs)\n");
     println!(
-        "{:<22} {:>5} {:>9} {:>9} {:>13} {:>13} {:>14}",
+        "{:<22} {:>5} {:>9} {:>9} {:>13} {:>13} {:>14} {:>13}",
         "file system",
         "file",
         "warm p50",
         "warm p99",
-        "replace p50",
-        "replace p99",
-        "requests/warm"
+        "after rpl p50",
+        "after rpl p99",
+        "requests/warm",
+        "replace() p50"
     );
     let mut baseline = std::collections::HashMap::new();
     let mut ratios = Vec::new();
@@ -228,32 +245,42 @@ fn main() {
                 }
                 _ => "-".to_owned(),
             };
-            let after_replace = stats(
-                (0..replace_n)
-                    .map(|i| {
-                        fs.replace(file, content(size, i + 1));
-                        open_read_close(&path, &mut buf)
-                    })
-                    .collect(),
-            );
+            let (replace_times, read_times): (Vec<Duration>, Vec<Duration>) = (0..replace_n)
+                .map(|i| {
+                    let started = Instant::now();
+                    fs.replace(file, content(size, i + 1));
+                    let replace = started.elapsed();
+                    (replace, open_read_close(&path, &mut buf))
+                })
+                .unzip();
+            let (replace, after_replace) = (stats(replace_times), stats(read_times));
             fs.replace(file, content(size, 0));
             println!(
-                "{:<22} {:>5} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>14}",
-                fs.name, file, warm.p50, warm.p99, after_replace.p50, after_replace.p99, requests
+                "{:<22} {:>5} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>14} {:>13.1}",
+                fs.name,
+                file,
+                warm.p50,
+                warm.p99,
+                after_replace.p50,
+                after_replace.p99,
+                requests,
+                replace.p50
             );
             match fs.mounted {
                 None => {
-                    baseline.insert(file, (warm.p50, after_replace.p50));
+                    baseline.insert(file, (warm, after_replace));
                 }
                 Some(_) => {
                     let (b_warm, b_replace) = baseline[file];
                     ratios.push(format!(
-                        "{:<22} {:>5}  warm p50 ratio {:.2}  after-replace p50 {:.2} µs (tmpfs rewrite {:.2} µs)",
+                        "{:<22} {:>5}  warm p50 {:.2}×  warm p99 {:.2}×  after-replace p50 {:.2} µs ({:.2}×; tmpfs rewrite {:.2} µs)",
                         fs.name,
                         file,
-                        warm.p50 / b_warm,
+                        warm.p50 / b_warm.p50,
+                        warm.p99 / b_warm.p99,
                         after_replace.p50,
-                        b_replace
+                        after_replace.p50 / b_replace.p50,
+                        b_replace.p50
                     ));
                 }
             }
@@ -264,7 +291,9 @@ fn main() {
         println!("  {line}");
     }
 
-    println!("\nreads torn by a concurrent replace (4 readers, 1k file, lengths varying):");
+    println!(
+        "\nreads torn by a concurrent replace (4 readers opening the path, 1k file, lengths varying):"
+    );
     for fs in &systems[1..] {
         let (torn, reads) = torn_share(fs, if quick { 300 } else { 2_000 });
         println!(
@@ -276,4 +305,31 @@ fn main() {
 
     drop(systems);
     rustix::mount::unmount(&tmpfs_dir, rustix::mount::UnmountFlags::DETACH).unwrap();
+    drop(busy);
+}
+
+/// `yes > /dev/null` pinned to the last CPU, for the "one vCPU busy" runs;
+/// killed on drop.
+struct BusyCpu {
+    cpu: usize,
+    child: std::process::Child,
+}
+
+impl BusyCpu {
+    fn start() -> Self {
+        let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let child = std::process::Command::new("taskset")
+            .args(["-c", &cpu.to_string(), "yes"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("taskset and yes (util-linux, coreutils) keep one vCPU busy");
+        Self { cpu, child }
+    }
+}
+
+impl Drop for BusyCpu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

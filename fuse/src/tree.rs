@@ -379,7 +379,10 @@ impl Tree {
         };
         // A path seen before (removed, now added again) gets a new version:
         // the kernel may still hold the old one.
-        let version = self.versions.get(&path).map_or(0, |v| v.latest + 1);
+        let version = self
+            .versions
+            .get(&path)
+            .map_or(0, |v| v.latest.saturating_add(1));
         self.versions.entry(path.clone()).or_default().latest = version;
         let name = spec.path.file_name().to_owned();
         let (uid, gid, perm) = (spec.uid, spec.gid, spec.mode as u16);
@@ -465,7 +468,7 @@ impl Tree {
             }
             let versions = self.versions.entry(path.to_owned()).or_default();
             versions.older.push(ino);
-            versions.latest += 1;
+            versions.latest = versions.latest.saturating_add(1);
             let version = versions.latest;
             let new = self.free_number(path, version);
             let name = path.rsplit('/').next().unwrap_or(path).to_owned();
