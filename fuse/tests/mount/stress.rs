@@ -111,6 +111,14 @@ fn hammer(mode: ReadMode, readers: &[Reader]) -> Vec<(Reader, Outcome)> {
     let bound = readers
         .contains(&Reader::Bound)
         .then(|| BindMount::new(&m.path("s")));
+    if bound.is_some() {
+        // The mount pins the version it was made of, which from the next
+        // replace on follows in place; so does any descriptor of that inode,
+        // one opened by path included (docs/SEMANTICS.md). One replace (a
+        // new version of value 0) first, so the readers by path never open
+        // the pinned inode.
+        m.replace("s", &value(0));
+    }
     let completed = Arc::new(AtomicUsize::new(0));
     let reads = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -247,7 +255,8 @@ fn atomic_mode_eight_readers_see_no_torn_or_stale_value_across_1000_replaces() {
 /// A file bind-mounted on its own follows the replaces, never stale, in
 /// both modes; torn reads (page-cache mode only: a read that overlaps a
 /// replace of the inode the mount pins) are counted. Opens by path beside
-/// it stay whole.
+/// it, made after the replace that let the mount's inode follow, stay
+/// whole.
 #[test]
 fn a_bind_mounted_file_follows_every_replace() {
     if !fuse_available() {
