@@ -286,6 +286,47 @@ fn main() {
             }
         }
     }
+    // Where a warm 1 KiB open+read+close spends its time: the open and
+    // close, or the read (through a descriptor held open).
+    println!("\nwarm 1k, split (p50 µs): open+close, pread of a held descriptor, stat");
+    for fs in &systems {
+        let path = fs.dir.join("1k");
+        let open_close = stats(
+            (0..warm_n)
+                .map(|_| {
+                    let start = Instant::now();
+                    drop(File::open(&path).unwrap());
+                    start.elapsed()
+                })
+                .collect(),
+        );
+        let held = File::open(&path).unwrap();
+        let pread = stats(
+            (0..warm_n)
+                .map(|_| {
+                    let start = Instant::now();
+                    let n = held.read_at(&mut buf, 0).unwrap();
+                    let elapsed = start.elapsed();
+                    assert!(n > 0);
+                    elapsed
+                })
+                .collect(),
+        );
+        let stat = stats(
+            (0..warm_n)
+                .map(|_| {
+                    let start = Instant::now();
+                    std::fs::metadata(&path).unwrap();
+                    start.elapsed()
+                })
+                .collect(),
+        );
+        println!(
+            "  {:<22} open+close {:>6.2}  pread {:>6.2}  stat {:>6.2}",
+            fs.name, open_close.p50, pread.p50, stat.p50
+        );
+    }
+
     println!("\nsecretfs / tmpfs (same run):");
     for line in ratios {
         println!("  {line}");
