@@ -220,41 +220,62 @@ fn main() {
         "requests/warm",
         "replace() p50"
     );
-    let mut baseline = std::collections::HashMap::new();
     let mut ratios = Vec::new();
-    for fs in &systems {
-        for (file, size) in SIZES {
-            let path = fs.dir.join(file);
+    // The file systems take turns, a few samples each, so that all of them
+    // see the same machine (this VM's speed drifts by tens of percent
+    // within a minute).
+    const TURN: usize = 10;
+    for (file, size) in SIZES {
+        let paths: Vec<PathBuf> = systems.iter().map(|fs| fs.dir.join(file)).collect();
+        for path in &paths {
             for _ in 0..200 {
-                open_read_close(&path, &mut buf);
+                open_read_close(path, &mut buf);
             }
-            let before = fs
-                .mounted
-                .as_ref()
-                .map(|m| m.volume().core().counters().snapshot());
-            let warm = stats(
-                (0..warm_n)
-                    .map(|_| open_read_close(&path, &mut buf))
-                    .collect(),
-            );
-            let requests = match (&fs.mounted, before) {
+        }
+        let before: Vec<_> = systems
+            .iter()
+            .map(|fs| {
+                fs.mounted
+                    .as_ref()
+                    .map(|m| m.volume().core().counters().snapshot())
+            })
+            .collect();
+        let mut warm: Vec<Vec<Duration>> = vec![Vec::with_capacity(warm_n); systems.len()];
+        for _ in 0..warm_n / TURN {
+            for (samples, path) in warm.iter_mut().zip(&paths) {
+                for _ in 0..TURN {
+                    samples.push(open_read_close(path, &mut buf));
+                }
+            }
+        }
+        let requests: Vec<String> = systems
+            .iter()
+            .zip(&before)
+            .map(|(fs, before)| match (&fs.mounted, before) {
                 (Some(m), Some(b)) => {
                     let after = m.volume().core().counters().snapshot();
                     let total: u64 = after.iter().zip(b.iter()).map(|(a, b)| a - b).sum();
                     format!("{:.2}", total as f64 / warm_n as f64)
                 }
                 _ => "-".to_owned(),
-            };
-            let (replace_times, read_times): (Vec<Duration>, Vec<Duration>) = (0..replace_n)
-                .map(|i| {
-                    let started = Instant::now();
-                    fs.replace(file, content(size, i + 1));
-                    let replace = started.elapsed();
-                    (replace, open_read_close(&path, &mut buf))
-                })
-                .unzip();
-            let (replace, after_replace) = (stats(replace_times), stats(read_times));
+            })
+            .collect();
+        let mut replaces: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];
+        let mut reads: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];
+        for i in 0..replace_n {
+            for (k, fs) in systems.iter().enumerate() {
+                let started = Instant::now();
+                fs.replace(file, content(size, i + 1));
+                replaces[k].push(started.elapsed());
+                reads[k].push(open_read_close(&paths[k], &mut buf));
+            }
+        }
+        let mut base: Option<(Stats, Stats)> = None;
+        for (k, fs) in systems.iter().enumerate() {
             fs.replace(file, content(size, 0));
+            let warm = stats(std::mem::take(&mut warm[k]));
+            let replace = stats(std::mem::take(&mut replaces[k]));
+            let after_replace = stats(std::mem::take(&mut reads[k]));
             println!(
                 "{:<22} {:>5} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>14} {:>13.1}",
                 fs.name,
@@ -263,26 +284,21 @@ fn main() {
                 warm.p99,
                 after_replace.p50,
                 after_replace.p99,
-                requests,
+                requests[k],
                 replace.p50
             );
-            match fs.mounted {
-                None => {
-                    baseline.insert(file, (warm, after_replace));
-                }
-                Some(_) => {
-                    let (b_warm, b_replace) = baseline[file];
-                    ratios.push(format!(
-                        "{:<22} {:>5}  warm p50 {:.2}×  warm p99 {:.2}×  after-replace p50 {:.2} µs ({:.2}×; tmpfs rewrite {:.2} µs)",
-                        fs.name,
-                        file,
-                        warm.p50 / b_warm.p50,
-                        warm.p99 / b_warm.p99,
-                        after_replace.p50,
-                        after_replace.p50 / b_replace.p50,
-                        b_replace.p50
-                    ));
-                }
+            match base {
+                None => base = Some((warm, after_replace)),
+                Some((b_warm, b_replace)) => ratios.push(format!(
+                    "{:<22} {:>5}  warm p50 {:.2}×  warm p99 {:.2}×  after-replace p50 {:.2} µs ({:.2}×; tmpfs rewrite {:.2} µs)",
+                    fs.name,
+                    file,
+                    warm.p50 / b_warm.p50,
+                    warm.p99 / b_warm.p99,
+                    after_replace.p50,
+                    after_replace.p50 / b_replace.p50,
+                    b_replace.p50
+                )),
             }
         }
     }
