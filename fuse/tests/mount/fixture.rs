@@ -220,6 +220,16 @@ impl BindMount {
         bound
     }
 
+    /// `mount --bind source <new directory>`: a `subPath` of a directory.
+    pub fn directory(source: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("subpath-dir");
+        std::fs::create_dir(&path).unwrap();
+        rustix::mount::mount_bind(source, &path).unwrap();
+        Self { path, _dir: dir }
+    }
+
     fn from(source: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -38,6 +38,7 @@ in_both_read_modes!(
     files_added_and_removed_appear_and_disappear,
     files_can_be_memory_mapped,
     a_file_bind_mounted_on_its_own_follows_replaces,
+    a_directory_bind_mounted_shows_each_new_version_whole,
 );
 
 fn a_replace_is_seen_at_the_same_path_longer_and_shorter(mode: ReadMode) {
@@ -292,6 +293,32 @@ fn a_file_bind_mounted_on_its_own_follows_replaces(mode: ReadMode) {
     assert_eq!(std::fs::read(later.path()).unwrap(), b"fourth");
     assert_eq!(std::fs::read(sub.path()).unwrap(), b"fourth");
     drop(through);
+}
+
+/// A `subPath` of a directory: the names inside are looked up as through
+/// the volume, so each open gets the newest version, and a descriptor
+/// opened before keeps its own (page-cache mode) or follows (atomic).
+fn a_directory_bind_mounted_shows_each_new_version_whole(mode: ReadMode) {
+    if !fuse_available() {
+        return;
+    }
+    let m = mount_in(mode, vec![file("dir/s", 0o644, 0, b"first")]);
+    let sub = BindMount::directory(&m.path("dir"));
+    let inside = sub.path().join("s");
+    assert_eq!(std::fs::read(&inside).unwrap(), b"first");
+    let held = std::fs::File::open(&inside).unwrap();
+    m.replace("dir/s", b"second, longer");
+    assert_eq!(std::fs::read(&inside).unwrap(), b"second, longer");
+    m.replace("dir/s", b"3rd");
+    assert_eq!(std::fs::read(&inside).unwrap(), b"3rd");
+    let mut buf = [0u8; 64];
+    let n = held.read_at(&mut buf, 0).unwrap();
+    let expected: &[u8] = if mode == ReadMode::Atomic {
+        b"3rd"
+    } else {
+        b"first"
+    };
+    assert_eq!(&buf[..n], expected);
 }
 
 /// Page-cache mode only: warm opens and reads never reach the server (the
