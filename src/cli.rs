@@ -87,10 +87,11 @@ pub struct NodeArgs {
     /// Kubernetes API (for running without a cluster).
     #[arg(long, value_name = "DIR")]
     pub spc_dir: Option<PathBuf>,
-    /// How reads are served: `atomic` (every read returns one whole version)
-    /// or `page-cache` (faster warm reads; a read that overlaps a rotation
-    /// can be torn). See docs/SEMANTICS.md.
-    #[arg(long, value_enum, default_value = "atomic")]
+    /// How reads are served: `page-cache` (warm reads never leave the
+    /// kernel; an open reads one whole version) or `atomic` (every read is a
+    /// round trip to the driver; descriptors held open follow rotations).
+    /// See docs/SEMANTICS.md.
+    #[arg(long, value_enum, default_value = "page-cache")]
     pub read_mode: ReadModeArg,
     /// Local admin socket for `secretfs status` and `secretfs refresh`
     /// (mode 0600; empty to disable).
@@ -226,8 +227,8 @@ pub struct ProviderArgs {
 /// `--read-mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReadModeArg {
-    Atomic,
     PageCache,
+    Atomic,
 }
 
 /// Options of the built-in Azure Key Vault provider.

@@ -151,7 +151,7 @@ def test_driver_args_with_defaults(default_docs):
         "--enable-secret-rotation=true",
         "--rotation-poll-interval=2m",
         "--log=info",
-        "--read-mode=atomic",
+        "--read-mode=page-cache",
         "--sync-secrets=false",
         "--admin-socket=/var/run/secretfs/admin.sock",
         "--provider-volume=/var/run/secrets-store-csi-providers",
@@ -167,7 +167,7 @@ def test_driver_args_follow_values(all_docs):
     assert args["--rotation-poll-interval"] == "90s"
     assert args["--log"] == "secretfs=debug,info"
     assert "--log-format-json" in args and args["--log-format-json"] is None
-    assert args["--read-mode"] == "page-cache"
+    assert args["--read-mode"] == "atomic"
     assert args["--sync-secrets"] == "true"
     assert args["--provider-volume"] == "/var/run/secrets-store-csi-providers"
     # the duplicate of providersDir is dropped, order kept

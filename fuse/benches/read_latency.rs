@@ -1,10 +1,12 @@
 //! open+read+close latency of secretfs against tmpfs, measured in the same
-//! run on the same machine, warm and right after a replace; plus how many
-//! requests reached the file system, and how often a read that overlaps a
-//! replace is torn in each read mode.
+//! run on the same machine, warm and right after a replace; how long the
+//! replace itself takes; how many requests reached the file system; and how
+//! often a read (an open by path) that overlaps a replace is torn in each
+//! read mode.
 //!
 //! Run as root: `cargo bench -p secretfs-fuse --bench read_latency`
-//! (`-- --quick` for a shorter run).
+//! (`-- --quick` for a shorter run; `-- --busy` keeps one vCPU busy with
+//! `taskset -c <last cpu> yes`, started and stopped by the benchmark).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -29,6 +31,7 @@ fn open_read_close(path: &Path, buf: &mut [u8]) -> Duration {
     elapsed
 }
 
+#[derive(Clone, Copy)]
 struct Stats {
     p50: f64,
     p99: f64,
@@ -150,6 +153,19 @@ fn main() {
         std::process::exit(2);
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    let busy = std::env::args().any(|a| a == "--busy").then(BusyCpu::start);
+    println!(
+        "load average at start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    if let Some(busy) = &busy {
+        println!(
+            "one vCPU kept busy: `taskset -c {} yes > /dev/null`",
+            busy.cpu
+        );
+    }
     let (warm_n, replace_n) = if quick { (2_000, 300) } else { (20_000, 2_000) };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -194,77 +210,147 @@ fn main() {
     let mut buf = vec![0u8; 128 * 1024];
     println!("open+read+close, {warm_n} warm and {replace_n} after-replace samples per row (µs)\n");
     println!(
-        "{:<22} {:>5} {:>9} {:>9} {:>13} {:>13} {:>14}",
+        "{:<22} {:>5} {:>9} {:>9} {:>13} {:>13} {:>14} {:>13}",
         "file system",
         "file",
         "warm p50",
         "warm p99",
-        "replace p50",
-        "replace p99",
-        "requests/warm"
+        "after rpl p50",
+        "after rpl p99",
+        "requests/warm",
+        "replace() p50"
     );
-    let mut baseline = std::collections::HashMap::new();
     let mut ratios = Vec::new();
-    for fs in &systems {
-        for (file, size) in SIZES {
-            let path = fs.dir.join(file);
+    // The file systems take turns, a few samples each, so that all of them
+    // see the same machine (this VM's speed drifts by tens of percent
+    // within a minute).
+    const TURN: usize = 10;
+    for (file, size) in SIZES {
+        let paths: Vec<PathBuf> = systems.iter().map(|fs| fs.dir.join(file)).collect();
+        for path in &paths {
             for _ in 0..200 {
-                open_read_close(&path, &mut buf);
+                open_read_close(path, &mut buf);
             }
-            let before = fs
-                .mounted
-                .as_ref()
-                .map(|m| m.volume().core().counters().snapshot());
-            let warm = stats(
-                (0..warm_n)
-                    .map(|_| open_read_close(&path, &mut buf))
-                    .collect(),
-            );
-            let requests = match (&fs.mounted, before) {
+        }
+        let before: Vec<_> = systems
+            .iter()
+            .map(|fs| {
+                fs.mounted
+                    .as_ref()
+                    .map(|m| m.volume().core().counters().snapshot())
+            })
+            .collect();
+        let mut warm: Vec<Vec<Duration>> = vec![Vec::with_capacity(warm_n); systems.len()];
+        for _ in 0..warm_n / TURN {
+            for (samples, path) in warm.iter_mut().zip(&paths) {
+                for _ in 0..TURN {
+                    samples.push(open_read_close(path, &mut buf));
+                }
+            }
+        }
+        let requests: Vec<String> = systems
+            .iter()
+            .zip(&before)
+            .map(|(fs, before)| match (&fs.mounted, before) {
                 (Some(m), Some(b)) => {
                     let after = m.volume().core().counters().snapshot();
                     let total: u64 = after.iter().zip(b.iter()).map(|(a, b)| a - b).sum();
                     format!("{:.2}", total as f64 / warm_n as f64)
                 }
                 _ => "-".to_owned(),
-            };
-            let after_replace = stats(
-                (0..replace_n)
-                    .map(|i| {
-                        fs.replace(file, content(size, i + 1));
-                        open_read_close(&path, &mut buf)
-                    })
-                    .collect(),
-            );
+            })
+            .collect();
+        let mut replaces: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];
+        let mut reads: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];
+        for i in 0..replace_n {
+            for (k, fs) in systems.iter().enumerate() {
+                let started = Instant::now();
+                fs.replace(file, content(size, i + 1));
+                replaces[k].push(started.elapsed());
+                reads[k].push(open_read_close(&paths[k], &mut buf));
+            }
+        }
+        let mut base: Option<(Stats, Stats)> = None;
+        for (k, fs) in systems.iter().enumerate() {
             fs.replace(file, content(size, 0));
+            let warm = stats(std::mem::take(&mut warm[k]));
+            let replace = stats(std::mem::take(&mut replaces[k]));
+            let after_replace = stats(std::mem::take(&mut reads[k]));
             println!(
-                "{:<22} {:>5} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>14}",
-                fs.name, file, warm.p50, warm.p99, after_replace.p50, after_replace.p99, requests
+                "{:<22} {:>5} {:>9.2} {:>9.2} {:>13.2} {:>13.2} {:>14} {:>13.1}",
+                fs.name,
+                file,
+                warm.p50,
+                warm.p99,
+                after_replace.p50,
+                after_replace.p99,
+                requests[k],
+                replace.p50
             );
-            match fs.mounted {
-                None => {
-                    baseline.insert(file, (warm.p50, after_replace.p50));
-                }
-                Some(_) => {
-                    let (b_warm, b_replace) = baseline[file];
-                    ratios.push(format!(
-                        "{:<22} {:>5}  warm p50 ratio {:.2}  after-replace p50 {:.2} µs (tmpfs rewrite {:.2} µs)",
-                        fs.name,
-                        file,
-                        warm.p50 / b_warm,
-                        after_replace.p50,
-                        b_replace
-                    ));
-                }
+            match base {
+                None => base = Some((warm, after_replace)),
+                Some((b_warm, b_replace)) => ratios.push(format!(
+                    "{:<22} {:>5}  warm p50 {:.2}×  warm p99 {:.2}×  after-replace p50 {:.2} µs ({:.2}×; tmpfs rewrite {:.2} µs)",
+                    fs.name,
+                    file,
+                    warm.p50 / b_warm.p50,
+                    warm.p99 / b_warm.p99,
+                    after_replace.p50,
+                    after_replace.p50 / b_replace.p50,
+                    b_replace.p50
+                )),
             }
         }
     }
+    // Where a warm 1 KiB open+read+close spends its time: the open and
+    // close, or the read (through a descriptor held open).
+    println!("\nwarm 1k, split (p50 µs): open+close, pread of a held descriptor, stat");
+    for fs in &systems {
+        let path = fs.dir.join("1k");
+        let open_close = stats(
+            (0..warm_n)
+                .map(|_| {
+                    let start = Instant::now();
+                    drop(File::open(&path).unwrap());
+                    start.elapsed()
+                })
+                .collect(),
+        );
+        let held = File::open(&path).unwrap();
+        let pread = stats(
+            (0..warm_n)
+                .map(|_| {
+                    let start = Instant::now();
+                    let n = held.read_at(&mut buf, 0).unwrap();
+                    let elapsed = start.elapsed();
+                    assert!(n > 0);
+                    elapsed
+                })
+                .collect(),
+        );
+        let stat = stats(
+            (0..warm_n)
+                .map(|_| {
+                    let start = Instant::now();
+                    std::fs::metadata(&path).unwrap();
+                    start.elapsed()
+                })
+                .collect(),
+        );
+        println!(
+            "  {:<22} open+close {:>6.2}  pread {:>6.2}  stat {:>6.2}",
+            fs.name, open_close.p50, pread.p50, stat.p50
+        );
+    }
+
     println!("\nsecretfs / tmpfs (same run):");
     for line in ratios {
         println!("  {line}");
     }
 
-    println!("\nreads torn by a concurrent replace (4 readers, 1k file, lengths varying):");
+    println!(
+        "\nreads torn by a concurrent replace (4 readers opening the path, 1k file, lengths varying):"
+    );
     for fs in &systems[1..] {
         let (torn, reads) = torn_share(fs, if quick { 300 } else { 2_000 });
         println!(
@@ -276,4 +362,31 @@ fn main() {
 
     drop(systems);
     rustix::mount::unmount(&tmpfs_dir, rustix::mount::UnmountFlags::DETACH).unwrap();
+    drop(busy);
+}
+
+/// `yes > /dev/null` pinned to the last CPU, for the "one vCPU busy" runs;
+/// killed on drop.
+struct BusyCpu {
+    cpu: usize,
+    child: std::process::Child,
+}
+
+impl BusyCpu {
+    fn start() -> Self {
+        let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let child = std::process::Command::new("taskset")
+            .args(["-c", &cpu.to_string(), "yes"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("taskset and yes (util-linux, coreutils) keep one vCPU busy");
+        Self { cpu, child }
+    }
+}
+
+impl Drop for BusyCpu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

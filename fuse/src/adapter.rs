@@ -4,11 +4,16 @@
 //!
 //! Kernel protocol choices (verified against `fs/fuse/file.c` and by
 //! measurement, see docs/BENCHMARKS.md):
-//! - In `ReadMode::PageCache`, OPEN answers `ENOSYS`: the kernel then stops
-//!   sending OPEN and RELEASE for the life of the mount and treats every
-//!   open as `FOPEN_KEEP_CACHE`, so a warm open+read+close never leaves the
-//!   kernel. In `ReadMode::Atomic`, OPEN answers `FOPEN_DIRECT_IO`: every
-//!   read comes here and is answered from one version.
+//! - In `ReadMode::PageCache` (the default), OPEN answers `ENOSYS`: the
+//!   kernel then stops sending OPEN and RELEASE for the life of the mount
+//!   and treats every open as `FOPEN_KEEP_CACHE`, so a warm open+read+close
+//!   never leaves the kernel. Each version of a file is an inode of its own
+//!   whose bytes never change (see `tree.rs`), so those cached pages are
+//!   never torn by a rotation. In `ReadMode::Atomic`, OPEN answers
+//!   `FOPEN_DIRECT_IO`: every read comes here and is answered from one
+//!   version.
+//! - FORGET and BATCH_FORGET tell the core which older versions the kernel
+//!   let go: their bytes are dropped.
 //! - OPENDIR answers `ENOSYS` in both modes (listings are cached with
 //!   `FOPEN_CACHE_DIR` and invalidated on change).
 //! - FLUSH answers `ENOSYS`: the kernel stops sending it on close.
@@ -111,10 +116,13 @@ impl Filesystem for FuseAdapter {
             );
         }
         // Linux 6.6+: let programs mmap files opened with FOPEN_DIRECT_IO.
-        if self.read_mode == ReadMode::Atomic
-            && config
-                .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
-                .is_err()
+        // Asked in both modes, so the INIT answer does not depend on the
+        // mode: a process in either mode can take over a mount made in the
+        // other (the kernel keeps the answer it got first).
+        if config
+            .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+            .is_err()
+            && self.read_mode == ReadMode::Atomic
         {
             tracing::info!("kernel older than 6.6: mmap of secret files is refused");
         }
@@ -142,6 +150,12 @@ impl Filesystem for FuseAdapter {
             },
         );
     }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
+    // BATCH_FORGET: fuser's default calls `forget` for each inode.
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let core = self.core.clone();

@@ -31,25 +31,32 @@ impl Default for CachePolicy {
     }
 }
 
-/// How reads reach the bytes: the trade between speed and atomicity.
+/// How reads reach the bytes (docs/SEMANTICS.md, "Rotation and read
+/// consistency").
 ///
 /// Linux updates a cached file's size and drops its cached pages in two
-/// steps, and readers of the page cache take no lock against either. So when
-/// a file's contents are replaced in place while another process is inside a
-/// `read(2)` of it, that read can combine the old bytes with the new size
-/// (or the reverse): a torn value. No reply from a FUSE server can prevent
-/// it; only bypassing the page cache can (measured: docs/BENCHMARKS.md).
+/// steps, and readers of the page cache take no lock against either: a
+/// file whose contents change in place while another process is inside a
+/// `read(2)` of it can give that read the old bytes with the new size (or
+/// the reverse). So in both modes a rotation gives the file's name a new
+/// inode, and a version's inode never changes; what differs is how reads
+/// are answered and what an older version does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReadMode {
-    /// Every `read(2)` is answered by this process from one version: a read
-    /// never returns a mix, whatever runs concurrently. Costs a round trip
-    /// per open and per read, and `mmap` of the files is refused.
-    #[default]
-    Atomic,
     /// Reads are served from the kernel page cache: a warm open+read+close
-    /// never leaves the kernel. A read that overlaps a replace of the same
-    /// file can return a torn value; reads before or after it cannot.
+    /// never leaves the kernel, and the first one after a rotation neither
+    /// (the new version is handed to the page cache at once). An open by
+    /// path reads the newest version, whole; a descriptor or mapping made
+    /// before a rotation keeps the version it opened, whole; a bind mount of
+    /// a file (`subPath`) follows rotations in place, where a read that
+    /// overlaps one can be torn.
+    #[default]
     PageCache,
+    /// Every `read(2)` is answered by this process from one version, so no
+    /// read is ever torn, and descriptors, mappings and bind mounts made
+    /// before a rotation follow it. Costs a round trip per open and per
+    /// read (tens to hundreds of µs).
+    Atomic,
 }
 
 /// How a volume is mounted.

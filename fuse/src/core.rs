@@ -9,17 +9,17 @@
 //!
 //! # Which version a read answers from
 //!
-//! The kernel learns a file's size from LOOKUP/GETATTR replies and its bytes
-//! from READ replies, and it cuts what a reader gets to the size it holds.
-//! Reads answer from a file's newest contents, and attributes report their
-//! size (`last_size`, kept across an unload so `stat` stays stable). A
-//! replace moves both at once, before the invalidation that drops the
-//! kernel's attributes and pages: from the moment `replace` returns, no READ
-//! is ever answered with an older version, and with `FUSE_AUTO_INVAL_DATA`
-//! every read that starts afterwards asks GETATTR first and gets the new
-//! size. Only a read already inside the kernel across the replace can
-//! combine the old size with the new bytes (a torn read, which page-cache
-//! mode allows).
+//! Each version of a file is its own inode (see `tree.rs`): a read of an
+//! inode answers that version's bytes, which never change, so the kernel's
+//! page cache of it can never hold a mix. A lookup answers the name's
+//! current version. Only an older version that *follows* the newest (one a
+//! bind mount pins, or any in atomic mode) changes in place; its reads and
+//! attributes answer the newest contents, moved together before the
+//! invalidation that drops the kernel's copy, and with
+//! `FUSE_AUTO_INVAL_DATA` every read that starts afterwards asks GETATTR
+//! first. In page-cache mode a read of such an inode that is already inside
+//! the kernel across the change can combine the old size with the new
+//! bytes; in atomic mode every read comes here and answers one version.
 //!
 //! (Answering from the version last *reported* in a GETATTR instead, so as
 //! to match the size an overlapping reader holds, did not make those reads
@@ -37,7 +37,7 @@ use crate::bytes::SecretBytes;
 use crate::error::FsError;
 use crate::inode::ROOT_INO;
 use crate::spec::{FileSpec, TreeError, VolumeId};
-use crate::tree::{ContentState, Invalidations, NodeKind, Tree};
+use crate::tree::{ContentState, FileVersions, Invalidations, NodeKind, Swap, Tree};
 
 /// Directory or regular file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,15 +189,46 @@ impl FsCore {
     }
 
     async fn lookup_inner(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
-        let ino = {
-            let tree = self.read_tree();
-            let dir = tree.node(parent).ok_or(FsError::NotFound)?;
-            if !dir.is_dir() {
-                return Err(FsError::NotADirectory);
+        // A lookup answers the name's current version. The kernel's
+        // reference is counted before the attributes are taken, so a
+        // replace meanwhile moves the name instead of changing this version
+        // in place (which would give the kernel one size and other bytes).
+        // A version that changed while its first contents loaded is looked
+        // up again (a few times at most; then the version found is
+        // answered, whole).
+        let mut tries = 0;
+        loop {
+            let ino = {
+                let mut tree = self.write_tree();
+                let dir = tree.node(parent).ok_or(FsError::NotFound)?;
+                if !dir.is_dir() {
+                    return Err(FsError::NotADirectory);
+                }
+                let ino = tree.child(parent, name).ok_or(FsError::NotFound)?;
+                tree.looked_up(ino);
+                ino
+            };
+            let result = self.report_attr(ino).await;
+            tries += 1;
+            let mut tree = self.write_tree();
+            let moved = tree.child(parent, name) != Some(ino);
+            match result {
+                Ok(attr) if !moved || tries >= 4 => return Ok(attr),
+                Err(err) if !moved || tries >= 4 => {
+                    tree.forget(ino, 1);
+                    return Err(err);
+                }
+                _ => {
+                    tree.forget(ino, 1);
+                }
             }
-            tree.child(parent, name).ok_or(FsError::NotFound)?
-        };
-        self.report_attr(ino).await
+        }
+    }
+
+    /// The kernel dropped `nlookup` references to `ino` (FORGET). An older
+    /// version it no longer holds is dropped.
+    pub fn forget(&self, ino: u64, nlookup: u64) {
+        self.write_tree().forget(ino, nlookup);
     }
 
     /// Attributes of `ino`; loads a file not loaded yet (see `lookup`).
@@ -286,7 +317,13 @@ impl FsCore {
 
     fn attr_now(&self, ino: u64) -> Result<Attr, FsError> {
         let tree = self.read_tree();
-        let node = tree.node(ino).ok_or(FsError::NotFound)?;
+        let own = tree.node(ino).ok_or(FsError::NotFound)?;
+        // A version that follows the newest reports the newest's attributes
+        // under its own number.
+        let node = tree
+            .answering(ino)
+            .and_then(|answering| tree.node(answering))
+            .ok_or(FsError::NotFound)?;
         let (kind, size, nlink, mtime) = match &node.kind {
             NodeKind::Dir { children } => {
                 let subdirs = children
@@ -299,7 +336,7 @@ impl FsCore {
         };
         Ok(Attr {
             ino,
-            generation: node.generation,
+            generation: own.generation,
             kind,
             size,
             perm: node.perm,
@@ -317,9 +354,13 @@ impl FsCore {
     /// the replaced value (an older one would be answered to readers whose
     /// kernel already holds the new size: stale and cut).
     async fn contents(&self, ino: u64) -> Result<Arc<SecretBytes>, FsError> {
+        // Which inode answers is decided under each lock taken: a version
+        // that follows the newest answers with the current one, which a
+        // replace can change at any moment.
         {
             let tree = self.read_tree();
-            match &tree.node(ino).ok_or(FsError::NotFound)?.kind {
+            let answering = tree.answering(ino).ok_or(FsError::NotFound)?;
+            match &tree.node(answering).ok_or(FsError::NotFound)?.kind {
                 NodeKind::Dir { .. } => return Err(FsError::IsADirectory),
                 NodeKind::File(file) => {
                     if let ContentState::Ready(bytes) = &file.state {
@@ -328,15 +369,16 @@ impl FsCore {
                 }
             }
         }
-        let (epoch, load) = {
+        let (ino, epoch, load) = {
             let mut tree = self.write_tree();
+            let ino = tree.answering(ino).ok_or(FsError::NotFound)?;
             let node = tree.node_mut(ino).ok_or(FsError::NotFound)?;
             let NodeKind::File(file) = &mut node.kind else {
                 return Err(FsError::IsADirectory);
             };
             match &file.state {
                 ContentState::Ready(bytes) => return Ok(bytes.clone()),
-                ContentState::Loading { epoch, future } => (*epoch, future.clone()),
+                ContentState::Loading { epoch, future } => (ino, *epoch, future.clone()),
                 ContentState::Unloaded => {
                     let Some(source) = file.source.clone() else {
                         return Err(FsError::Load(crate::spec::LoadError::new(
@@ -349,7 +391,7 @@ impl FsCore {
                         epoch: file.epoch,
                         future: future.clone(),
                     };
-                    (file.epoch, future)
+                    (ino, file.epoch, future)
                 }
             }
         };
@@ -385,47 +427,51 @@ impl FsCore {
         }
     }
 
-    /// Swaps the contents of `path`; returns its inode for invalidation.
-    pub(crate) fn replace(&self, path: &str, bytes: Arc<SecretBytes>) -> Result<u64, TreeError> {
+    /// Gives `path` new contents (see [`Tree::swap`]).
+    pub(crate) fn replace(&self, path: &str, bytes: Arc<SecretBytes>) -> Result<Swap, TreeError> {
+        self.write_tree()
+            .swap(path, Some(bytes), Some(SystemTime::now()))
+    }
+
+    /// Drops the bytes of `path` (they are wiped when no reader holds them);
+    /// the next access loads them again through the file's source. A file
+    /// not loaded has nothing to drop.
+    pub(crate) fn unload(&self, path: &str) -> Result<Option<Swap>, TreeError> {
         let mut tree = self.write_tree();
         let ino = tree.ino_of(path).ok_or_else(|| TreeError::NotFound {
             path: path.to_owned(),
         })?;
-        match tree.node_mut(ino).map(|n| &mut n.kind) {
-            Some(NodeKind::File(file)) => {
-                // Reads answer the new version from now on (see the module
-                // documentation), and attributes report its size.
-                file.last_size = bytes.len() as u64;
-                file.state = ContentState::Ready(bytes);
-                file.epoch += 1;
-                file.mtime = SystemTime::now();
-                Ok(ino)
+        match tree.node(ino).and_then(|n| n.file()) {
+            Some(file) if file.source.is_none() => Err(TreeError::NoSource {
+                path: path.to_owned(),
+            }),
+            Some(file) if matches!(file.state, ContentState::Ready(_)) => {
+                tree.swap(path, None, None).map(Some)
             }
-            _ => Err(TreeError::NotFound {
+            Some(_) => Ok(None),
+            None => Err(TreeError::NotFound {
                 path: path.to_owned(),
             }),
         }
     }
 
-    /// Drops the bytes of `path` (they are wiped when no reader holds them);
-    /// the next access loads them again through the file's source.
-    pub(crate) fn unload(&self, path: &str) -> Result<u64, TreeError> {
-        let mut tree = self.write_tree();
-        let not_found = || TreeError::NotFound {
-            path: path.to_owned(),
-        };
-        let ino = tree.ino_of(path).ok_or_else(not_found)?;
-        match tree.node_mut(ino).map(|n| &mut n.kind) {
-            Some(NodeKind::File(file)) if file.source.is_some() => {
-                file.state = ContentState::Unloaded;
-                file.epoch += 1;
-                Ok(ino)
-            }
-            Some(NodeKind::File(_)) => Err(TreeError::NoSource {
-                path: path.to_owned(),
-            }),
-            _ => Err(not_found()),
-        }
+    /// Makes the older version `ino` follow its file's newest contents.
+    pub(crate) fn follow(&self, ino: u64) -> bool {
+        self.write_tree().follow(ino)
+    }
+
+    /// Older versions keep their own bytes (page-cache mode) or follow the
+    /// newest (atomic mode).
+    pub(crate) fn set_keep_versions(&self, keep: bool) {
+        self.write_tree().set_keep_versions(keep);
+    }
+
+    pub(crate) fn version_state(&self) -> Vec<FileVersions> {
+        self.read_tree().version_state()
+    }
+
+    pub(crate) fn adopt(&self, recorded: Option<&[FileVersions]>) -> Invalidations {
+        self.write_tree().adopt(recorded)
     }
 
     pub(crate) fn add(&self, file: FileSpec) -> Result<Invalidations, TreeError> {
@@ -559,36 +605,47 @@ mod tests {
     }
 
     #[test]
-    fn a_replace_moves_size_and_mtime_and_keeps_identity() {
+    fn a_replace_of_a_looked_up_file_gives_the_name_a_new_inode_and_keeps_the_old_version() {
         let core = core(vec![file("s", 0o600, 7, 8, b"first")]);
         let before = stat(&core, "s");
         assert_eq!(read(&core, before.ino), b"first");
         std::thread::sleep(Duration::from_millis(2));
 
-        assert_eq!(core.replace("s", bytes(b"second, longer")), Ok(before.ino));
-        // From the replace on, reads of either kind answer the new bytes,
-        // and attributes report their size.
-        assert_eq!(read(&core, before.ino), b"second, longer");
-        assert_eq!(stat(&core, "s").size, 14);
-        let after = block_on(core.getattr(before.ino)).unwrap();
+        let swap = core.replace("s", bytes(b"second, longer")).unwrap();
+        let after = stat(&core, "s");
+        assert_eq!(swap.moved, Some((ROOT_INO, "s".to_owned())));
+        assert_eq!(swap.ino, after.ino);
+        assert_ne!(after.ino, before.ino, "a new version is a new inode");
+        assert_eq!(
+            after.ino,
+            crate::inode::version_inode_number(VOLUME, "s", 1, 0)
+        );
+        assert_eq!(read(&core, after.ino), b"second, longer");
         assert_eq!(after.size, 14);
         assert!(after.mtime > before.mtime, "mtime moves on replace");
         assert_eq!(after.crtime, before.crtime);
         assert_eq!(
-            (after.ino, after.generation, after.kind, after.nlink),
-            (before.ino, before.generation, Kind::File, 1)
+            (after.generation, after.kind, after.nlink),
+            (before.generation, Kind::File, 1)
         );
         assert_eq!((after.perm, after.uid, after.gid), (0o600, 7, 8));
-        assert_eq!(read(&core, before.ino), b"second, longer");
+
+        // The old version, still held by the kernel, keeps its bytes and
+        // attributes: a descriptor opened before reads it whole.
+        assert_eq!(swap.kept, vec![before.ino]);
+        assert_eq!(read(&core, before.ino), b"first");
+        assert_eq!(block_on(core.getattr(before.ino)).unwrap(), before);
+        // Until the kernel forgets it.
+        core.forget(before.ino, 1);
+        assert_eq!(block_on(core.getattr(before.ino)), Err(FsError::NotFound));
 
         std::thread::sleep(Duration::from_millis(2));
         core.replace("s", bytes(b"3rd")).unwrap();
-        assert_eq!(read(&core, before.ino), b"3rd");
-        let shorter = block_on(core.getattr(before.ino)).unwrap();
+        let shorter = stat(&core, "s");
+        assert_eq!(read(&core, shorter.ino), b"3rd");
         assert_eq!(shorter.size, 3);
         assert!(shorter.mtime > after.mtime);
-        assert_eq!(read(&core, before.ino), b"3rd");
-        // The volume's figures follow the contents.
+        // The volume's figures follow the current versions only.
         assert_eq!(core.statfs().blocks, 1);
         assert_eq!(core.statfs().files, 1);
 
@@ -598,6 +655,129 @@ mod tests {
                 path: "missing".to_owned()
             })
         );
+    }
+
+    #[test]
+    fn a_file_the_kernel_never_looked_up_changes_in_place() {
+        let core = core(vec![file("s", 0o644, 0, 0, b"one")]);
+        let ino = core.read_tree().ino_of("s").unwrap();
+        let swap = core.replace("s", bytes(b"two!")).unwrap();
+        assert_eq!(swap.moved, None);
+        assert_eq!(swap.ino, ino);
+        assert_eq!(stat(&core, "s").ino, ino);
+        assert_eq!(read(&core, ino), b"two!");
+        // Looked up once and forgotten: in place again.
+        core.forget(ino, 1);
+        assert_eq!(core.replace("s", bytes(b"3")).unwrap().moved, None);
+        assert_eq!(stat(&core, "s").ino, ino);
+    }
+
+    #[test]
+    fn an_older_version_that_follows_answers_the_newest_under_its_own_number() {
+        let core = core(vec![file("d/s", 0o640, 1, 2, b"pinned")]);
+        let pinned = stat(&core, "d/s");
+        core.replace("d/s", bytes(b"second")).unwrap();
+        assert!(core.follow(pinned.ino), "a kept version can follow");
+        assert!(!core.follow(pinned.ino), "only once");
+        let attr = block_on(core.getattr(pinned.ino)).unwrap();
+        assert_eq!((attr.ino, attr.size), (pinned.ino, 6));
+        assert_eq!(read(&core, pinned.ino), b"second");
+        stat(&core, "d/s");
+        let swap = core.replace("d/s", bytes(b"third, longer")).unwrap();
+        assert_eq!(
+            swap.follows,
+            vec![pinned.ino],
+            "invalidated at every change"
+        );
+        assert_eq!(read(&core, pinned.ino), b"third, longer");
+        assert_eq!(block_on(core.getattr(pinned.ino)).unwrap().size, 13);
+        // Removing the file leaves it the last bytes.
+        core.remove("d/s").unwrap();
+        assert_eq!(read(&core, pinned.ino), b"third, longer");
+        assert_eq!(core.file_paths(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn in_atomic_mode_older_versions_follow_the_newest() {
+        let core = core(vec![file("s", 0o644, 0, 0, b"old")]);
+        core.set_keep_versions(false);
+        let held = stat(&core, "s");
+        let swap = core.replace("s", bytes(b"new")).unwrap();
+        assert_eq!(swap.follows, vec![held.ino]);
+        assert!(swap.kept.is_empty());
+        assert_eq!(read(&core, held.ino), b"new");
+    }
+
+    #[test]
+    fn a_removed_file_stays_readable_through_a_held_version_until_forgotten() {
+        let core = core(vec![file("s", 0o644, 0, 0, b"gone soon")]);
+        let held = stat(&core, "s");
+        core.remove("s").unwrap();
+        assert_eq!(read(&core, held.ino), b"gone soon");
+        assert_eq!(block_on(core.lookup(ROOT_INO, "s")), Err(FsError::NotFound));
+        core.forget(held.ino, 1);
+        assert!(block_on(core.read(held.ino, 0, 10)).is_err());
+        // Added again: a new inode, never the old number.
+        core.add(file("s", 0o644, 0, 0, b"back")).unwrap();
+        let back = stat(&core, "s");
+        assert_ne!(back.ino, held.ino);
+        assert_eq!(read(&core, back.ino), b"back");
+    }
+
+    #[test]
+    fn a_process_taking_over_answers_every_recorded_inode_and_moves_every_name() {
+        let first = core(vec![
+            file("a", 0o644, 0, 0, b"a1"),
+            file("b", 0o644, 0, 0, b"b1"),
+        ]);
+        let a0 = stat(&first, "a");
+        first.replace("a", bytes(b"a2")).unwrap();
+        let a1 = stat(&first, "a");
+        let b0 = stat(&first, "b");
+        let recorded =
+            crate::tree::decode_versions(&crate::tree::encode_versions(&first.version_state()))
+                .unwrap()
+                .unwrap();
+        assert_eq!(recorded.len(), 2);
+
+        // The next process has the newest bytes only.
+        let next = core(vec![
+            file("a", 0o644, 0, 0, b"a2"),
+            file("b", 0o644, 0, 0, b"b1"),
+        ]);
+        let inval = next.adopt(Some(&recorded));
+        for old in [a0.ino, a1.ino, b0.ino] {
+            assert!(inval.inodes.contains(&old), "{old:x} invalidated");
+            assert!(block_on(next.getattr(old)).is_ok(), "{old:x} answered");
+        }
+        assert_eq!(
+            read(&next, a0.ino),
+            b"a2",
+            "taken over with the bytes kept now"
+        );
+        assert_eq!(read(&next, a1.ino), b"a2");
+        assert_eq!(read(&next, b0.ino), b"b1");
+        assert_eq!(inval.entries.len(), 2, "every name");
+        let a = stat(&next, "a");
+        assert!(![a0.ino, a1.ino].contains(&a.ino), "the name moved on");
+        assert_eq!(
+            a.ino,
+            crate::inode::version_inode_number(VOLUME, "a", 1 + 5, 0)
+        );
+        // Versions a crash may have left unrecorded are answered too.
+        let ghost = crate::inode::version_inode_number(VOLUME, "a", 2, 0);
+        assert_eq!(read(&next, ghost), b"a2");
+        // Taken-over versions go at their first FORGET.
+        next.forget(a0.ino, 1);
+        assert_eq!(block_on(next.getattr(a0.ino)), Err(FsError::NotFound));
+
+        // From a build that recorded nothing: version 0 was every file's.
+        let old = core(vec![file("a", 0o644, 0, 0, b"x")]);
+        let v0 = stat(&old, "a").ino;
+        let inval = old.adopt(None);
+        assert!(inval.inodes.contains(&v0));
+        assert_ne!(stat(&old, "a").ino, v0);
+        assert_eq!(read(&old, v0), b"x");
     }
 
     #[test]
@@ -620,10 +800,11 @@ mod tests {
         );
     }
 
-    /// Reads raced against replaces: each read answers one whole value, never one older than the
-    /// last replace completed before the GETATTR that preceded the read.
+    /// Reads raced against replaces: each read of the name's current
+    /// version answers one whole value, never one older than the last
+    /// replace completed before the lookup.
     #[test]
-    fn reported_reads_racing_replaces_return_whole_values_never_older() {
+    fn looked_up_reads_racing_replaces_return_whole_values_never_older() {
         fn value(i: usize) -> Vec<u8> {
             let len = 8 + (i * 37) % 300;
             let mut v = format!("{i:06}|").into_bytes();
@@ -637,7 +818,6 @@ mod tests {
         }
         const REPLACES: usize = 2000;
         let core = Arc::new(core(vec![file("s", 0o600, 0, 0, &value(0))]));
-        let ino = stat(&core, "s").ino;
         let completed = Arc::new(AtomicU64::new(0));
         let readers: Vec<_> = (0..4)
             .map(|_| {
@@ -646,11 +826,12 @@ mod tests {
                     let mut reads = 0;
                     loop {
                         let floor = completed.load(Ordering::SeqCst) as usize;
-                        let attr = block_on(core.getattr(ino)).unwrap();
-                        let read = read(&core, ino);
+                        let attr = stat(&core, "s");
+                        let read = read(&core, attr.ino);
                         let i = number(&read);
                         assert!(i >= floor, "read {i} after {floor} completed");
-                        assert!(attr.size >= 8);
+                        assert_eq!(attr.size, read.len() as u64);
+                        core.forget(attr.ino, 1);
                         reads += 1;
                         if floor == REPLACES {
                             return reads;
@@ -666,10 +847,9 @@ mod tests {
         for reader in readers {
             assert!(reader.join().unwrap() > 0);
         }
-        // Quiet again: the size reported and the bytes read agree.
-        let attr = block_on(core.getattr(ino)).unwrap();
-        let last = read(&core, ino);
-        assert_eq!(number(&last), REPLACES);
-        assert_eq!(attr.size, last.len() as u64);
+        let last = stat(&core, "s");
+        assert_eq!(number(&read(&core, last.ino)), REPLACES);
+        // Every older version was forgotten and dropped.
+        assert_eq!(core.version_state()[0].inodes, vec![last.ino]);
     }
 }

@@ -1,6 +1,20 @@
 //! The in-memory tree of one volume: inode table, directories implied by
 //! file paths, directory modes derived from the files, and the changes the
 //! kernel must be told about after each mutation.
+//!
+//! # Versions
+//!
+//! Each version of a file is an inode of its own. A name points at its
+//! file's *current* version; a change of contents that the kernel may have
+//! seen gives the name a new inode (a new version number), and the old one
+//! is *retired*: the kernel is told the name changed (`inval_entry`), so new
+//! opens look the name up again and get the new inode, whose bytes never
+//! change afterwards. Nothing a reader of one version's page cache sees can
+//! ever be torn by a rotation. A retired version stays answerable for as
+//! long as the kernel may hold it (an open descriptor, a mapping, a bind
+//! mount): until the kernel FORGETs it. It either keeps its own bytes
+//! ([`Role::Kept`]) or answers the file's newest contents
+//! ([`Role::Follows`]; see there for when).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,10 +23,15 @@ use std::time::SystemTime;
 use futures::future::{BoxFuture, Shared};
 
 use crate::bytes::SecretBytes;
-use crate::inode::{ROOT_INO, generation, inode_number};
+use crate::inode::{ROOT_INO, generation, inode_number, version_inode_number};
 use crate::spec::{Content, ContentSource, FileSpec, LoadError, TreeError, VolumeId, VolumeSpec};
 
 pub(crate) type SharedLoad = Shared<BoxFuture<'static, Result<Arc<SecretBytes>, LoadError>>>;
+
+/// Versions a process taking over a volume treats as possibly known to the
+/// kernel beyond the last one recorded (a crash between a change and its
+/// record); its own versions start after them.
+pub(crate) const GHOST_VERSIONS: u64 = 4;
 
 /// A file's contents at one moment.
 pub(crate) enum ContentState {
@@ -26,8 +45,28 @@ pub(crate) enum ContentState {
     },
 }
 
+/// What a file inode stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The version the file's name points at now.
+    Current,
+    /// An older version the kernel may still hold (an open descriptor, a
+    /// mapping): answered with its own bytes, which never change.
+    Kept,
+    /// An older version answered with the file's newest contents, changed
+    /// in place and invalidated at every change. A version a bind mount pins
+    /// (kubelet's `subPath`) has no name the kernel could look up again, so
+    /// it follows; so does every older version in atomic mode (reads come to
+    /// the driver one at a time there), and one taken over from another
+    /// process whose bytes were not kept.
+    Follows,
+}
+
 pub(crate) struct FileNode {
-    /// The newest contents (what the next `stat` reports).
+    /// The file this inode is a version of.
+    pub path: String,
+    pub role: Role,
+    /// This version's contents (`Current` and `Kept`; unused by `Follows`).
     pub state: ContentState,
     pub source: Option<Arc<dyn ContentSource>>,
     /// Time of the last content change: `ls -l` and pollers see rotations.
@@ -37,6 +76,19 @@ pub(crate) struct FileNode {
     /// Size of the last known contents, kept across an unload so `stat`
     /// stays stable; 0 before the first load.
     pub last_size: u64,
+    /// LOOKUP replies that named this inode, less what the kernel FORGOT:
+    /// while above 0 the kernel may hold the inode.
+    pub lookups: u64,
+    /// Taken over from another process: how often the kernel holds it is
+    /// not known, so only a FORGET lets it go.
+    pub inherited: bool,
+}
+
+impl FileNode {
+    /// Whether the kernel may hold this inode.
+    pub fn held(&self) -> bool {
+        self.lookups > 0 || self.inherited
+    }
 }
 
 pub(crate) enum NodeKind {
@@ -57,6 +109,20 @@ impl Node {
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, NodeKind::Dir { .. })
     }
+
+    pub fn file(&self) -> Option<&FileNode> {
+        match &self.kind {
+            NodeKind::File(file) => Some(file),
+            NodeKind::Dir { .. } => None,
+        }
+    }
+
+    fn file_mut(&mut self) -> Option<&mut FileNode> {
+        match &mut self.kind {
+            NodeKind::File(file) => Some(file),
+            NodeKind::Dir { .. } => None,
+        }
+    }
 }
 
 /// What the kernel must forget after a mutation.
@@ -68,13 +134,54 @@ pub(crate) struct Invalidations {
     pub inodes: Vec<u64>,
 }
 
+/// What changing a file's contents did, for the kernel's caches.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Swap {
+    /// The name now points at a new inode: (parent, name) to invalidate.
+    /// `None` when the contents changed in place, because the kernel never
+    /// held the version they replaced.
+    pub moved: Option<(u64, String)>,
+    /// The file's current inode after the change.
+    pub ino: u64,
+    /// Older versions that follow the newest contents: their attributes
+    /// and pages must be dropped.
+    pub follows: Vec<u64>,
+    /// Older versions with bytes of their own that the kernel may still
+    /// hold; a bind mount may pin one of them (it should then follow).
+    pub kept: Vec<u64>,
+}
+
+/// The versions of one file path the kernel may know, as recorded for the
+/// next process (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileVersions {
+    pub path: String,
+    /// The highest version number given out for this path.
+    pub latest: u64,
+    /// Inode numbers of its versions the kernel may hold.
+    pub inodes: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Versions {
+    /// The highest version number given out for the path (kept after the
+    /// file is removed, so a file added again gets new numbers).
+    latest: u64,
+    /// Retired versions still known (`Kept` or `Follows`).
+    older: Vec<u64>,
+}
+
 pub(crate) struct Tree {
     volume: VolumeId,
     dir_uid: u32,
     dir_gid: u32,
     nodes: HashMap<u64, Node>,
     by_path: HashMap<String, u64>,
+    versions: HashMap<String, Versions>,
     created: SystemTime,
+    /// Whether retired versions keep their own bytes (page-cache mode) or
+    /// follow the newest (atomic mode).
+    keep_versions: bool,
 }
 
 impl Tree {
@@ -88,7 +195,9 @@ impl Tree {
             dir_gid: spec.dir_gid,
             nodes: HashMap::new(),
             by_path: HashMap::new(),
+            versions: HashMap::new(),
             created: now,
+            keep_versions: true,
         };
         tree.nodes.insert(
             ROOT_INO,
@@ -119,6 +228,12 @@ impl Tree {
         Ok(tree)
     }
 
+    /// Retired versions keep their own bytes (`true`, the default) or
+    /// follow the newest contents (`false`).
+    pub fn set_keep_versions(&mut self, keep: bool) {
+        self.keep_versions = keep;
+    }
+
     pub fn volume(&self) -> &VolumeId {
         &self.volume
     }
@@ -146,12 +261,32 @@ impl Tree {
         }
     }
 
+    /// The inode whose contents `ino` answers with: itself, or for a
+    /// version that follows the newest, its file's current inode.
+    pub fn answering(&self, ino: u64) -> Option<u64> {
+        let node = self.nodes.get(&ino)?;
+        match node.file() {
+            Some(file) if file.role == Role::Follows => {
+                let current = self.ino_of(&file.path)?;
+                (!self.nodes.get(&current)?.is_dir()).then_some(current)
+            }
+            _ => Some(ino),
+        }
+    }
+
+    fn is_current_file(&self, ino: u64) -> bool {
+        self.nodes
+            .get(&ino)
+            .and_then(Node::file)
+            .is_some_and(|f| f.role == Role::Current)
+    }
+
     /// Every file path, sorted.
     pub fn file_paths(&self) -> Vec<String> {
         let mut paths: Vec<String> = self
             .by_path
             .iter()
-            .filter(|(_, ino)| self.nodes.get(ino).is_some_and(|n| !n.is_dir()))
+            .filter(|(_, ino)| self.is_current_file(**ino))
             .map(|(path, _)| path.clone())
             .collect();
         paths.sort();
@@ -159,17 +294,18 @@ impl Tree {
     }
 
     pub fn file_count(&self) -> usize {
-        self.nodes.values().filter(|n| !n.is_dir()).count()
+        self.by_path
+            .values()
+            .filter(|ino| self.is_current_file(**ino))
+            .count()
     }
 
     /// Sum of the sizes of the files whose contents are known.
     pub fn total_bytes(&self) -> u64 {
-        self.nodes
+        self.by_path
             .values()
-            .map(|n| match &n.kind {
-                NodeKind::File(f) => f.last_size,
-                NodeKind::Dir { .. } => 0,
-            })
+            .filter_map(|ino| self.nodes.get(ino)?.file())
+            .map(|f| f.last_size)
             .sum()
     }
 
@@ -217,7 +353,8 @@ impl Tree {
                 Some(&ino) => ino,
                 None => {
                     let name = dir.rsplit('/').next().unwrap_or(dir).to_owned();
-                    let ino = self.add_node(parent, dir, name.clone(), |generation| Node {
+                    let ino = self.free_number(dir, 0);
+                    self.link(ino, parent, dir, name.clone(), |generation| Node {
                         generation,
                         parent,
                         perm: 0,
@@ -240,20 +377,33 @@ impl Tree {
             }
             Content::Lazy(source) => (ContentState::Unloaded, Some(source), 0),
         };
+        // A path seen before (removed, now added again) gets a new version:
+        // the kernel may still hold the old one.
+        let version = self
+            .versions
+            .get(&path)
+            .map_or(0, |v| v.latest.saturating_add(1));
+        self.versions.entry(path.clone()).or_default().latest = version;
         let name = spec.path.file_name().to_owned();
         let (uid, gid, perm) = (spec.uid, spec.gid, spec.mode as u16);
-        self.add_node(parent, &path, name.clone(), |generation| Node {
+        let ino = self.free_number(&path, version);
+        let file_path = path.clone();
+        self.link(ino, parent, &path, name.clone(), |generation| Node {
             generation,
             parent,
             perm,
             uid,
             gid,
             kind: NodeKind::File(FileNode {
+                path: file_path,
+                role: Role::Current,
                 state,
                 source,
                 mtime: now,
                 epoch: 0,
                 last_size,
+                lookups: 0,
+                inherited: false,
             }),
         });
         inval.entries.push((parent, name));
@@ -261,7 +411,149 @@ impl Tree {
         Ok(inval)
     }
 
-    /// Removes a file, and the directories it leaves empty.
+    /// Gives `path` new contents: `Some(bytes)`, or `None` to unload them
+    /// (the next access loads them through the file's source). If the
+    /// kernel may hold the current version, the name moves to a new inode
+    /// and the old one is retired; otherwise the change is made in place.
+    /// `now` is the new modification time (`None` keeps it: an unload does
+    /// not change the contents).
+    pub fn swap(
+        &mut self,
+        path: &str,
+        bytes: Option<Arc<SecretBytes>>,
+        now: Option<SystemTime>,
+    ) -> Result<Swap, TreeError> {
+        let not_found = || TreeError::NotFound {
+            path: path.to_owned(),
+        };
+        let ino = self.ino_of(path).ok_or_else(not_found)?;
+        let keep = self.keep_versions;
+        let node = self.nodes.get_mut(&ino).ok_or_else(not_found)?;
+        let (generation, parent, perm, uid, gid) =
+            (node.generation, node.parent, node.perm, node.uid, node.gid);
+        let file = node.file_mut().ok_or_else(not_found)?;
+        if bytes.is_none() && file.source.is_none() {
+            return Err(TreeError::NoSource {
+                path: path.to_owned(),
+            });
+        }
+        let (state, last_size) = match bytes {
+            Some(bytes) => {
+                let size = bytes.len() as u64;
+                (ContentState::Ready(bytes), size)
+            }
+            None => (ContentState::Unloaded, file.last_size),
+        };
+        let mtime = now.unwrap_or(file.mtime);
+        let mut swap = Swap {
+            ino,
+            ..Swap::default()
+        };
+        if !file.held() {
+            // The kernel never saw this version (or forgot it): in place.
+            file.state = state;
+            file.last_size = last_size;
+            file.mtime = mtime;
+            file.epoch += 1;
+        } else {
+            let source = file.source.clone();
+            let epoch = file.epoch + 1;
+            // Retire the old version.
+            file.role = match (&file.state, keep) {
+                (ContentState::Ready(_), true) => Role::Kept,
+                _ => Role::Follows,
+            };
+            if file.role == Role::Follows {
+                file.state = ContentState::Unloaded;
+            }
+            let versions = self.versions.entry(path.to_owned()).or_default();
+            versions.older.push(ino);
+            versions.latest = versions.latest.saturating_add(1);
+            let version = versions.latest;
+            let new = self.free_number(path, version);
+            let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+            self.nodes.insert(
+                new,
+                Node {
+                    generation,
+                    parent,
+                    perm,
+                    uid,
+                    gid,
+                    kind: NodeKind::File(FileNode {
+                        path: path.to_owned(),
+                        role: Role::Current,
+                        state,
+                        source,
+                        mtime,
+                        epoch,
+                        last_size,
+                        lookups: 0,
+                        inherited: false,
+                    }),
+                },
+            );
+            self.by_path.insert(path.to_owned(), new);
+            if let Some(NodeKind::Dir { children }) =
+                self.nodes.get_mut(&parent).map(|n| &mut n.kind)
+            {
+                children.insert(name.clone(), new);
+            }
+            swap.moved = Some((parent, name));
+            swap.ino = new;
+        }
+        for &old in self.versions.get(path).map_or(&[][..], |v| &v.older) {
+            match self.nodes.get(&old).and_then(Node::file) {
+                Some(f) if f.role == Role::Follows => swap.follows.push(old),
+                Some(f) if f.held() => swap.kept.push(old),
+                _ => {}
+            }
+        }
+        Ok(swap)
+    }
+
+    /// The kernel dropped `nlookup` references to `ino`. A retired version
+    /// it no longer holds is dropped (its bytes are wiped once no read
+    /// holds them). Returns whether `ino` was dropped.
+    pub fn forget(&mut self, ino: u64, nlookup: u64) -> bool {
+        let Some(file) = self.nodes.get_mut(&ino).and_then(Node::file_mut) else {
+            return false;
+        };
+        file.lookups = file.lookups.saturating_sub(nlookup);
+        if file.role == Role::Current {
+            if file.lookups == 0 {
+                file.inherited = false;
+            }
+            return false;
+        }
+        // A retired version taken over from another process: the count is
+        // not known, and a FORGET of it comes only when the kernel lets it go.
+        if file.lookups > 0 && !file.inherited {
+            return false;
+        }
+        let path = file.path.clone();
+        self.nodes.remove(&ino);
+        if let Some(v) = self.versions.get_mut(&path) {
+            v.older.retain(|o| *o != ino);
+        }
+        true
+    }
+
+    /// Makes the retired version `ino` follow its file's newest contents
+    /// (a bind mount pins it). Returns whether it changed.
+    pub fn follow(&mut self, ino: u64) -> bool {
+        match self.nodes.get_mut(&ino).and_then(Node::file_mut) {
+            Some(file) if file.role == Role::Kept => {
+                file.role = Role::Follows;
+                file.state = ContentState::Unloaded;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes a file, and the directories it leaves empty. Versions the
+    /// kernel may hold keep the last contents.
     pub fn remove_file(&mut self, path: &str) -> Result<Invalidations, TreeError> {
         let not_found = || TreeError::NotFound {
             path: path.to_owned(),
@@ -274,14 +566,18 @@ impl Tree {
         let mut victim = ino;
         let mut victim_path = path.to_owned();
         loop {
-            let node = self.nodes.remove(&victim).ok_or_else(not_found)?;
+            let parent = self.nodes.get(&victim).ok_or_else(not_found)?.parent;
             self.by_path.remove(&victim_path);
+            if victim == ino {
+                self.retire_removed(ino);
+            } else {
+                self.nodes.remove(&victim);
+            }
             let name = victim_path
                 .rsplit('/')
                 .next()
                 .unwrap_or(&victim_path)
                 .to_owned();
-            let parent = node.parent;
             inval.entries.push((parent, name.clone()));
             let parent_now_empty = match self.nodes.get_mut(&parent).map(|n| &mut n.kind) {
                 Some(NodeKind::Dir { children }) => {
@@ -302,28 +598,243 @@ impl Tree {
         }
     }
 
-    fn add_node(
+    /// The current version of a removed file, and those that followed it,
+    /// keep its last bytes while the kernel may hold them.
+    fn retire_removed(&mut self, ino: u64) {
+        let Some(file) = self.nodes.get_mut(&ino).and_then(Node::file_mut) else {
+            return;
+        };
+        let path = file.path.clone();
+        let last = match &file.state {
+            ContentState::Ready(bytes) => Some(bytes.clone()),
+            _ => None,
+        };
+        if file.held() && last.is_some() {
+            file.role = Role::Kept;
+            self.versions
+                .entry(path.clone())
+                .or_default()
+                .older
+                .push(ino);
+        } else {
+            self.nodes.remove(&ino);
+        }
+        let older = self
+            .versions
+            .get(&path)
+            .map(|v| v.older.clone())
+            .unwrap_or_default();
+        for old in older {
+            let Some(file) = self.nodes.get_mut(&old).and_then(Node::file_mut) else {
+                continue;
+            };
+            if file.role == Role::Follows
+                && let Some(bytes) = &last
+            {
+                file.role = Role::Kept;
+                file.last_size = bytes.len() as u64;
+                file.state = ContentState::Ready(bytes.clone());
+            }
+        }
+    }
+
+    /// Counts a LOOKUP reply that names `ino`.
+    pub fn looked_up(&mut self, ino: u64) {
+        if let Some(file) = self.nodes.get_mut(&ino).and_then(Node::file_mut) {
+            file.lookups += 1;
+        }
+    }
+
+    /// The versions the kernel may know, for the next process.
+    pub fn version_state(&self) -> Vec<FileVersions> {
+        let mut out: Vec<FileVersions> = self
+            .versions
+            .iter()
+            .filter_map(|(path, v)| {
+                let mut inodes: Vec<u64> = self.ino_of(path).into_iter().collect();
+                inodes.retain(|ino| self.is_current_file(*ino));
+                inodes.extend(v.older.iter().copied());
+                (!inodes.is_empty() || self.by_path.contains_key(path)).then(|| FileVersions {
+                    path: path.clone(),
+                    latest: v.latest,
+                    inodes,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
+    /// Prepares a tree built from the same spec as a volume another process
+    /// served, to take over its connection. `recorded` is what that process
+    /// recorded ([`Tree::version_state`]); `None` for a build that recorded
+    /// nothing (every file then had one inode, version 0).
+    ///
+    /// Every inode the kernel may hold becomes an older version taken over
+    /// (recorded ones, and the [`GHOST_VERSIONS`] after the last recorded,
+    /// which a crash may have left unrecorded); it keeps the bytes this
+    /// process has for the file now, or follows them if it has none. Every
+    /// name moves to a new version after those. The kernel must be told
+    /// (returned): every name, and every inode taken over, since what it
+    /// cached of them may be of another version than the bytes kept.
+    pub fn adopt(&mut self, recorded: Option<&[FileVersions]>) -> Invalidations {
+        let mut known: BTreeMap<String, (u64, Vec<u64>)> = BTreeMap::new();
+        if let Some(recorded) = recorded {
+            for file in recorded {
+                known.insert(file.path.clone(), (file.latest, file.inodes.clone()));
+            }
+        }
+        let mut paths: Vec<String> = self.file_paths();
+        for path in known.keys() {
+            if !self.by_path.contains_key(path) {
+                paths.push(path.clone());
+            }
+        }
+        let mut inval = Invalidations::default();
+        for path in paths {
+            let current = self.ino_of(&path).filter(|i| self.is_current_file(*i));
+            let (latest, mut inodes) = match known.remove(&path) {
+                Some(found) => found,
+                // Not recorded: it has version 0, as the tree was built.
+                None => (0, current.into_iter().collect()),
+            };
+            for version in latest + 1..=latest + GHOST_VERSIONS {
+                inodes.push(version_inode_number(
+                    self.volume.as_str(),
+                    &path,
+                    version,
+                    0,
+                ));
+            }
+            let version = latest + GHOST_VERSIONS + 1;
+            // The current inode moves to its new number.
+            let template = current.and_then(|ino| self.nodes.remove(&ino));
+            let renumbered = template.map(|node| {
+                let new = self.free_number_except(&path, version, &inodes);
+                self.nodes.insert(new, node);
+                self.by_path.insert(path.clone(), new);
+                let (parent, name) = (
+                    self.nodes[&new].parent,
+                    path.rsplit('/').next().unwrap_or(&path).to_owned(),
+                );
+                if let Some(NodeKind::Dir { children }) =
+                    self.nodes.get_mut(&parent).map(|n| &mut n.kind)
+                {
+                    children.insert(name.clone(), new);
+                }
+                inval.entries.push((parent, name));
+                new
+            });
+            let versions = self.versions.entry(path.clone()).or_default();
+            versions.latest = version;
+            let snapshot = renumbered.and_then(|new| {
+                let node = &self.nodes[&new];
+                let file = node.file()?;
+                let bytes = match &file.state {
+                    ContentState::Ready(bytes) => Some(bytes.clone()),
+                    _ => None,
+                };
+                Some((
+                    node.generation,
+                    node.parent,
+                    node.perm,
+                    node.uid,
+                    node.gid,
+                    file.mtime,
+                    bytes,
+                ))
+            });
+            for ino in inodes {
+                if ino <= ROOT_INO || self.nodes.contains_key(&ino) {
+                    continue;
+                }
+                let (generation, parent, perm, uid, gid, mtime, bytes) =
+                    snapshot.clone().unwrap_or((
+                        generation(self.volume.as_str(), &path),
+                        ROOT_INO,
+                        0,
+                        0,
+                        0,
+                        self.created,
+                        None,
+                    ));
+                let (role, state, last_size) = match bytes {
+                    Some(bytes) => {
+                        let size = bytes.len() as u64;
+                        (Role::Kept, ContentState::Ready(bytes), size)
+                    }
+                    None => (Role::Follows, ContentState::Unloaded, 0),
+                };
+                self.nodes.insert(
+                    ino,
+                    Node {
+                        generation,
+                        parent,
+                        perm,
+                        uid,
+                        gid,
+                        kind: NodeKind::File(FileNode {
+                            path: path.clone(),
+                            role,
+                            state,
+                            source: None,
+                            mtime,
+                            epoch: 0,
+                            last_size,
+                            lookups: 0,
+                            inherited: true,
+                        }),
+                    },
+                );
+                self.versions
+                    .entry(path.clone())
+                    .or_default()
+                    .older
+                    .push(ino);
+                inval.inodes.push(ino);
+            }
+            if let Some(new) = renumbered {
+                inval.inodes.push(new);
+            }
+        }
+        inval
+    }
+
+    /// The first free inode number for version `version` of `path`.
+    fn free_number(&self, path: &str, version: u64) -> u64 {
+        self.free_number_except(path, version, &[])
+    }
+
+    fn free_number_except(&self, path: &str, version: u64, taken: &[u64]) -> u64 {
+        let mut attempt = 0;
+        loop {
+            let candidate = if version == 0 {
+                inode_number(self.volume.as_str(), path, attempt)
+            } else {
+                version_inode_number(self.volume.as_str(), path, version, attempt)
+            };
+            if !self.nodes.contains_key(&candidate) && !taken.contains(&candidate) {
+                return candidate;
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Inserts `ino` for `path` under `parent` with name `name`.
+    fn link(
         &mut self,
+        ino: u64,
         parent: u64,
         path: &str,
         name: String,
         make: impl FnOnce(u64) -> Node,
-    ) -> u64 {
-        let mut attempt = 0;
-        let ino = loop {
-            let candidate = inode_number(self.volume.as_str(), path, attempt);
-            if !self.nodes.contains_key(&candidate) {
-                break candidate;
-            }
-            attempt += 1;
-        };
+    ) {
         let node = make(generation(self.volume.as_str(), path));
         self.nodes.insert(ino, node);
         self.by_path.insert(path.to_owned(), ino);
         if let Some(NodeKind::Dir { children }) = self.nodes.get_mut(&parent).map(|n| &mut n.kind) {
             children.insert(name, ino);
         }
-        ino
     }
 
     /// Recomputes the mode of `dir` and its ancestors; records the ones that
@@ -363,6 +874,79 @@ impl Tree {
         // r for a class implies r-x for that class.
         readable | (readable >> 2)
     }
+}
+
+/// The record of [`FileVersions`] a process leaves for the next: "SFV1",
+/// then per file: path (u32 length, bytes), latest version (u64), inode
+/// count (u32) and inode numbers (u64 each); little-endian.
+const VERSIONS_MAGIC: &[u8; 4] = b"SFV1";
+
+pub(crate) fn encode_versions(files: &[FileVersions]) -> Vec<u8> {
+    let mut out = VERSIONS_MAGIC.to_vec();
+    out.extend_from_slice(&(files.len() as u32).to_le_bytes());
+    for file in files {
+        out.extend_from_slice(&(file.path.len() as u32).to_le_bytes());
+        out.extend_from_slice(file.path.as_bytes());
+        out.extend_from_slice(&file.latest.to_le_bytes());
+        out.extend_from_slice(&(file.inodes.len() as u32).to_le_bytes());
+        for ino in &file.inodes {
+            out.extend_from_slice(&ino.to_le_bytes());
+        }
+    }
+    out
+}
+
+/// Reads [`encode_versions`]' output; `Ok(None)` for an empty record (a
+/// build that recorded no versions).
+pub(crate) fn decode_versions(bytes: &[u8]) -> Result<Option<Vec<FileVersions>>, &'static str> {
+    struct Reader<'a>(&'a [u8]);
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+            if self.0.len() < n {
+                return Err("truncated");
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+        fn u32(&mut self) -> Result<u32, &'static str> {
+            Ok(u32::from_le_bytes(
+                self.take(4)?.try_into().map_err(|_| "truncated")?,
+            ))
+        }
+        fn u64(&mut self) -> Result<u64, &'static str> {
+            Ok(u64::from_le_bytes(
+                self.take(8)?.try_into().map_err(|_| "truncated")?,
+            ))
+        }
+    }
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let mut r = Reader(bytes);
+    if r.take(4)? != VERSIONS_MAGIC {
+        return Err("unknown format");
+    }
+    let mut files = Vec::new();
+    for _ in 0..r.u32()? {
+        let len = r.u32()? as usize;
+        let path = String::from_utf8(r.take(len)?.to_vec()).map_err(|_| "not UTF-8")?;
+        let latest = r.u64()?;
+        let n = r.u32()? as usize;
+        let mut inodes = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            inodes.push(r.u64()?);
+        }
+        files.push(FileVersions {
+            path,
+            latest,
+            inodes,
+        });
+    }
+    if !r.0.is_empty() {
+        return Err("trailing bytes");
+    }
+    Ok(Some(files))
 }
 
 #[cfg(test)]
@@ -468,6 +1052,30 @@ mod tests {
             tree.remove_file("a/d").unwrap_err(),
             TreeError::NotFound { path: "a/d".into() }
         );
+    }
+
+    #[test]
+    fn recorded_versions_read_back_and_damaged_records_are_refused() {
+        let files = vec![
+            FileVersions {
+                path: "a/b".into(),
+                latest: 7,
+                inodes: vec![1 << 40, 99],
+            },
+            FileVersions {
+                path: "c".into(),
+                latest: 0,
+                inodes: vec![],
+            },
+        ];
+        let bytes = encode_versions(&files);
+        assert_eq!(decode_versions(&bytes), Ok(Some(files)));
+        assert_eq!(decode_versions(b""), Ok(None), "an older build's record");
+        assert_eq!(decode_versions(b"XXXX\0\0\0\0"), Err("unknown format"));
+        assert_eq!(decode_versions(&bytes[..bytes.len() - 1]), Err("truncated"));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_versions(&longer), Err("trailing bytes"));
     }
 
     #[test]

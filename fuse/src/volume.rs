@@ -15,11 +15,11 @@ use tokio::runtime::Handle;
 
 use crate::adapter::FuseAdapter;
 use crate::bytes::SecretBytes;
-use crate::config::MountOptions;
+use crate::config::{MountOptions, ReadMode};
 use crate::core::FsCore;
 use crate::relay::{self, Relay, RelayEnd};
 use crate::spec::{FileSpec, TreeError, VolumeId, VolumeSpec};
-use crate::tree::{Invalidations, Tree};
+use crate::tree::{Invalidations, Swap, Tree, decode_versions, encode_versions};
 use crate::wire::{self, Notifier};
 
 /// The file-system type shown in `/proc/mounts`.
@@ -80,7 +80,20 @@ struct VolumeInner {
     core: Arc<FsCore>,
     /// Present while mounted. Cleared at unmount so the handle does not
     /// keep the /dev/fuse connection open.
-    notifier: Mutex<Option<Notifier>>,
+    link: Mutex<Option<Link>>,
+}
+
+/// What a mounted volume's changes need to reach the kernel.
+#[derive(Debug, Clone)]
+struct Link {
+    notifier: Notifier,
+    /// Where the volume is mounted (in this process's mount namespace).
+    target: PathBuf,
+    /// The mount's device (major, minor): bind mounts of its files show it.
+    dev: Option<(u32, u32)>,
+    /// Page-cache mode: a new version's bytes are handed to the kernel's
+    /// page cache as soon as its name moved to it.
+    store: bool,
 }
 
 /// A volume's tree. Cheap to clone; all clones see the same files.
@@ -98,7 +111,7 @@ impl std::fmt::Debug for Volume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Volume")
             .field("core", &self.inner.core)
-            .field("mounted", &self.notifier().is_some())
+            .field("mounted", &self.link().is_some())
             .finish()
     }
 }
@@ -109,7 +122,7 @@ impl Volume {
         Ok(Self {
             inner: Arc::new(VolumeInner {
                 core: Arc::new(FsCore::new(Tree::build(spec)?)),
-                notifier: Mutex::new(None),
+                link: Mutex::new(None),
             }),
         })
     }
@@ -134,29 +147,27 @@ impl Volume {
     }
 
     /// Replaces the contents of the file at `path`.
+    ///
+    /// If the kernel may hold the file's current version, the name moves to
+    /// a new inode with the new bytes (new opens see them, whole), the old
+    /// version stays as it was for descriptors and mappings that hold it,
+    /// and a bind mount of the file (kubelet's `subPath`) follows the new
+    /// bytes in place. In page-cache mode the new bytes are then handed to
+    /// the kernel before this returns, so the next open+read of the path
+    /// does not reach this process. Returns once the kernel was told.
     pub fn replace(&self, path: &str, bytes: Arc<SecretBytes>) -> Result<(), VolumeError> {
-        let ino = self.inner.core.replace(path, bytes)?;
-        self.invalidate(
-            path,
-            &Invalidations {
-                entries: Vec::new(),
-                inodes: vec![ino],
-            },
-        )
+        let swap = self.inner.core.replace(path, bytes.clone())?;
+        self.after_swap(path, &swap, Some(&bytes))
     }
 
     /// Forgets the bytes of a lazily loaded file; the next access loads
     /// them again. Meant for cache eviction: a changed value must come
     /// through [`Volume::replace`].
     pub fn unload(&self, path: &str) -> Result<(), VolumeError> {
-        let ino = self.inner.core.unload(path)?;
-        self.invalidate(
-            path,
-            &Invalidations {
-                entries: Vec::new(),
-                inodes: vec![ino],
-            },
-        )
+        match self.inner.core.unload(path)? {
+            Some(swap) => self.after_swap(path, &swap, None),
+            None => Ok(()),
+        }
     }
 
     /// Adds a file (creating the directories above it).
@@ -172,24 +183,24 @@ impl Volume {
         self.invalidate(path, &inval)
     }
 
-    fn notifier(&self) -> Option<Notifier> {
+    fn link(&self) -> Option<Link> {
         self.inner
-            .notifier
+            .link
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
 
-    fn set_notifier(&self, notifier: Option<Notifier>) {
+    fn set_link(&self, link: Option<Link>) {
         *self
             .inner
-            .notifier
+            .link
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = notifier;
+            .unwrap_or_else(PoisonError::into_inner) = link;
     }
 
     fn invalidate(&self, path: &str, inval: &Invalidations) -> Result<(), VolumeError> {
-        let Some(notifier) = self.notifier() else {
+        let Some(link) = self.link() else {
             return Ok(());
         };
         let failed = |source| VolumeError::Invalidate {
@@ -197,25 +208,193 @@ impl Volume {
             source,
         };
         for (parent, name) in &inval.entries {
-            notifier
+            link.notifier
                 .inval_entry(*parent, OsStr::new(name))
                 .map_err(failed)?;
         }
         for ino in &inval.inodes {
             // Offset 0, length 0: attributes and every cached page.
-            notifier.inval_inode(*ino).map_err(failed)?;
+            link.notifier.inval_inode(*ino).map_err(failed)?;
         }
         Ok(())
     }
+
+    /// Tells the kernel what a change of `path`'s contents did; `bytes`
+    /// are the new contents, if known.
+    fn after_swap(
+        &self,
+        path: &str,
+        swap: &Swap,
+        bytes: Option<&Arc<SecretBytes>>,
+    ) -> Result<(), VolumeError> {
+        let Some(link) = self.link() else {
+            return Ok(());
+        };
+        let failed = |source| VolumeError::Invalidate {
+            path: path.to_owned(),
+            source,
+        };
+        // New opens look the name up again and get the new inode. (The
+        // kernel holds the directory locked while a lookup in it waits for
+        // its answer, so an answer naming the old inode cannot land after
+        // this and stay.)
+        if let Some((parent, name)) = &swap.moved {
+            link.notifier
+                .inval_entry(*parent, OsStr::new(name))
+                .map_err(failed)?;
+        }
+        for ino in &swap.follows {
+            link.notifier.inval_inode(*ino).map_err(failed)?;
+        }
+        if !swap.kept.is_empty() {
+            self.follow_bind_mounts(&link, path, &swap.kept)
+                .map_err(failed)?;
+        }
+        // (Not after an unload: a lookup would load the file again.)
+        if let (Some(_), Some(bytes)) = (&swap.moved, bytes) {
+            self.warm(&link, path, swap.ino, bytes);
+        }
+        Ok(())
+    }
+
+    /// Older versions of `path` that a bind mount pins (kubelet's `subPath`
+    /// bind-mounts the file itself) have no name the kernel could look up
+    /// again: they follow the newest contents from now on. Found in this
+    /// process's mount table, so the mounts must be visible here (kubelet's
+    /// are, under a pods directory mounted with `Bidirectional` or
+    /// `HostToContainer` propagation); a descriptor or mapping is never
+    /// mistaken for one.
+    fn follow_bind_mounts(&self, link: &Link, path: &str, kept: &[u64]) -> std::io::Result<()> {
+        let Some(dev) = link.dev else {
+            return Ok(());
+        };
+        for ino in pinned_by_bind_mounts(dev, kept) {
+            if self.inner.core.follow(ino) {
+                tracing::debug!(file = %path, "a bind mount pins an older version: it follows the newest");
+                link.notifier.inval_inode(ino)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the kernel know the name's new inode now, and in page-cache
+    /// mode hands it the new bytes: the next open+read of the path then
+    /// needs no request to this process. Best effort: a reader that comes
+    /// first asks for them itself.
+    fn warm(&self, link: &Link, path: &str, ino: u64, bytes: &Arc<SecretBytes>) {
+        // A `stat` of the path looks the name up (and the directories'
+        // attributes that the name's invalidation dropped).
+        match std::fs::symlink_metadata(link.target.join(path)) {
+            Ok(meta) if std::os::unix::fs::MetadataExt::ino(&meta) == ino => {}
+            // Changed again meanwhile, or gone: the next reader asks.
+            _ => return,
+        }
+        if link.store {
+            let bytes = bytes.expose();
+            for (index, chunk) in bytes.chunks(relay::MAX_READ).enumerate() {
+                let offset = (index * relay::MAX_READ) as u64;
+                if let Err(e) = link.notifier.store(ino, offset, chunk) {
+                    tracing::debug!(file = %path, error = %e, "handing a new version to the page cache failed; the next read asks for it");
+                    return;
+                }
+            }
+        }
+    }
 }
 
-/// What a process needs, besides the `/dev/fuse` descriptor, to take over
-/// a live connection: the INIT request the kernel sent at mount time and
-/// the answer it got. Neither holds a secret; both are safe to store.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The inodes among `candidates` that are the root of a bind mount of the
+/// file system on device `dev`, as this process's mount table lists them.
+fn pinned_by_bind_mounts(dev: (u32, u32), candidates: &[u64]) -> Vec<u64> {
+    use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut pinned = Vec::new();
+    for line in table.lines() {
+        let Some(mount) = MountInfo::parse(line) else {
+            continue;
+        };
+        // A mount of a subtree of ours (root "/" is the volume itself).
+        if mount.dev != dev || mount.root == "/" {
+            continue;
+        }
+        // Its root's inode, from the kernel's cache: no request reaches
+        // this process.
+        let Ok(stat) = statx(
+            CWD,
+            mount.mount_point.as_str(),
+            AtFlags::STATX_DONT_SYNC | AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+            StatxFlags::INO,
+        ) else {
+            continue;
+        };
+        if (stat.stx_dev_major, stat.stx_dev_minor) == dev
+            && candidates.contains(&stat.stx_ino)
+            && !pinned.contains(&stat.stx_ino)
+        {
+            pinned.push(stat.stx_ino);
+        }
+    }
+    pinned
+}
+
+/// The fields of a `/proc/self/mountinfo` line this crate needs.
+#[derive(Debug, PartialEq, Eq)]
+struct MountInfo {
+    dev: (u32, u32),
+    root: String,
+    mount_point: String,
+}
+
+impl MountInfo {
+    /// `id parent major:minor root mount-point options …`; paths have
+    /// space, tab, newline and backslash escaped as `\ooo`.
+    fn parse(line: &str) -> Option<Self> {
+        let mut fields = line.split(' ');
+        let (_id, _parent) = (fields.next()?, fields.next()?);
+        let (major, minor) = fields.next()?.split_once(':')?;
+        let root = unescape(fields.next()?)?;
+        let mount_point = unescape(fields.next()?)?;
+        Some(Self {
+            dev: (major.parse().ok()?, minor.parse().ok()?),
+            root,
+            mount_point,
+        })
+    }
+}
+
+fn unescape(field: &str) -> Option<String> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4);
+        if bytes[i] == b'\\'
+            && let Some(digits) = octal.filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)))
+        {
+            let code = std::str::from_utf8(digits).ok()?;
+            out.push(u8::from_str_radix(code, 8).ok()?);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// What a process needs, besides the `/dev/fuse` descriptor (and the
+/// files' bytes), to take over a live connection: the INIT request the
+/// kernel sent at mount time and the answer it got, and which inode
+/// numbers the kernel may hold for each file's versions. None of it is
+/// secret; all of it is safe to store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SessionState {
     pub init_request: Vec<u8>,
     pub init_reply: Vec<u8>,
+    /// The files' versions, in this crate's own encoding; empty from a
+    /// build that recorded none (every file then had one inode).
+    pub versions: Vec<u8>,
 }
 
 /// How serving a volume ended at [`MountedVolume::release`].
@@ -302,8 +481,11 @@ impl MountedVolume {
             source: e.into(),
         })?;
         let dev = Arc::new(OwnedFd::from(dev));
+        volume
+            .core()
+            .set_keep_versions(options.read_mode == ReadMode::PageCache);
         let started = read_init(&dev)
-            .and_then(|init| serve(&volume, dev.clone(), init, None, options, runtime));
+            .and_then(|init| serve(&volume, target, dev.clone(), init, None, options, runtime));
         match started {
             Ok((session, state)) => {
                 tracing::debug!(target = %target.display(), volume = %volume.id(), "mounted");
@@ -345,9 +527,18 @@ impl MountedVolume {
         if wire::request_id(&state.init_request).map(|(op, _)| op) != Some(wire::OP_INIT) {
             return Err(adopt_error("the recorded INIT request is not one".into()));
         }
+        let recorded = decode_versions(&state.versions)
+            .map_err(|e| adopt_error(format!("the recorded file versions are unreadable ({e})")))?;
+        volume
+            .core()
+            .set_keep_versions(options.read_mode == ReadMode::PageCache);
+        // Every inode the kernel may hold keeps a meaning, and every name
+        // moves to a version of this process (see `Tree::adopt`).
+        let inval = volume.core().adopt(recorded.as_deref());
         let dev = Arc::new(dev);
         let (session, _) = serve(
             &volume,
+            target,
             dev,
             state.init_request.clone(),
             Some(&state.init_reply),
@@ -363,12 +554,33 @@ impl MountedVolume {
                 "the kernel cannot resend requests (Linux older than 6.9): reads the previous process left unanswered stay blocked"
             );
         }
+        // The kernel drops what it cached of the names and of the inodes
+        // taken over. On its own thread: an invalidation of a name waits for
+        // lookups in progress in its directory, and on a kernel without
+        // RESEND a lookup the previous process left unanswered never ends.
+        let volume_id = volume.id();
+        let spawned = std::thread::Builder::new()
+            .name("secretfs-adopt".into())
+            .spawn(move || {
+                for (parent, name) in &inval.entries {
+                    let _ = notifier.inval_entry(*parent, OsStr::new(name));
+                }
+                for ino in &inval.inodes {
+                    let _ = notifier.inval_inode(*ino);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(volume = %volume_id, error = %e, "cannot start the thread that refreshes the kernel's caches after a takeover");
+        }
         tracing::debug!(target = %target.display(), volume = %volume.id(), "adopted");
         Ok(Self {
             volume,
             target: target.to_owned(),
             session: Some(session),
-            state: state.clone(),
+            state: SessionState {
+                versions: Vec::new(),
+                ..state.clone()
+            },
         })
     }
 
@@ -380,9 +592,13 @@ impl MountedVolume {
         &self.target
     }
 
-    /// What another process needs to take this mount over.
-    pub fn session_state(&self) -> &SessionState {
-        &self.state
+    /// What another process needs to take this mount over, now (the
+    /// versions change with every rotation: take it again after each).
+    pub fn session_state(&self) -> SessionState {
+        SessionState {
+            versions: encode_versions(&self.volume.core().version_state()),
+            ..self.state.clone()
+        }
     }
 
     /// The kernel connection, to hand a duplicate to a keeper: the mount
@@ -400,7 +616,7 @@ impl MountedVolume {
         let Some(serving) = self.session.take() else {
             return Released { unanswered: 0 };
         };
-        self.volume.set_notifier(None);
+        self.volume.set_link(None);
         let end = serving.relay.release(drain);
         let _ = serving.fuser.join();
         let unanswered = match end {
@@ -416,7 +632,7 @@ impl MountedVolume {
     #[doc(hidden)]
     pub fn abandon(mut self) {
         if let Some(serving) = self.session.take() {
-            self.volume.set_notifier(None);
+            self.volume.set_link(None);
             serving.relay.abandon();
             // The fuser thread ends when its socket closes, after any load
             // it is waiting for; it is not waited for.
@@ -433,7 +649,7 @@ impl MountedVolume {
         let Some(serving) = self.session.take() else {
             return Ok(());
         };
-        self.volume.set_notifier(None);
+        self.volume.set_link(None);
         let unmounted = force_unmount(&self.target).map_err(|source| MountError::Unmount {
             path: self.target.clone(),
             source,
@@ -493,6 +709,7 @@ fn read_init(dev: &OwnedFd) -> std::io::Result<Vec<u8>> {
 /// is that answer; a different one from this build is logged).
 fn serve(
     volume: &Volume,
+    target: &Path,
     dev: Arc<OwnedFd>,
     init: Vec<u8>,
     recorded: Option<&[u8]>,
@@ -546,14 +763,34 @@ fn serve(
             return Err(e);
         }
     };
-    volume.set_notifier(Some(Notifier::new(dev.clone())));
+    volume.set_link(Some(Link {
+        notifier: Notifier::new(dev.clone()),
+        target: target.to_owned(),
+        dev: mount_device(target),
+        store: options.read_mode == ReadMode::PageCache,
+    }));
     Ok((
         Serving { dev, relay, fuser },
         SessionState {
             init_request: init,
             init_reply: recorded.map_or(reply, <[u8]>::to_vec),
+            versions: Vec::new(),
         },
     ))
+}
+
+/// The device of the file system mounted at `target`, from the kernel's
+/// cache (no request reaches the server).
+fn mount_device(target: &Path) -> Option<(u32, u32)> {
+    use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
+    statx(
+        CWD,
+        target,
+        AtFlags::STATX_DONT_SYNC | AtFlags::NO_AUTOMOUNT,
+        StatxFlags::INO,
+    )
+    .ok()
+    .map(|s| (s.stx_dev_major, s.stx_dev_minor))
 }
 
 /// How [`force_unmount`] found and left the target.
@@ -596,5 +833,28 @@ fn connected(dev: &OwnedFd) -> bool {
             .intersects(PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL),
         // Cannot tell: assume it lives, so nothing waits for it.
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_give_device_root_and_mount_point_unescaped() {
+        let line = "612 29 0:57 /dir/SECRET\\040one//deleted /var/lib/kubelet/pods/u/volume-subpaths/v/c/0 ro,relatime shared:1 - fuse.secretfs secretfs ro,user_id=0";
+        assert_eq!(
+            MountInfo::parse(line),
+            Some(MountInfo {
+                dev: (0, 57),
+                root: "/dir/SECRET one//deleted".into(),
+                mount_point: "/var/lib/kubelet/pods/u/volume-subpaths/v/c/0".into(),
+            })
+        );
+        assert_eq!(unescape("a\\134b\\011c\\012"), Some("a\\b\tc\n".into()));
+        // A backslash not followed by three octal digits stays.
+        assert_eq!(unescape("a\\9"), Some("a\\9".into()));
+        assert_eq!(MountInfo::parse("612 29 x /a /b"), None);
+        assert_eq!(MountInfo::parse(""), None);
     }
 }

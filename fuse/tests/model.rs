@@ -1,7 +1,11 @@
 //! The core against a reference model, with no kernel: random lookups,
 //! listings, reads, replaces, adds and removes over a tiny alphabet of names
-//! (so paths collide often). Shrunk failures are kept below as named
-//! `regression_*` tests.
+//! (so paths collide often), and inodes held the way the kernel holds them
+//! (a lookup counted until its FORGET: an open descriptor), which must keep
+//! answering the version they were looked up at. Every other lookup is
+//! forgotten right after its operation, as the kernel does once nothing
+//! holds a file. Shrunk failures are kept below as named `regression_*`
+//! tests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +27,12 @@ enum Op {
     Read(String, u64, u32),
     /// `stat`, then a page-cache style read of the reported version.
     StatThenRead(String),
+    /// Looks the file up and keeps it (an open descriptor).
+    Hold(String),
+    /// Reads a held inode (the n-th, modulo how many are held).
+    ReadHeld(usize),
+    /// The kernel forgets a held inode.
+    Forget(usize),
 }
 
 fn name() -> impl Strategy<Value = String> {
@@ -46,6 +56,9 @@ fn op() -> impl Strategy<Value = Op> {
         prop_oneof![Just(String::new()), path()].prop_map(Op::Readdir),
         (path(), 0u64..50, 0u32..50).prop_map(|(p, o, s)| Op::Read(p, o, s)),
         path().prop_map(Op::StatThenRead),
+        path().prop_map(Op::Hold),
+        any::<usize>().prop_map(Op::ReadHeld),
+        any::<usize>().prop_map(Op::Forget),
     ]
 }
 
@@ -90,7 +103,13 @@ impl Model {
     }
 }
 
-fn walk(volume: &Volume, path: &str) -> Result<(u64, Kind), FsError> {
+/// Looks `path` up one name at a time; every inode looked up is pushed to
+/// `looked_up` (the caller forgets them, or keeps the last).
+fn walk_into(
+    volume: &Volume,
+    path: &str,
+    looked_up: &mut Vec<u64>,
+) -> Result<(u64, Kind), FsError> {
     let mut ino = ROOT_INO;
     let mut kind = Kind::Directory;
     if path.is_empty() {
@@ -100,8 +119,21 @@ fn walk(volume: &Volume, path: &str) -> Result<(u64, Kind), FsError> {
         let attr = block_on(volume.core().lookup(ino, name))?;
         ino = attr.ino;
         kind = attr.kind;
+        looked_up.push(ino);
     }
     Ok((ino, kind))
+}
+
+/// Looks `path` up and runs `then` on the result; the kernel then forgets
+/// every inode looked up.
+fn walk<T>(volume: &Volume, path: &str, then: impl FnOnce(Result<(u64, Kind), FsError>) -> T) -> T {
+    let mut looked_up = Vec::new();
+    let result = walk_into(volume, path, &mut looked_up);
+    let out = then(result);
+    for ino in looked_up {
+        volume.core().forget(ino, 1);
+    }
+    out
 }
 
 fn file(path: &str, bytes: &[u8]) -> FileSpec {
@@ -117,6 +149,8 @@ fn run(ops: Vec<Op>) {
     })
     .unwrap();
     let mut model = Model::default();
+    // Held inodes: (inode, bytes when looked up).
+    let mut held: Vec<(u64, Vec<u8>)> = Vec::new();
     for op in ops {
         match op {
             Op::Add(p, b) => {
@@ -144,7 +178,7 @@ fn run(ops: Vec<Op>) {
                     None => assert!(matches!(result, Err(VolumeError::Tree(_)))),
                 }
             }
-            Op::Lookup(p) => match (walk(&volume, &p), model.files.get(&p)) {
+            Op::Lookup(p) => walk(&volume, &p, |found| match (found, model.files.get(&p)) {
                 (Ok((ino, Kind::File)), Some(v)) => {
                     let attr = block_on(volume.core().getattr(ino)).unwrap();
                     assert_eq!(attr.size, v.len() as u64, "size of {p}");
@@ -152,9 +186,11 @@ fn run(ops: Vec<Op>) {
                 (Ok((_, Kind::Directory)), None) => assert!(model.is_dir(&p), "{p}"),
                 (Err(_), None) => assert!(!model.is_dir(&p), "{p} should exist"),
                 (got, want) => panic!("lookup {p}: got {got:?}, model {want:?}"),
-            },
+            }),
             Op::Readdir(p) => {
-                let listed = walk(&volume, &p).and_then(|(ino, _)| volume.core().readdir(ino, 0));
+                let listed = walk(&volume, &p, |found| {
+                    found.and_then(|(ino, _)| volume.core().readdir(ino, 0))
+                });
                 if model.is_dir(&p) {
                     let names: Vec<String> = listed
                         .unwrap()
@@ -168,8 +204,11 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::Read(p, offset, size) => {
-                let got = walk(&volume, &p)
-                    .and_then(|(ino, _)| block_on(volume.core().read(ino, offset, size)));
+                let got = walk(&volume, &p, |found| {
+                    found
+                        .and_then(|(ino, _)| block_on(volume.core().read(ino, offset, size)))
+                        .map(|data| data.as_slice().to_vec())
+                });
                 match model.files.get(&p) {
                     Some(v) => {
                         let start = (offset as usize).min(v.len());
@@ -181,13 +220,70 @@ fn run(ops: Vec<Op>) {
             }
             Op::StatThenRead(p) => {
                 if let Some(v) = model.files.get(&p) {
-                    let (ino, _) = walk(&volume, &p).unwrap();
-                    let attr = block_on(volume.core().getattr(ino)).unwrap();
-                    let data = block_on(volume.core().read(ino, 0, 4096)).unwrap();
-                    assert_eq!(attr.size as usize, data.as_slice().len());
-                    assert_eq!(data.as_slice(), v.as_slice(), "reported read of {p}");
+                    walk(&volume, &p, |found| {
+                        let (ino, _) = found.unwrap();
+                        let attr = block_on(volume.core().getattr(ino)).unwrap();
+                        let data = block_on(volume.core().read(ino, 0, 4096)).unwrap();
+                        assert_eq!(attr.size as usize, data.as_slice().len());
+                        assert_eq!(data.as_slice(), v.as_slice(), "reported read of {p}");
+                    });
                 }
             }
+            Op::Hold(p) => {
+                let mut looked_up = Vec::new();
+                let found = walk_into(&volume, &p, &mut looked_up);
+                let kept = match (found, model.files.get(&p)) {
+                    (Ok((ino, Kind::File)), Some(v)) => {
+                        held.push((ino, v.clone()));
+                        Some(ino)
+                    }
+                    _ => None,
+                };
+                for ino in looked_up {
+                    if Some(ino) != kept {
+                        volume.core().forget(ino, 1);
+                    }
+                }
+            }
+            Op::ReadHeld(n) => {
+                if !held.is_empty() {
+                    let (ino, v) = &held[n % held.len()];
+                    let attr = block_on(volume.core().getattr(*ino)).unwrap();
+                    assert_eq!(attr.size, v.len() as u64, "size of held {ino:x}");
+                    let data = block_on(volume.core().read(*ino, 0, 4096)).unwrap();
+                    assert_eq!(
+                        data.as_slice(),
+                        v.as_slice(),
+                        "held {ino:x} keeps its version"
+                    );
+                }
+            }
+            Op::Forget(n) => {
+                if !held.is_empty() {
+                    let (ino, _) = held.remove(n % held.len());
+                    volume.core().forget(ino, 1);
+                }
+            }
+        }
+    }
+    // Once the kernel forgot them, older versions are gone: only the
+    // current version of each file answers.
+    let current: Vec<u64> = model
+        .files
+        .keys()
+        .map(|p| walk(&volume, p, |found| found.unwrap().0))
+        .collect();
+    let released: Vec<u64> = held.drain(..).map(|(ino, _)| ino).collect();
+    for ino in &released {
+        volume.core().forget(*ino, 1);
+    }
+    for ino in released {
+        if !current.contains(&ino) {
+            assert_eq!(
+                block_on(volume.core().getattr(ino)).err(),
+                Some(FsError::NotFound),
+                "forgotten {ino:x} dropped"
+            );
         }
     }
 }
@@ -212,7 +308,8 @@ fn reads_during_replaces_return_whole_values() {
         files: vec![file("s", &value(0))],
     })
     .unwrap();
-    let (ino, _) = walk(&volume, "s").unwrap();
+    let mut looked_up = Vec::new();
+    let (ino, _) = walk_into(&volume, "s", &mut looked_up).unwrap();
     let reader = {
         let volume = volume.clone();
         std::thread::spawn(move || {

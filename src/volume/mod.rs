@@ -421,6 +421,9 @@ impl Driver {
                 )
             })?;
             published.refreshed_at = std::time::SystemTime::now();
+            // A file the kernel held moved to a new version (inode): the
+            // record must name it for the next process.
+            self.persist(target, published, true).await;
             // Its pod status is still re-checked (a lazy volume writes no
             // Secrets).
             self.sync_if_due(target, published, false).await;

@@ -195,6 +195,11 @@ struct Record {
     refreshed_at: u64,
     fuse_init_request: String,
     fuse_init_reply: String,
+    /// The files' versions the kernel may hold (`SessionState::versions`,
+    /// base64): each version of a file is an inode of its own. Absent from
+    /// records of older builds, which gave every file one inode.
+    #[serde(default)]
+    fuse_versions: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -241,6 +246,7 @@ fn record_of(target: &Path, p: &Published) -> Record {
             .map_or(0, |d| d.as_secs()),
         fuse_init_request: b64().encode(&state.init_request),
         fuse_init_reply: b64().encode(&state.init_reply),
+        fuse_versions: b64().encode(&state.versions),
     }
 }
 
@@ -673,6 +679,9 @@ impl Driver {
             init_reply: b64()
                 .decode(&record.fuse_init_reply)
                 .map_err(|e| e.to_string())?,
+            versions: b64()
+                .decode(&record.fuse_versions)
+                .map_err(|e| e.to_string())?,
         };
         let options = MountOptions {
             read_mode: self.config.read_mode,
@@ -704,6 +713,9 @@ impl Driver {
             live,
             kubelet_keys: record.kubelet_keys.clone(),
         };
+        // The process after this one must know the inode numbers this one
+        // gave the files (every name moved to a new version at the takeover).
+        self.persist(&record.target, &published, true).await;
         self.track(&record.target, &published);
         if let Some(syncer) = &self.syncer {
             // Before anything is published: the Secrets this volume writes
@@ -740,7 +752,8 @@ impl Driver {
             let Some(published) = guard.take() else {
                 continue;
             };
-            self.persist(&target, &published, false).await;
+            // The record too: it carries the files' newest versions.
+            self.persist(&target, &published, true).await;
             let released =
                 tokio::task::spawn_blocking(move || published.mounted.release(drain)).await;
             match released {

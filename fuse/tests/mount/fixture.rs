@@ -187,3 +187,65 @@ pub fn mount_line(target: &Path) -> Option<String> {
         .find(|line| line.split(' ').nth(1) == Some(target))
         .map(str::to_owned)
 }
+
+/// A file of a volume bind-mounted on its own onto a file elsewhere, as
+/// kubelet mounts a `subPath` (the kernel pins the file's inode; the mount
+/// has no name in the volume to look up again). Unmounted on drop.
+pub struct BindMount {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl BindMount {
+    /// `mount --bind source <new file>`.
+    pub fn new(source: &Path) -> Self {
+        Self::from(source)
+    }
+
+    /// What kubelet does: open the file (`O_PATH`, each component checked)
+    /// and bind-mount `/proc/self/fd/<fd>`, so the mount is of the inode
+    /// opened, whatever the name points at by the time of the mount.
+    pub fn like_kubelet(source: &Path) -> Self {
+        use rustix::fs::{Mode, OFlags, open};
+        let fd = open(
+            source,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        use std::os::fd::AsRawFd;
+        let proc_path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let bound = Self::from(&proc_path);
+        drop(fd);
+        bound
+    }
+
+    /// `mount --bind source <new directory>`: a `subPath` of a directory.
+    pub fn directory(source: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("subpath-dir");
+        std::fs::create_dir(&path).unwrap();
+        rustix::mount::mount_bind(source, &path).unwrap();
+        Self { path, _dir: dir }
+    }
+
+    fn from(source: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("subpath-file");
+        std::fs::write(&path, b"").unwrap();
+        rustix::mount::mount_bind(source, &path).unwrap();
+        Self { path, _dir: dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
+    }
+}

@@ -100,7 +100,15 @@ fn an_unloaded_file_loads_again_on_the_next_read() {
     assert_eq!(std::fs::read(m.path("l")).unwrap(), b"reloadable");
     assert_eq!(std::fs::read(m.path("l")).unwrap(), b"reloadable");
     assert_eq!(source.loads(), 1, "a warm read does not load");
+    let held = std::fs::File::open(m.path("l")).unwrap();
     m.volume().unload("l").unwrap();
+    assert_eq!(source.loads(), 1, "an unload loads nothing");
     assert_eq!(std::fs::read(m.path("l")).unwrap(), b"reloadable");
     assert_eq!(source.loads(), 2);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &held, &mut text).unwrap();
+    assert_eq!(
+        text, "reloadable",
+        "a descriptor opened before keeps its version"
+    );
 }

@@ -336,12 +336,19 @@ async fn status_and_on_demand_refresh_through_the_binary() {
     let (ok, out) = env.admin(&["refresh", target.to_str().unwrap()]);
     assert!(ok, "{out}");
     assert!(out.contains("1 replaced"), "{out}");
+    // Same path, no remount: a new open reads the new value; the descriptor
+    // opened before keeps the version it opened, whole (the default
+    // page-cache mode, docs/SEMANTICS.md).
+    assert_eq!(
+        std::fs::read(target.join("SECRET_1")).unwrap(),
+        b"rotated-through-the-binary"
+    );
     let mut buf = [0u8; 64];
     let n = std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0).unwrap();
     assert_eq!(
         &buf[..n],
-        b"rotated-through-the-binary",
-        "same path, same descriptor, no remount"
+        b"Sql-Passw0rd-from-kv-demo",
+        "the descriptor's version"
     );
     drop(held);
     env.kubelet.unpublish(&pod, VOLUME).await.unwrap();
