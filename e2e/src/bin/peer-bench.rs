@@ -91,7 +91,7 @@ struct Config {
     #[arg(long, default_value_t = 20_000)]
     reads: usize,
     /// Vault writes in the rotation part of the steady row.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     writes: usize,
     /// Where to write the results as JSON.
     #[arg(long)]
@@ -132,13 +132,23 @@ struct Cycle {
     challenges: u64,
 }
 
+/// A pod started while its vault throttles.
+#[derive(Debug, Default, Clone, Serialize)]
+struct PodStart {
+    /// Seconds until NodePublishVolume succeeded (None: not within the limit).
+    started_s: Option<f64>,
+    /// Files in the volume when it succeeded (the class has M).
+    files_at_start: usize,
+    /// Seconds until the volume held all M files (None: not within 5 min).
+    complete_s: Option<f64>,
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 struct Throttle {
     requests: u64,
     throttled: u64,
-    /// Seconds to start, per new pod (None: not started).
-    same_class: Vec<Option<f64>>,
-    new_class: Vec<Option<f64>>,
+    same_class: Vec<PodStart>,
+    new_class: Vec<PodStart>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -150,6 +160,11 @@ struct Results {
     cycles: Vec<Cycle>,
     /// IMDS token requests in the cycle window.
     cycle_tokens: Option<u64>,
+    /// The first mounts of the steady row (131 pods): IMDS token requests
+    /// and 401 challenges they cost.
+    mounts: usize,
+    mount_tokens: u64,
+    mount_challenges: u64,
     /// Seconds from each vault write to the new bytes, per pod.
     rotation_s: Vec<f64>,
     /// With `secretfs refresh` after the write (secretfs only).
@@ -686,6 +701,8 @@ async fn wait_for_value(
 
 async fn steady_row(run: &Run, results: &mut Results) -> anyhow::Result<()> {
     run.log("steady: mounting 1 + 10 + 100 + 10 + 10 pods");
+    let tokens_at_start = run.count(&CounterFilter::route(Route::ImdsToken));
+    let challenges_at_start = run.count(&CounterFilter::default().identity("").status(401));
     let mut cycle_pods = BTreeMap::new();
     for p in CYCLE_PODS {
         let class = format!("kv-cycle-{p}");
@@ -704,6 +721,10 @@ async fn steady_row(run: &Run, results: &mut Results) -> anyhow::Result<()> {
         throttle_pods.push(run.mount("kv-throttle").await?);
     }
     let mounted = Instant::now();
+    results.mounts = CYCLE_PODS.iter().sum::<usize>() + ROTATE_PODS + THROTTLE_PODS;
+    results.mount_tokens = run.count(&CounterFilter::route(Route::ImdsToken)) - tokens_at_start;
+    results.mount_challenges =
+        run.count(&CounterFilter::default().identity("").status(401)) - challenges_at_start;
     // Every volume has been mounted longer than the interval: upstream's
     // republishes call the provider from now on, secretfs has refreshed each
     // volume once.
@@ -714,7 +735,11 @@ async fn steady_row(run: &Run, results: &mut Results) -> anyhow::Result<()> {
 
     // The cycle window: one interval.
     let gets = |p: usize| {
-        run.count(&CounterFilter::route(Route::SecretGet).vault(&format!("kv-cycle-{p}")))
+        run.count(
+            &CounterFilter::route(Route::SecretGet)
+                .vault(&format!("kv-cycle-{p}"))
+                .status(200),
+        )
     };
     let challenges = |p: usize| {
         run.count(
@@ -758,6 +783,9 @@ async fn steady_row(run: &Run, results: &mut Results) -> anyhow::Result<()> {
         }
         let mut on_demand = Vec::new();
         if let Some(admin) = &run.plugin.admin_socket {
+            // `secretfs refresh` refreshes every volume: not inside the
+            // cycle window.
+            tokio::time::sleep_until(window_end.into()).await;
             tokio::time::sleep(Duration::from_secs(5)).await;
             let v = "generation-on-demand";
             run.emulator.control().set_secret("kv-rotate", "value", v)?;
@@ -804,8 +832,37 @@ async fn steady_row(run: &Run, results: &mut Results) -> anyhow::Result<()> {
                 pods.push((class, run.new_pod(class).await?));
             }
             let limit = Duration::from_secs(240);
-            let started =
-                futures::future::join_all(pods.iter().map(|(_, p)| start_pod(run, p, limit))).await;
+            let started = futures::future::join_all(pods.iter().map(|(class, p)| async move {
+                let started = start_pod(run, p, limit).await;
+                if started.is_some() {
+                    // Kubelet republishes a running pod's volume from now on.
+                    run.republisher.add(p, class);
+                }
+                let target = run.target(p);
+                let count = || {
+                    secretfs_e2e::peers::read_volume(&target)
+                        .map(|f| f.len())
+                        .unwrap_or(0)
+                };
+                let files_at_start = count();
+                let mut complete_s = None;
+                if let Some(s) = started {
+                    let since = Instant::now() - Duration::from_secs_f64(s);
+                    while since.elapsed() < Duration::from_secs(300) {
+                        if count() == M {
+                            complete_s = Some(since.elapsed().as_secs_f64());
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                PodStart {
+                    started_s: started,
+                    files_at_start,
+                    complete_s,
+                }
+            }))
+            .await;
             anyhow::Ok((pods, started))
         };
         let window = async {
@@ -823,14 +880,11 @@ async fn steady_row(run: &Run, results: &mut Results) -> anyhow::Result<()> {
             throttled,
             ..Throttle::default()
         };
-        for ((class, pod), s) in pods.iter().zip(started) {
+        for ((class, _), s) in pods.iter().zip(started) {
             if *class == "kv-throttle" {
                 t.same_class.push(s);
             } else {
                 t.new_class.push(s);
-            }
-            if s.is_some() {
-                run.republisher.add(pod, class);
             }
         }
         anyhow::Ok((t, pods))
@@ -942,14 +996,33 @@ fn secs(v: &[f64]) -> (f64, f64) {
     (quantile(&s, 0.5), s.last().copied().unwrap_or(f64::NAN))
 }
 
-fn started(v: &[Option<f64>]) -> String {
-    let n = v.iter().filter(|s| s.is_some()).count();
-    let worst = v.iter().flatten().copied().fold(0.0, f64::max);
-    if n == 0 {
+fn started(v: &[PodStart]) -> String {
+    let n = v.iter().filter(|s| s.started_s.is_some()).count();
+    let worst = |f: fn(&PodStart) -> Option<f64>| v.iter().filter_map(f).fold(0.0, f64::max);
+    let mut text = if n == 0 {
         format!("0/{} started", v.len())
     } else {
-        format!("{n}/{} started, last after {worst:.1} s", v.len())
+        format!(
+            "{n}/{} started, the last after {:.1} s",
+            v.len(),
+            worst(|p| p.started_s)
+        )
+    };
+    let empty = v
+        .iter()
+        .filter(|p| p.started_s.is_some() && p.files_at_start < M)
+        .count();
+    if empty > 0 {
+        let least = v.iter().map(|p| p.files_at_start).min().unwrap_or(0);
+        write!(text, "; {empty} of them with {least} of {M} files").unwrap();
+        let complete = v.iter().filter(|p| p.complete_s.is_some()).count();
+        if complete == v.len() {
+            write!(text, ", all {M} after {:.0} s", worst(|p| p.complete_s)).unwrap();
+        } else {
+            write!(text, ", {complete} complete within 5 min").unwrap();
+        }
     }
+    text
 }
 
 fn table(results: &BTreeMap<&str, Results>) -> String {
@@ -960,8 +1033,7 @@ fn table(results: &BTreeMap<&str, Results>) -> String {
     let mut row = |figure: &str, sv: String, uv: String, r: String| {
         writeln!(out, "| {figure} | {sv} | {uv} | {r} |").unwrap();
     };
-    for (i, (sc, uc)) in s.cycles.iter().zip(&u.cycles).enumerate() {
-        let _ = i;
+    for (sc, uc) in s.cycles.iter().zip(&u.cycles) {
         row(
             &format!(
                 "vault GETs in one 2-min interval, {} pod(s) × {M} objects (republishes sent)",
@@ -972,12 +1044,34 @@ fn table(results: &BTreeMap<&str, Results>) -> String {
             ratio(uc.gets as f64, sc.gets as f64),
         );
     }
+    for (sc, uc) in s.cycles.iter().zip(&u.cycles) {
+        row(
+            &format!(
+                "unauthenticated requests (401 challenges) in that interval, {} pod(s)",
+                sc.pods
+            ),
+            sc.challenges.to_string(),
+            uc.challenges.to_string(),
+            ratio(uc.challenges as f64, sc.challenges as f64),
+        );
+    }
     if let (Some(st), Some(ut)) = (s.cycle_tokens, u.cycle_tokens) {
         row(
-            "IMDS token requests in that interval (all 111 pods)",
+            "IMDS token requests in that interval, all pods",
             st.to_string(),
             ut.to_string(),
-            ratio(ut as f64, st as f64),
+            "–".into(),
+        );
+    }
+    if s.mounts > 0 && u.mounts > 0 {
+        row(
+            &format!(
+                "{} first mounts (one identity): IMDS token requests / 401 challenges",
+                s.mounts
+            ),
+            format!("{} / {}", s.mount_tokens, s.mount_challenges),
+            format!("{} / {}", u.mount_tokens, u.mount_challenges),
+            "–".into(),
         );
     }
     for (name, sl, ul) in [
@@ -1111,7 +1205,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &config.json {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
     }
-    println!("\n| figure | secretfs | upstream | upstream / secretfs |\n|---|---|---|---|");
+    println!("\n| figure | secretfs | upstream | upstream ÷ secretfs |\n|---|---|---|---|");
     print!("{}", table(&results));
     Ok(())
 }
