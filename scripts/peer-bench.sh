@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # secretfs and the upstream Secrets Store CSI Driver + Azure provider,
 # measured the same way in one run (e2e/src/bin/peer-bench.rs; figures in
-# docs/BENCHMARKS.md). Not run in CI: it takes about 25 minutes, most of it
-# waiting for both drivers' default 2-minute refresh interval.
+# docs/BENCHMARKS.md). Not run in CI: it takes about 20 minutes (18.5
+# measured), most of it waiting for both drivers' 2-minute refresh interval.
 #
 # Builds the peers from their Go modules (e2e/peers/build.sh, cached), the
 # Kubernetes binaries (e2e/k8s/build.sh, cached) and release binaries of
