@@ -70,6 +70,19 @@ async fn answer(
     });
     Ok(match (request.method(), request.uri().path()) {
         (&Method::GET, "/volumes") => json(StatusCode::OK, &driver.status().await),
+        (&Method::GET, "/readiness") => {
+            let readiness = match secretfs_csi::VolumeManager::readiness(&*driver).await {
+                secretfs_csi::Readiness::Ready => NodeReadiness {
+                    ready: true,
+                    reason: None,
+                },
+                secretfs_csi::Readiness::NotReady(reason) => NodeReadiness {
+                    ready: false,
+                    reason: Some(reason),
+                },
+            };
+            json(StatusCode::OK, &readiness)
+        }
         (&Method::POST, "/refresh") => {
             // One request: every volume takes only objects fetched since
             // it arrived, so the first volume of an identity asks the vault
@@ -111,7 +124,7 @@ async fn answer(
         }
         _ => json(
             StatusCode::NOT_FOUND,
-            &"try GET /volumes or POST /refresh[?target=PATH]",
+            &"try GET /volumes, GET /readiness or POST /refresh[?target=PATH]",
         ),
     })
 }
@@ -122,7 +135,8 @@ pub async fn serve(
     driver: Arc<Driver>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), AdminError> {
-    let listener = secretfs_csi::bind(path)?;
+    // The socket file goes when this future ends or is dropped.
+    let (listener, _socket_file) = secretfs_csi::bind_owned(path)?;
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -183,6 +197,35 @@ async fn call(path: &Path, method: Method, uri: &str) -> Result<Bytes, AdminErro
 pub async fn volumes(path: &Path) -> Result<Vec<VolumeStatus>, AdminError> {
     let body = call(path, Method::GET, "/volumes").await?;
     serde_json::from_slice(&body).map_err(|e| AdminError::Http(e.to_string()))
+}
+
+/// Whether the node can serve publishes (as its CSI Probe and `/readyz`
+/// say), and why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReadiness {
+    pub ready: bool,
+    pub reason: Option<String>,
+}
+
+/// `GET /readiness`; `None` from a node too old to answer it.
+pub async fn readiness(path: &Path) -> Result<Option<NodeReadiness>, AdminError> {
+    match call(path, Method::GET, "/readiness").await {
+        Ok(body) => serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| AdminError::Http(e.to_string())),
+        Err(AdminError::Status { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The line `secretfs status` prints above the volumes when the node is
+/// not ready.
+pub fn render_readiness(readiness: &NodeReadiness) -> String {
+    match (&readiness.ready, &readiness.reason) {
+        (true, _) => String::new(),
+        (false, Some(reason)) => format!("node not ready: {reason}\n"),
+        (false, None) => "node not ready\n".to_owned(),
+    }
 }
 
 /// `POST /refresh`, for one target or all.
@@ -250,6 +293,23 @@ fn render_status_at(volumes: &[VolumeStatus], now: u64) -> String {
                 f.path, f.object, f.version, f.bytes
             );
         }
+        // Versions no file shows (an external provider's object ids are
+        // its own, not file paths): listed as the provider reported them.
+        let unshown: Vec<_> = v
+            .objects
+            .iter()
+            .filter(|o| {
+                !v.files
+                    .iter()
+                    .any(|f| f.object == o.id && !f.version.is_empty())
+            })
+            .collect();
+        if !unshown.is_empty() {
+            let _ = writeln!(out, "  object versions reported by the provider:");
+            for o in unshown {
+                let _ = writeln!(out, "    {:<40} {}", o.id, o.version);
+            }
+        }
     }
     out
 }
@@ -270,6 +330,10 @@ mod tests {
                 object: "secret/sql-password".into(),
                 version: "c55925c29c6743dcb9bb4bf091be03b0".into(),
                 bytes: 25,
+            }],
+            objects: vec![crate::volume::ObjectStatus {
+                id: "secret/sql-password".into(),
+                version: "c55925c29c6743dcb9bb4bf091be03b0".into(),
             }],
             refreshed_at: 1_000,
             interval_seconds: interval,
@@ -307,11 +371,34 @@ mod tests {
     }
 
     #[test]
+    fn versions_no_file_shows_are_listed_as_the_provider_reported_them() {
+        let mut v = volume(None, None, 0);
+        v.provider = "vault".into();
+        v.files[0].object = "SECRET_1".into();
+        v.files[0].version = String::new();
+        v.objects = vec![crate::volume::ObjectStatus {
+            id: "secret/foo".into(),
+            version: "v1".into(),
+        }];
+        let table = render_status_at(&[v], 1_010);
+        assert!(
+            table.contains("  object versions reported by the provider:\n")
+                && table.contains("secret/foo")
+                && table.contains(" v1\n"),
+            "{table}"
+        );
+        // Shown by their files already: not listed twice.
+        let table = render_status_at(&[volume(None, None, 0)], 1_010);
+        assert!(!table.contains("reported by the provider"), "{table}");
+    }
+
+    #[test]
     fn the_json_of_an_older_node_without_a_schedule_still_reads() {
         let mut json = serde_json::to_value(volume(None, Some(5), 1)).unwrap();
         let object = json.as_object_mut().unwrap();
         object.remove("next_refresh_at");
         object.remove("refresh_failures");
+        object.remove("objects");
         let read: VolumeStatus = serde_json::from_value(json).unwrap();
         assert_eq!((read.next_refresh_at, read.refresh_failures), (None, 0));
     }

@@ -78,6 +78,9 @@ pub struct ObjectCache<K: Hash + Eq, V, E> {
     state: Mutex<State<K, V, E>>,
     budget: usize,
     counters: CacheCounters,
+    /// Where hits, misses and bytes are counted (the process's registry
+    /// unless [`ObjectCache::with_metrics`]).
+    metrics: &'static crate::metrics::Metrics,
 }
 
 impl<K: Hash + Eq, V, E> std::fmt::Debug for ObjectCache<K, V, E> {
@@ -97,6 +100,12 @@ where
     V: Weigh + Send + Sync + 'static,
     E: Clone + Send + Sync + 'static,
 {
+    /// Counts into `metrics` instead of the process's registry.
+    pub fn with_metrics(mut self, metrics: &'static crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// A cache holding at most `budget` bytes of values.
     pub fn new(budget: usize) -> Self {
         Self {
@@ -108,6 +117,7 @@ where
             }),
             budget,
             counters: CacheCounters::default(),
+            metrics: crate::metrics::global(),
         }
     }
 
@@ -161,7 +171,7 @@ where
                 && fresh_entry(entry.fetched)
             {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::global().cache_hits.inc();
+                self.metrics.cache_hits.inc();
                 return Ok((entry.value.clone(), Source::Cache));
             }
             match state.flights.get(&key) {
@@ -173,7 +183,7 @@ where
                 // new fetch, which becomes the one later callers join.
                 _ => {
                     self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                    crate::metrics::global().cache_misses.inc();
+                    self.metrics.cache_misses.inc();
                     let started = Instant::now();
                     let flight: Flight<V, E> = fetch().map(|r| r.map(Arc::new)).boxed().shared();
                     state.next_flight += 1;
@@ -226,9 +236,7 @@ where
         let mut state = self.lock();
         if let Some(entry) = state.entries.pop(key) {
             state.bytes -= entry.weight;
-            crate::metrics::global()
-                .cache_bytes
-                .dec_by(entry.weight as i64);
+            self.metrics.cache_bytes.dec_by(entry.weight as i64);
         }
     }
 
@@ -259,7 +267,7 @@ where
             }
         }
         let after = state.bytes as i64 - before as i64;
-        crate::metrics::global().cache_bytes.inc_by(after);
+        self.metrics.cache_bytes.inc_by(after);
     }
 }
 

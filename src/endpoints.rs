@@ -56,7 +56,7 @@ async fn answer(
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            with_fuse(crate::metrics::global().render(), driver.fuse_counts()),
+            with_fuse(driver.metrics().render(), driver.fuse_counts()),
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => match manager.readiness().await {

@@ -42,13 +42,35 @@ use crate::provider::azure::{CloudName, ObjectEncoding, decode_value};
 use crate::provider::{FileMode, MountedFile, SecretBytes, validate_relative_path};
 use crate::spc::{SecretObject, SecretObjectData};
 
+/// What a parser made of one input: the seed tests assert it, so a parser
+/// that refused (or accepted) everything would fail them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Outcome {
+    Accepted,
+    Refused,
+    /// Not a possible input (non-UTF-8 text where only strings arrive).
+    Skipped,
+}
+
+impl Outcome {
+    fn of<T, E>(result: &Result<T, E>) -> Outcome {
+        if result.is_ok() {
+            Outcome::Accepted
+        } else {
+            Outcome::Refused
+        }
+    }
+}
+
 /// The `objects` parameter: `input` is the parameter's text (non-UTF-8
 /// input is skipped: a Kubernetes string cannot hold it).
-pub fn objects(input: &[u8]) {
+pub fn objects(input: &[u8]) -> Outcome {
     let Ok(text) = std::str::from_utf8(input) else {
-        return;
+        return Outcome::Skipped;
     };
     let parsed = parse_objects(text);
+    let outcome = Outcome::of(&parsed);
     if let Ok(parsed) = &parsed {
         assert!(!parsed.objects.is_empty(), "accepted an empty array");
         let mut expected_files = 0usize;
@@ -140,12 +162,13 @@ pub fn objects(input: &[u8]) {
         ),
         (w, o) => panic!("parameters {w:?} disagree with objects {o:?}"),
     }
+    outcome
 }
 
 /// A NodePublishVolume as [`crate::volume`] reads it. `input` is lines: the
 /// first is the target path (any bytes but `\n`), then `key=value` for the
 /// volume context and `secret:key=value` for the request secrets.
-pub fn volume_context(input: &[u8]) {
+pub fn volume_context(input: &[u8]) -> Outcome {
     let mut lines = input.split(|&b| b == b'\n');
     let target = Path::new(OsStr::from_bytes(lines.next().unwrap_or_default()));
     let mut context = Vec::new();
@@ -167,7 +190,7 @@ pub fn volume_context(input: &[u8]) {
         mount_flags: Vec::new(),
     };
     let Ok(ctx) = crate::volume::context::read(&request) else {
-        return;
+        return Outcome::Refused;
     };
     let ctx_get = |k: &str| request.volume_context.get(k).unwrap_or_default();
     assert!(!ctx.pod.name.is_empty() && ctx.pod.name == ctx_get(keys::POD_NAME));
@@ -223,23 +246,27 @@ pub fn volume_context(input: &[u8]) {
         ctx.pod.uid
     );
     assert!(!volume.is_empty());
+    Outcome::Accepted
 }
 
 /// An external provider's `MountResponse` (the fuzz target decodes it from
 /// protobuf, as the gRPC client does).
-pub fn provider_response(response: pb::MountResponse) {
+pub fn provider_response(response: pb::MountResponse) -> Outcome {
     let input = response.clone();
     let socket = Path::new("/fuzz/provider.sock");
     let result = crate::provider::external::check_response("fuzz", socket, response);
     let code = input.error.as_ref().map_or("", |e| e.code.as_str());
     let out = match result {
         Ok(out) => out,
-        Err(crate::provider::MountError::External { error_type, .. }) => {
+        Err(
+            crate::provider::MountError::External { error_type, .. }
+            | crate::provider::MountError::Provider { error_type, .. },
+        ) => {
             assert!(
                 !error_type.is_empty() && error_type.len() <= 64,
                 "error_type {error_type:?}"
             );
-            return;
+            return Outcome::Refused;
         }
         Err(other) => panic!("unexpected error kind {other:?}"),
     };
@@ -289,6 +316,7 @@ pub fn provider_response(response: pb::MountResponse) {
         .collect();
     assert_eq!(got, sent, "versions must be kept, sorted");
     assert!(!got.is_empty());
+    Outcome::Accepted
 }
 
 /// One PEM block: its label and DER.
@@ -382,8 +410,18 @@ fn check_tls_pair(crt: &[u8], key: Option<&[u8]>, strict: bool) {
     }
 }
 
+/// What [`pfx_pem`] made of one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct PfxPemOutcome {
+    /// The input as a mounted file, split into `tls.crt`/`tls.key`.
+    pub split: Outcome,
+    /// The input as the DER of a PFX, converted to PEM.
+    pub pfx: Outcome,
+}
+
 /// A PFX (`input` as DER) or a mounted PEM/PFX file (`input` as is).
-pub fn pfx_pem(input: &[u8]) {
+pub fn pfx_pem(input: &[u8]) -> PfxPemOutcome {
     // 1. The file as mounted, split for a kubernetes.io/tls Secret: PEM text,
     //    the base64 text of a PFX, or a binary PFX.
     let direct = tls_split(input);
@@ -396,10 +434,16 @@ pub fn pfx_pem(input: &[u8]) {
         }
     }
 
+    let mut outcome = PfxPemOutcome {
+        split: Outcome::of(&direct),
+        pfx: Outcome::Refused,
+    };
+
     // 2. `input` as the DER of a PFX that Key Vault returns in base64.
     let Ok(converted) = pfx_to_pem(&STANDARD.encode(input)) else {
-        return;
+        return outcome;
     };
+    outcome.pfx = Outcome::Accepted;
     let pem_bytes = converted.pem.expose();
     let text = std::str::from_utf8(pem_bytes).expect("PEM is ASCII");
     let blocks = pem_blocks(text);
@@ -426,7 +470,7 @@ pub fn pfx_pem(input: &[u8]) {
     );
     if certificates.is_empty() {
         assert!(tls_split(pem_bytes).is_err());
-        return;
+        return outcome;
     }
 
     // 3. Back: the PEM splits into the TLS pair, with every certificate in
@@ -443,4 +487,5 @@ pub fn pfx_pem(input: &[u8]) {
     if std::str::from_utf8(input).is_err() {
         assert_eq!(direct, Ok((crt, key)), "binary PFX split");
     }
+    outcome
 }

@@ -44,6 +44,9 @@ fn admin_command(
                 if args.json {
                     println!("{}", serde_json::to_string_pretty(&volumes)?);
                 } else {
+                    if let Some(readiness) = admin::readiness(&args.admin_socket).await? {
+                        print!("{}", admin::render_readiness(&readiness));
+                    }
                     print!("{}", admin::render_status(&volumes));
                 }
             }

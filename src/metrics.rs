@@ -89,7 +89,10 @@ fn histogram() -> Histogram {
 }
 
 impl Metrics {
-    fn new() -> Self {
+    /// A registry of its own. The process has one ([`global`]); a test
+    /// gives its driver and provider another ([`Metrics::isolated`]), so
+    /// the counts it asserts are its own whatever runs beside it.
+    pub fn new() -> Self {
         let mut registry = Registry::default();
         let metrics = Self {
             node_publish: Family::default(),
@@ -202,6 +205,13 @@ impl Metrics {
         }
     }
 
+    /// A fresh registry that lives as long as the process (leaked: tests
+    /// make a few), for a [`crate::volume::Driver`] and an Azure provider
+    /// to count into instead of the process's.
+    pub fn isolated() -> &'static Metrics {
+        Box::leak(Box::new(Metrics::new()))
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -283,6 +293,12 @@ impl Metrics {
                 rotated: "false".into(),
             })
             .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

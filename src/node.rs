@@ -222,7 +222,8 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     }
     let keeper_watch = tokio::spawn(driver.clone().watch_keeper());
     let path = secretfs_csi::socket_path(&args.endpoint)?;
-    let listener = secretfs_csi::bind(&path)?;
+    // Removed again when this function returns (a clean stop).
+    let (listener, socket_file) = secretfs_csi::bind_owned(&path)?;
     let (identity, node) =
         secretfs_csi::services(&args.driver_name, VERSION, &args.node_id, driver.clone());
     let scheduler = args.enable_secret_rotation.then(|| {
@@ -260,11 +261,14 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     });
     tracing::info!(endpoint = %args.endpoint, driver = %args.driver_name, node = %args.node_id, "serving CSI");
     secretfs_csi::serve(listener, identity, node, stop).await?;
+    drop(socket_file);
     if let Some(endpoints) = endpoints {
         endpoints.abort();
     }
     if let Some(admin) = admin {
+        // Its socket goes with it (dropped with the aborted task).
         admin.abort();
+        let _ = admin.await;
     }
     if let Some(scheduler) = scheduler {
         scheduler.abort();

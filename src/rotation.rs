@@ -14,11 +14,19 @@
 //! object in this interval; so a cycle costs one vault request per distinct
 //! object, not per volume. A requested refresh takes only objects fetched
 //! since the request, so it too costs one request per distinct object.
+//!
+//! Its clock is tokio's (`tokio::time::Instant`), as the rate limiter's:
+//! tests pause and advance it instead of sleeping, so no assertion depends
+//! on how loaded the machine is. Only the instant of a refresh request is
+//! read from the real clock, because the shared cache compares it with
+//! when objects were really fetched.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use tokio::sync::{Semaphore, mpsc};
 
@@ -59,9 +67,9 @@ struct Due {
     next: Instant,
     failures: u32,
     running: bool,
-    /// The next refresh was requested at this instant: it takes only
-    /// objects fetched since.
-    requested_at: Option<Instant>,
+    /// The next refresh was requested at this instant (real clock): it
+    /// takes only objects fetched since.
+    requested_at: Option<std::time::Instant>,
     /// The class's refresh-request annotation when last looked at.
     requested: Option<String>,
 }
@@ -246,7 +254,7 @@ fn backoff(failures: u32, cap: Duration) -> Duration {
 /// Marks the volumes of classes whose refresh-request annotation changed as
 /// due now.
 async fn check_requests(driver: &Driver, volumes: &[VolumeInfo], due: &mut HashMap<PathBuf, Due>) {
-    let noticed = Instant::now();
+    let (noticed, noticed_at) = (Instant::now(), std::time::Instant::now());
     let mut classes: Vec<(&str, &str)> = volumes
         .iter()
         .map(|v| (v.namespace.as_str(), v.class.as_str()))
@@ -276,7 +284,7 @@ async fn check_requests(driver: &Driver, volumes: &[VolumeInfo], due: &mut HashM
                     // too, the vault's Retry-After is not: its bucket
                     // stays paused).
                     entry.next = noticed;
-                    entry.requested_at = Some(noticed);
+                    entry.requested_at = Some(noticed_at);
                 }
                 entry.requested = requested.clone().or(Some(String::new()));
             }

@@ -76,11 +76,24 @@ pub enum SpcError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path:?}, document {document}: {message}")]
+    #[error("{path:?}, document {document}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
     Parse {
         path: PathBuf,
         document: usize,
+        /// The line of the problem, when the YAML parser knows it.
+        line: Option<usize>,
         message: String,
+    },
+    /// A class not found in any readable manifest, while some manifest
+    /// could not be read: it may be the one that defines it.
+    #[error(
+        "SecretProviderClass {namespace}/{name} is not in --spc-dir, and {problems} could not be read (it may define it): fix the file"
+    )]
+    MaybeInBrokenFile {
+        namespace: String,
+        name: String,
+        /// Each unreadable file with its line and reason.
+        problems: String,
     },
     #[error("the Kubernetes API is unavailable: {0}")]
     Api(String),
@@ -112,8 +125,21 @@ impl SpcDir {
         Self { dir: dir.into() }
     }
 
-    /// Every SecretProviderClass in the directory.
+    /// Every SecretProviderClass in the directory. One bad file fails the
+    /// whole load: see [`SpcDir::load_each`] for what the driver uses.
     pub fn load(&self) -> Result<Vec<SecretProviderClass>, SpcError> {
+        let loaded = self.load_each()?;
+        match loaded.problems.into_iter().next() {
+            Some(problem) => Err(problem.error),
+            None => Ok(loaded.classes),
+        }
+    }
+
+    /// Every SecretProviderClass of every manifest that reads, and what is
+    /// wrong with the others: one bad document fails only the class it
+    /// defines (when its name can be read), one bad file only the classes
+    /// that are not found elsewhere.
+    pub fn load_each(&self) -> Result<LoadedClasses, SpcError> {
         let read = |source| SpcError::Read {
             path: self.dir.clone(),
             source,
@@ -129,59 +155,181 @@ impl SpcDir {
             })
             .collect();
         paths.sort();
-        let mut classes = Vec::new();
+        let mut loaded = LoadedClasses::default();
         for path in paths {
-            let text = std::fs::read_to_string(&path).map_err(|source| SpcError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            classes.extend(parse_manifests(&path, &text)?);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(source) => {
+                    loaded.problems.push(ManifestProblem {
+                        class: None,
+                        error: SpcError::Read { path, source },
+                    });
+                    continue;
+                }
+            };
+            let (classes, problems) = parse_manifests_each(&path, &text);
+            loaded.classes.extend(classes);
+            loaded.problems.extend(problems);
         }
-        Ok(classes)
+        Ok(loaded)
+    }
+}
+
+/// What [`SpcDir::load_each`] found.
+#[derive(Debug, Default)]
+pub struct LoadedClasses {
+    pub classes: Vec<SecretProviderClass>,
+    pub problems: Vec<ManifestProblem>,
+}
+
+/// A manifest, or one document of it, that could not be read.
+#[derive(Debug)]
+pub struct ManifestProblem {
+    /// `(namespace, name)` of the class the document defines, when that
+    /// much could be read.
+    pub class: Option<(String, String)>,
+    pub error: SpcError,
+}
+
+impl LoadedClasses {
+    /// The class `namespace/name`: found in a readable document, or the
+    /// error of the document that defines it, or, when it is nowhere and
+    /// some manifest could not be read at all, an error naming those.
+    pub fn find(
+        self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<SecretProviderClass>, SpcError> {
+        if let Some(class) = self.classes.into_iter().find(|c| {
+            c.metadata.namespace.as_deref() == Some(namespace)
+                && c.metadata.name.as_deref() == Some(name)
+        }) {
+            return Ok(Some(class));
+        }
+        let mut unnamed = Vec::new();
+        for problem in self.problems {
+            match &problem.class {
+                Some((ns, n)) if ns == namespace && n == name => return Err(problem.error),
+                Some(_) => {}
+                None => unnamed.push(problem.error.to_string()),
+            }
+        }
+        if unnamed.is_empty() {
+            Ok(None)
+        } else {
+            Err(SpcError::MaybeInBrokenFile {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                problems: unnamed.join("; "),
+            })
+        }
     }
 }
 
 /// The SecretProviderClasses among the YAML documents of `text`; other
-/// kinds are skipped.
+/// kinds are skipped. The first bad document fails all.
 pub fn parse_manifests(path: &Path, text: &str) -> Result<Vec<SecretProviderClass>, SpcError> {
-    let mut classes = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let parse_error = |message: String| SpcError::Parse {
-            path: path.to_owned(),
-            document: index + 1,
-            message,
-        };
-        let value =
-            serde_yaml::Value::deserialize(document).map_err(|e| parse_error(e.to_string()))?;
-        if value.is_null() {
-            continue;
-        }
-        let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or("");
-        if field("kind") != "SecretProviderClass" {
-            continue;
-        }
-        let api_version = field("apiVersion");
-        if api_version != format!("{GROUP}/v1") && api_version != format!("{GROUP}/v1alpha1") {
-            return Err(parse_error(format!(
-                "apiVersion {api_version:?} is not served: use {GROUP}/v1 (or the deprecated {GROUP}/v1alpha1)"
-            )));
-        }
-        let name = value
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(|n| n.as_str());
-        if name.unwrap_or("").is_empty() {
-            return Err(parse_error("metadata.name is missing".into()));
-        }
-        let mut class: SecretProviderClass = serde_yaml::from_value(value)
-            .map_err(|e| parse_error(format!("invalid SecretProviderClass: {e}")))?;
-        class
-            .metadata
-            .namespace
-            .get_or_insert_with(|| "default".to_owned());
-        classes.push(class);
+    let (classes, problems) = parse_manifests_each(path, text);
+    match problems.into_iter().next() {
+        Some(problem) => Err(problem.error),
+        None => Ok(classes),
     }
-    Ok(classes)
+}
+
+/// [`parse_manifests`], keeping the classes of the good documents and a
+/// problem per bad one (a YAML syntax error ends the file: what follows it
+/// cannot be read).
+pub fn parse_manifests_each(
+    path: &Path,
+    text: &str,
+) -> (Vec<SecretProviderClass>, Vec<ManifestProblem>) {
+    let mut classes = Vec::new();
+    let mut problems = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        match parse_document(path, index, document) {
+            Ok(Some(class)) => classes.push(class),
+            Ok(None) => {}
+            Err(problem) => {
+                let syntax = problem.class.is_none();
+                problems.push(*problem);
+                if syntax {
+                    break;
+                }
+            }
+        }
+    }
+    (classes, problems)
+}
+
+/// One YAML document: a class, `None` for another kind, or the problem.
+fn parse_document(
+    path: &Path,
+    index: usize,
+    document: serde_yaml::Deserializer<'_>,
+) -> Result<Option<SecretProviderClass>, Box<ManifestProblem>> {
+    let error = |line: Option<usize>, message: String| SpcError::Parse {
+        path: path.to_owned(),
+        document: index + 1,
+        line,
+        message,
+    };
+    let value = serde_yaml::Value::deserialize(document).map_err(|e| {
+        Box::new(ManifestProblem {
+            class: None,
+            error: error(e.location().map(|l| l.line()), e.to_string()),
+        })
+    })?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    let name = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.is_empty())
+        .map(|name| {
+            let namespace = value
+                .get("metadata")
+                .and_then(|m| m.get("namespace"))
+                .and_then(|n| n.as_str())
+                .unwrap_or("default");
+            (namespace.to_owned(), name.to_owned())
+        });
+    parse_value(value).map_err(|message| {
+        Box::new(ManifestProblem {
+            error: error(None, message),
+            class: name,
+        })
+    })
+}
+
+/// A document's value as a class (`None` for another kind), or what is
+/// wrong with it.
+fn parse_value(value: serde_yaml::Value) -> Result<Option<SecretProviderClass>, String> {
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or("");
+    if field("kind") != "SecretProviderClass" {
+        return Ok(None);
+    }
+    let api_version = field("apiVersion");
+    if api_version != format!("{GROUP}/v1") && api_version != format!("{GROUP}/v1alpha1") {
+        return Err(format!(
+            "apiVersion {api_version:?} is not served: use {GROUP}/v1 (or the deprecated {GROUP}/v1alpha1)"
+        ));
+    }
+    let name = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str());
+    if name.unwrap_or("").is_empty() {
+        return Err("metadata.name is missing".into());
+    }
+    let mut class: SecretProviderClass =
+        serde_yaml::from_value(value).map_err(|e| format!("invalid SecretProviderClass: {e}"))?;
+    class
+        .metadata
+        .namespace
+        .get_or_insert_with(|| "default".to_owned());
+    Ok(Some(class))
 }
 
 #[async_trait::async_trait]
@@ -192,20 +340,36 @@ impl SpcSource for SpcDir {
         name: &str,
     ) -> Result<Option<SecretProviderClass>, SpcError> {
         let this = self.clone();
-        let all = tokio::task::spawn_blocking(move || this.load())
+        let loaded = tokio::task::spawn_blocking(move || this.load_each())
             .await
             .map_err(|e| SpcError::Api(e.to_string()))??;
-        Ok(all.into_iter().find(|c| {
-            c.metadata.namespace.as_deref() == Some(namespace)
-                && c.metadata.name.as_deref() == Some(name)
-        }))
+        for problem in &loaded.problems {
+            tracing::warn!(error = %problem.error, "--spc-dir: a manifest is skipped; the classes of the other files are served");
+        }
+        loaded.find(namespace, name)
     }
 
+    /// Not ready while a manifest cannot be read (the message names each
+    /// file and line); the classes of the other files are served all the
+    /// same.
     async fn readiness(&self) -> Readiness {
-        if self.dir.is_dir() {
-            Readiness::Ready
-        } else {
-            Readiness::NotReady(format!("--spc-dir {:?} is not a directory", self.dir))
+        if !self.dir.is_dir() {
+            return Readiness::NotReady(format!("--spc-dir {:?} is not a directory", self.dir));
+        }
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.load_each()).await {
+            Ok(Ok(loaded)) if loaded.problems.is_empty() => Readiness::Ready,
+            Ok(Ok(loaded)) => Readiness::NotReady(format!(
+                "--spc-dir: {} (the classes of the other manifests are served)",
+                loaded
+                    .problems
+                    .iter()
+                    .map(|p| p.error.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+            Ok(Err(e)) => Readiness::NotReady(e.to_string()),
+            Err(e) => Readiness::NotReady(e.to_string()),
         }
     }
 }

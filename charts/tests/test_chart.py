@@ -393,6 +393,22 @@ def keeper(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return container(docs, "keeper", ds=chartlib.KEEPER_DS)
 
 
+def test_extra_ca_is_mounted_and_passed_to_the_driver_only(default_docs, all_docs):
+    default_driver = container(default_docs, "secrets-store")
+    assert not any(a.startswith("--azure-ca-file") for a in default_driver["args"])
+    assert "azure-ca" not in {v["name"] for v in daemonset(default_docs)["spec"]["template"]["spec"]["volumes"]}
+
+    ds = daemonset(all_docs)
+    driver = container(all_docs, "secrets-store")
+    assert "--azure-ca-file=/etc/secretfs/azure-ca/bundle.pem" in driver["args"]
+    mount = next(m for m in driver["volumeMounts"] if m["name"] == "azure-ca")
+    assert mount == {"name": "azure-ca", "mountPath": "/etc/secretfs/azure-ca", "readOnly": True}
+    volume = next(v for v in ds["spec"]["template"]["spec"]["volumes"] if v["name"] == "azure-ca")
+    assert volume["configMap"] == {"name": "corporate-ca", "items": [{"key": "bundle.pem", "path": "bundle.pem"}]}
+    for name in ("node-driver-registrar", "liveness-probe"):
+        assert "azure-ca" not in {m["name"] for m in container(all_docs, name)["volumeMounts"]}
+
+
 def test_keeper_daemonset_with_defaults(default_docs):
     ds = daemonset(default_docs, chartlib.KEEPER_DS)
     assert ds["metadata"]["namespace"] == chartlib.NAMESPACE

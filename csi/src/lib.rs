@@ -2,6 +2,7 @@
 //! ephemeral-volume plugin, over a [`VolumeManager`] trait, on a Unix
 //! socket. It knows nothing of FUSE, vaults or Kubernetes objects.
 
+pub mod authority;
 pub mod failures;
 pub mod manager;
 pub mod node;
@@ -28,4 +29,4 @@ pub use manager::{
     VolumeManager, keys,
 };
 pub use node::{IdentityService, NodeService};
-pub use server::{ServerError, bind, serve, services, socket_path};
+pub use server::{ServerError, SocketFile, bind, bind_owned, serve, services, socket_path};

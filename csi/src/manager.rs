@@ -138,6 +138,11 @@ pub enum ErrorCode {
     DeadlineExceeded,
     Aborted,
     Internal,
+    /// A publish of a target already published with another volume (CSI:
+    /// `ALREADY_EXISTS`, "published but incompatible").
+    AlreadyExists,
+    /// A provider's own failure, answered as upstream answers it.
+    Unknown,
 }
 
 /// Why a publish or unpublish failed. `message` is shown to users (kubelet

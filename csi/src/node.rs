@@ -30,6 +30,8 @@ pub fn status(err: &VolumeError) -> Status {
         ErrorCode::DeadlineExceeded => tonic::Code::DeadlineExceeded,
         ErrorCode::Aborted => tonic::Code::Aborted,
         ErrorCode::Internal => tonic::Code::Internal,
+        ErrorCode::AlreadyExists => tonic::Code::AlreadyExists,
+        ErrorCode::Unknown => tonic::Code::Unknown,
     };
     Status::new(code, err.message.clone())
 }

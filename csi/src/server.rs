@@ -5,6 +5,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::TryStreamExt as _;
 use thiserror::Error;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -53,9 +54,61 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServerError> {
     Ok(PathBuf::from(path))
 }
 
+/// The file of a socket this process bound: removed when dropped (a clean
+/// stop leaves no socket behind), but only while it is still the one this
+/// process made: a newer process that replaced it keeps its own.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    /// (device, inode) of the socket file as bound.
+    id: Option<(u64, u64)>,
+}
+
+impl SocketFile {
+    fn of(path: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let id = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        Self {
+            path: path.to_owned(),
+            id,
+        }
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .filter(|m| m.file_type().is_socket())
+            .map(|m| (m.dev(), m.ino()));
+        if now.is_some() && now == self.id {
+            match std::fs::remove_file(&self.path) {
+                Ok(()) => tracing::debug!(path = ?self.path, "socket removed"),
+                Err(e) => tracing::warn!(path = ?self.path, error = %e, "cannot remove the socket"),
+            }
+        }
+    }
+}
+
+/// [`bind`], and the socket's file, removed when the returned
+/// [`SocketFile`] is dropped.
+pub fn bind_owned(path: &Path) -> Result<(UnixListener, SocketFile), ServerError> {
+    let listener = bind(path)?;
+    Ok((listener, SocketFile::of(path)))
+}
+
 /// Binds `path` with mode 0600 before anyone can connect: the socket is
 /// created under a temporary name, restricted, then renamed into place. A
 /// stale socket at `path` is replaced; anything else there is left alone.
+/// The socket file stays when the listener closes: see [`bind_owned`].
 pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     let io = |source| ServerError::Socket {
         path: path.to_owned(),
@@ -89,7 +142,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, ServerError> {
 }
 
 /// Serves the Identity and Node services on `listener` until `shutdown`
-/// completes, then finishes the calls in progress and returns.
+/// completes, then finishes the calls in progress and returns. Clients may
+/// send any `:authority` ([`crate::authority`]): gRPC-Go's `localhost`,
+/// C-core's percent-encoded socket path, grpc-java's path.
 pub async fn serve(
     listener: UnixListener,
     identity: IdentityService,
@@ -100,7 +155,10 @@ pub async fn serve(
         .layer(crate::failures::FailureLog)
         .add_service(IdentityServer::new(identity))
         .add_service(NodeServer::new(node))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map_ok(crate::authority::AnyAuthority::new),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

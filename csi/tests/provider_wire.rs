@@ -1,4 +1,4 @@
-//! The provider protocol's wire contract (shared/reference/provider-protocol.md):
+//! The provider protocol's wire contract (`csi/proto/provider.proto`):
 //! service names and field numbers, checked against hand-encoded bytes.
 
 use prost::Message;

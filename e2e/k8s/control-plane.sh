@@ -115,6 +115,7 @@ crds=${SECRETFS_K8S_CRDS:-$here/../../charts/secretfs/crds}
 ls "$crds"/*.yaml >/dev/null 2>&1 || die "no CRDs in $crds (SECRETFS_K8S_CRDS)"
 
 # From here on a failure stops whatever was started.
+# shellcheck disable=SC2154 # rc is set in the trap itself
 trap 'rc=$?; if [ $rc -ne 0 ]; then log "start failed; stopping what it started (logs: $dir/logs)"; stop || true; fi' EXIT
 
 mkdir -p "$run" "$dir/logs" "$dir/pki"
@@ -129,12 +130,12 @@ if [ -f "$dir/ports" ]; then
 fi
 port_names=(etcd_client etcd_peer apiserver controller_manager)
 # Four distinct ports the kernel calls free (held together while picked).
-fresh=($(python3 -c '
+read -ra fresh < <(python3 -c '
 import socket
 socks = [socket.socket() for _ in range(4)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))'))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')
 reuse=yes
 for k in "${port_names[@]}"; do
     if [ -z "${port[$k]:-}" ] || ! port_free "${port[$k]}"; then reuse=; fi
@@ -214,8 +215,8 @@ kubeconfig "$dir/kubeconfig" secretfs-admin "$admin_token"
 kubeconfig "$dir/controller-manager.kubeconfig" system:kube-controller-manager "$kcm_token"
 
 # ---------------------------------------------------------------- daemons
-mark() { log "$(awk "BEGIN { printf \"%5.1f\", $(date +%s.%N) - $t0 }") s: $* ready"; }
-mark "certificates"
+mark() { log "$(awk "BEGIN { printf \"%5.1f\", $(date +%s.%N) - $t0 }") s: $*"; }
+mark "certificates made"
 launch() { # name command...
     local name=$1
     shift
@@ -251,7 +252,7 @@ launch 1-etcd etcd --name secretfs-test --data-dir "$dir/etcd" \
     --logger zap --log-outputs stderr --log-level warn
 etcd_ok() { curl -fsS "http://127.0.0.1:${port[etcd_client]}/health" | grep -q '"health":"true"'; }
 wait_for 1-etcd 30 etcd_ok
-mark etcd
+mark "etcd healthy"
 
 launch 2-kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:${port[etcd_client]}" \
@@ -266,7 +267,7 @@ launch 2-kube-apiserver "$bin/kube-apiserver" \
     --allow-privileged=true --profiling=false
 api_ok() { curl -fsS --cacert "$pki/ca.crt" -H "Authorization: Bearer $admin_token" "$api/readyz" | grep -qx ok; }
 wait_for 2-kube-apiserver 120 api_ok
-mark kube-apiserver
+mark "kube-apiserver ready"
 
 launch 3-kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig "$dir/controller-manager.kubeconfig" \
@@ -293,7 +294,7 @@ wait_for 3-kube-controller-manager 60 kcm_ok
 # service account (pods are refused before that).
 default_sa() { kubectl -n default get serviceaccount default; }
 wait_for 3-kube-controller-manager 60 default_sa
-mark "kube-controller-manager (default service account made)"
+mark "kube-controller-manager healthy, default service account made"
 
 cat >"$dir/env" <<EOF
 KUBECONFIG=$dir/kubeconfig

@@ -106,3 +106,21 @@ def test_certificate_versions_and_renewal(emulator, app_credential):
     versions = [v.version for v in client.list_properties_of_certificate_versions("pfx-cert")]
     assert versions == [before.properties.version, renewed]
     assert client.get_certificate_version("pfx-cert", before.properties.version).cer == before.cer
+
+
+def test_certificate_policy_and_a_refused_key_operation(emulator, app_credential):
+    """get_certificate_policy is served; a key operation (sign) is answered
+    as Key Vault answers an identity without the permission: 403."""
+    import pytest
+    from azure.core.exceptions import HttpResponseError
+    from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
+
+    policy = certificate_client(emulator, app_credential).get_certificate_policy("pfx-cert")
+    assert policy.key_type == "RSA" and policy.key_size == 2048
+    assert policy.issuer_name == "Self"
+    key = key_client(emulator, app_credential).get_key("rsa-key")
+    crypto = CryptographyClient(key, app_credential, **emulator.client_kwargs())
+    with pytest.raises(HttpResponseError) as refused:
+        crypto.sign(SignatureAlgorithm.rs256, hashlib.sha256(b"signed").digest())
+    assert refused.value.status_code == 403
+    assert "does not have keys sign permission" in str(refused.value)

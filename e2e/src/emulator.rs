@@ -19,7 +19,7 @@ use crate::server::{Service, serve};
 use crate::state::{Settings, Shared};
 use crate::store::Store;
 use crate::tls::EmulatorPki;
-use crate::tokens::TokenService;
+use crate::tokens::{TokenService, TrustedIssuer};
 use crate::util::{hex, random_bytes};
 
 /// How to start an emulator.
@@ -47,6 +47,9 @@ pub struct EmulatorConfig {
     pub next_link_api_version: String,
     /// Code of the 404 for a missing secret version.
     pub secret_version_not_found_code: String,
+    /// OIDC issuers outside the emulator whose tokens are accepted as
+    /// client assertions (e.g. a real Kubernetes API server's).
+    pub trusted_issuers: Vec<TrustedIssuer>,
 }
 
 impl Default for EmulatorConfig {
@@ -63,6 +66,7 @@ impl Default for EmulatorConfig {
             token_lifetime: Duration::from_secs(3599),
             next_link_api_version: "7.2".to_string(),
             secret_version_not_found_code: "SecretNotFound".to_string(),
+            trusted_issuers: Vec::new(),
         }
     }
 }
@@ -92,7 +96,7 @@ impl Emulator {
         {
             return Err(EmulatorError::VaultNotFound(v.clone()));
         }
-        let tokens = TokenService::new(config.token_lifetime)?;
+        let tokens = TokenService::new(config.token_lifetime, config.trusted_issuers.clone())?;
         let pki = EmulatorPki::generate()?;
         let (ca_path, remove_ca) = match &config.ca_path {
             Some(p) => (p.clone(), false),

@@ -1,7 +1,7 @@
 //! RS256 JSON Web Tokens: signing with a key generated at start, verification,
 //! and the JWKS that publishes the public key.
 
-use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents, UnparsedPublicKey};
 use rcgen::{KeyPair, SigningKey as _};
 use serde_json::{Value, json};
 use thiserror::Error;
@@ -93,6 +93,86 @@ impl JwtSigner {
     }
 }
 
+/// The public RSA keys of an OIDC issuer's JWKS (`{"keys": [...]}`), e.g. a
+/// Kubernetes API server's `/openid/v1/jwks`; keys of other types are
+/// skipped, as a verifier that only does RS256 would.
+#[derive(Debug, Clone)]
+pub struct RsaJwks {
+    keys: Vec<RsaJwk>,
+}
+
+#[derive(Debug, Clone)]
+struct RsaJwk {
+    kid: Option<String>,
+    n: Vec<u8>,
+    e: Vec<u8>,
+}
+
+impl RsaJwks {
+    /// Parse a JWKS document; an error names what is missing.
+    pub fn from_json(jwks: &Value) -> Result<Self, EmulatorError> {
+        let invalid = |what: &str| EmulatorError::Invalid(format!("JWKS: {what}"));
+        let list = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid("no \"keys\" array"))?;
+        let mut keys = Vec::new();
+        for key in list {
+            if key.get("kty").and_then(Value::as_str) != Some("RSA") {
+                continue;
+            }
+            let part = |name: &str| {
+                key.get(name)
+                    .and_then(Value::as_str)
+                    .and_then(b64url_decode)
+                    .ok_or_else(|| invalid(&format!("RSA key without base64url \"{name}\"")))
+            };
+            keys.push(RsaJwk {
+                kid: key.get("kid").and_then(Value::as_str).map(String::from),
+                n: part("n")?,
+                e: part("e")?,
+            });
+        }
+        if keys.is_empty() {
+            return Err(invalid("no RSA key"));
+        }
+        Ok(Self { keys })
+    }
+
+    /// Check the RS256 signature of `token` with the key its `kid` names
+    /// (every key when it names none) and return its claims.
+    pub fn verify(&self, token: &str) -> Result<Value, JwtError> {
+        let parts = decode_parts(token)?;
+        let alg = parts
+            .header
+            .get("alg")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if alg != "RS256" {
+            return Err(JwtError::Algorithm(alg.to_string()));
+        }
+        let kid = parts.header.get("kid").and_then(Value::as_str);
+        let verified = self
+            .keys
+            .iter()
+            .filter(|k| kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid)
+            .any(|k| {
+                RsaPublicKeyComponents { n: &k.n, e: &k.e }
+                    .verify(
+                        &RSA_PKCS1_2048_8192_SHA256,
+                        parts.signing_input.as_bytes(),
+                        &parts.signature,
+                    )
+                    .is_ok()
+            });
+        if verified {
+            Ok(parts.claims)
+        } else {
+            Err(JwtError::Signature)
+        }
+    }
+}
+
 /// The decoded pieces of a compact JWT, signature not checked.
 #[derive(Debug)]
 pub struct JwtParts {
@@ -125,6 +205,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_jwks_without_rsa_keys_is_refused_with_the_reason() {
+        let err = RsaJwks::from_json(&json!({"keys": [{"kty": "EC"}]})).unwrap_err();
+        assert_eq!(err.to_string(), "invalid request: JWKS: no RSA key");
+        let err = RsaJwks::from_json(&json!({"keys": [{"kty": "RSA", "e": "AQAB"}]})).unwrap_err();
+        assert!(err.to_string().contains("\"n\""), "{err}");
+        assert!(RsaJwks::from_json(&json!({})).is_err());
+    }
+
+    #[test]
     fn sign_then_verify_round_trips_and_tampering_fails() {
         let signer = JwtSigner::generate().unwrap();
         let token = signer.sign(&json!({"sub": "a", "n": 1})).unwrap();
@@ -137,6 +226,13 @@ mod tests {
 
         let other = JwtSigner::generate().unwrap();
         assert_eq!(other.verify(&token), Err(JwtError::Signature));
+
+        // The same key through its published JWKS.
+        let jwks = RsaJwks::from_json(&signer.jwks()).unwrap();
+        assert_eq!(jwks.verify(&token).unwrap()["sub"], "a");
+        assert_eq!(jwks.verify(&parts.join(".")), Err(JwtError::Signature));
+        let others = RsaJwks::from_json(&other.jwks()).unwrap();
+        assert_eq!(others.verify(&token), Err(JwtError::Signature));
         assert_eq!(signer.verify("a.b"), Err(JwtError::Malformed));
     }
 }

@@ -62,4 +62,4 @@ pub use faults::{ActiveFault, FaultKind, FaultScope, FaultSpec};
 pub use route::Route;
 pub use seed::*;
 pub use store::{NewSecretVersion, ObjectKind};
-pub use tokens::{KEYVAULT_APP_ID, ServiceAccountTokenRequest};
+pub use tokens::{KEYVAULT_APP_ID, ServiceAccountTokenRequest, TrustedIssuer};

@@ -251,6 +251,25 @@ impl CertificateMaterial {
         out
     }
 
+    /// The backing secret's PEM of a non-exportable certificate: Key
+    /// Vault leaves the private key out, so only the certificate is there.
+    pub fn pem_certificate_only(&self) -> String {
+        pem_block("CERTIFICATE", &self.der)
+    }
+
+    /// The backing secret's PKCS#12 of a non-exportable certificate: the
+    /// certificate only, no key bag (empty password, before base64).
+    pub fn pfx_certificate_only(&self) -> Result<Vec<u8>, EmulatorError> {
+        let cert = p12_keystore::Certificate::from_der(&self.der)
+            .map_err(|e| EmulatorError::Pkcs12(e.to_string()))?;
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry("1", p12_keystore::KeyStoreEntry::Certificate(cert));
+        store
+            .writer("")
+            .write()
+            .map_err(|e| EmulatorError::Pkcs12(e.to_string()))
+    }
+
     /// PKCS#12 with an empty password, as the backing secret of a
     /// `application/x-pkcs12` certificate holds it (before base64): the
     /// legacy form Key Vault serves, an HMAC-SHA-1 MAC and PKCS#12 PBE with

@@ -366,7 +366,8 @@ pub struct CertificateVersionSeed {
     /// Defaults to 12.
     #[serde(default)]
     pub validity_months: Option<u32>,
-    /// When false, the backing secret cannot be read (403).
+    /// When false, the backing secret holds the certificate only, no
+    /// private key, as Key Vault serves a non-exportable certificate's.
     #[serde(default)]
     pub exportable: Option<bool>,
     #[serde(flatten)]

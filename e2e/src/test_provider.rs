@@ -51,6 +51,9 @@ pub enum Behavior {
     Slow(Duration),
     /// `UNAVAILABLE` for this many calls, then the normal answer.
     Unavailable(u32),
+    /// A gRPC error of its own with this message, as a Go provider's plain
+    /// `return nil, err` answers: code `Unknown`.
+    Failed(String),
 }
 
 /// One `Mount` call as received (the test's own data: tokens included).
@@ -243,6 +246,9 @@ impl CsiDriverProvider for Service {
                     .collect(),
             });
             let behavior = state.behavior.clone();
+            if let Behavior::Failed(message) = behavior {
+                return Err(Status::unknown(message));
+            }
             if let Behavior::Unavailable(n) = behavior
                 && n > 0
             {
@@ -276,7 +282,7 @@ impl CsiDriverProvider for Service {
                 .collect(),
         };
         match behavior {
-            Behavior::Ok | Behavior::Slow(_) | Behavior::Unavailable(_) => {}
+            Behavior::Ok | Behavior::Slow(_) | Behavior::Unavailable(_) | Behavior::Failed(_) => {}
             Behavior::AbsolutePath => response.files = vec![file("/etc/passwd", 420, b"x".into())],
             Behavior::DotDot => response.files = vec![file("a/../../escape", 420, b"x".into())],
             Behavior::StartsWithDotDot => {

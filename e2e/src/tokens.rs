@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::directory::{Directory, Identity};
 use crate::error::EmulatorError;
-use crate::jwt::{JwtError, JwtSigner, decode_parts};
+use crate::jwt::{JwtError, JwtSigner, RsaJwks, decode_parts};
 use crate::seed::IdentityKind;
 use crate::util::{new_guid, unix_now};
 
@@ -86,20 +86,48 @@ pub enum TokenRejection {
     NotYetValid,
 }
 
+/// An OIDC issuer outside the emulator whose service-account tokens Entra
+/// ID accepts as client assertions, as it trusts a cluster's issuer for
+/// workload identity federation: Entra reads the issuer's discovery
+/// document and JWKS; here the JWKS is given (e.g. a Kubernetes API
+/// server's `/openid/v1/jwks`). Federations name the issuer as usual.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// The `iss` claim of its tokens, e.g. the API server's
+    /// `--service-account-issuer`.
+    pub issuer: String,
+    keys: RsaJwks,
+}
+
+impl TrustedIssuer {
+    /// `issuer` with the RSA keys of its JWKS document.
+    pub fn from_jwks(issuer: impl Into<String>, jwks: &Value) -> Result<Self, EmulatorError> {
+        let issuer = issuer.into();
+        let keys = RsaJwks::from_json(jwks)
+            .map_err(|e| EmulatorError::Invalid(format!("trusted issuer {issuer}: {e}")))?;
+        Ok(Self { issuer, keys })
+    }
+}
+
 /// Signs and validates access tokens; mints service-account tokens.
 #[derive(Debug)]
 pub struct TokenService {
     entra_key: JwtSigner,
     oidc_key: JwtSigner,
+    trusted: Vec<TrustedIssuer>,
     lifetime: Duration,
 }
 
 impl TokenService {
     /// Fresh signing keys; `lifetime` is the access-token lifetime.
-    pub fn new(lifetime: Duration) -> Result<Self, EmulatorError> {
+    /// Assertions whose `iss` is one of `trusted` must be signed by one of
+    /// that issuer's keys; any other must be signed by the emulator's own
+    /// OIDC issuer key.
+    pub fn new(lifetime: Duration, trusted: Vec<TrustedIssuer>) -> Result<Self, EmulatorError> {
         Ok(Self {
             entra_key: JwtSigner::generate()?,
             oidc_key: JwtSigner::generate()?,
+            trusted,
             lifetime,
         })
     }
@@ -247,11 +275,16 @@ impl TokenService {
         directory: &Directory,
     ) -> Result<(), AssertionRejection> {
         let parts = decode_parts(assertion).map_err(|_| AssertionRejection::Malformed)?;
-        self.oidc_key
-            .verify(assertion)
-            .map_err(|_| AssertionRejection::Signature)?;
         let claims = parts.claims;
         let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
+        // The keys of the issuer the token names: a trusted issuer's own,
+        // else the emulator's issuer key (which also signs what the admin
+        // API mints for any issuer).
+        let verified = match self.trusted.iter().find(|t| t.issuer == iss) {
+            Some(trusted) => trusted.keys.verify(assertion).map(drop),
+            None => self.oidc_key.verify(assertion).map(drop),
+        };
+        verified.map_err(|_| AssertionRejection::Signature)?;
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
         let auds: Vec<String> = match claims.get("aud") {
             Some(Value::String(s)) => vec![s.clone()],

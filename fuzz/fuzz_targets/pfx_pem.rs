@@ -4,4 +4,6 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| secretfs::fuzzing::pfx_pem(data));
+fuzz_target!(|data: &[u8]| {
+    let _ = secretfs::fuzzing::pfx_pem(data);
+});

@@ -8,6 +8,6 @@ use secretfs_csi::proto::provider::MountResponse;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(response) = MountResponse::decode(data) {
-        secretfs::fuzzing::provider_response(response);
+        let _ = secretfs::fuzzing::provider_response(response);
     }
 });

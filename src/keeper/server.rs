@@ -225,15 +225,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Only the keeper's own user may talk to it (the socket's mode says the
 /// same; this also holds when the socket is reached some other way).
+///
+/// The peer's pid is not used: the kernel reports 0 for a peer in a PID
+/// namespace the keeper cannot see, which is the usual case (the chart runs
+/// the keeper and the node plugin in two pods). rustix's `UCred` cannot hold
+/// a pid of 0 and fails on exactly those peers, so the credentials are read
+/// with getsockopt(2) directly.
 fn allowed(stream: &UnixStream, uid: rustix::process::Uid) -> bool {
-    match rustix::net::sockopt::socket_peercred(stream) {
-        Ok(peer) if peer.uid == uid => true,
+    match peer_credentials(stream) {
+        Ok(peer) if peer.uid == uid.as_raw() => true,
         Ok(peer) => {
             tracing::warn!(
-                peer_uid = peer.uid.as_raw(),
-                peer_pid = peer.pid.as_raw_nonzero().get(),
+                peer_uid = peer.uid,
+                peer_pid = peer.pid,
                 "keeper: refused a connection from uid {}: only uid {} may use the keeper",
-                peer.uid.as_raw(),
+                peer.uid,
                 uid.as_raw()
             );
             false
@@ -243,6 +249,38 @@ fn allowed(stream: &UnixStream, uid: rustix::process::Uid) -> bool {
             false
         }
     }
+}
+
+/// SO_PEERCRED of a connected Unix socket: uid and gid as the keeper's user
+/// namespace sees them, pid as its PID namespace does (0 when invisible).
+fn peer_credentials(stream: &UnixStream) -> std::io::Result<libc::ucred> {
+    use std::os::fd::AsRawFd as _;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a live, writable `ucred` and `len` holds its size,
+    // as SO_PEERCRED requires; the fd is borrowed from a live socket.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast::<libc::c_void>(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<libc::ucred>() {
+        return Err(std::io::Error::other(format!(
+            "SO_PEERCRED returned {len} bytes, not a struct ucred"
+        )));
+    }
+    Ok(cred)
 }
 
 /// Starts the thread of one connection, registered in `connections` so

@@ -145,6 +145,15 @@ pub enum MountError {
         error_type: &'static str,
         message: String,
     },
+    /// An external provider's own failure: a gRPC error it answered (not a
+    /// broken connection), or its `error.code`. Final (kind
+    /// [`ErrorKind::Invalid`]: the same call fails the same way), and
+    /// answered to kubelet as `Unknown`, as upstream does.
+    #[error("{message}")]
+    Provider {
+        error_type: &'static str,
+        message: String,
+    },
 }
 
 impl MountError {
@@ -162,6 +171,7 @@ impl MountError {
             Self::Config { kind, .. } => *kind,
             Self::Objects(errors) => errors.kind().unwrap_or(ErrorKind::Transient),
             Self::External { kind, .. } => *kind,
+            Self::Provider { .. } => ErrorKind::Invalid,
         }
     }
 }

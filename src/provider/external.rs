@@ -1,7 +1,7 @@
 //! External providers: provider processes (AWS, GCP, Vault, …, or
 //! `secretfs provider`) that speak the upstream provider protocol
-//! (`v1alpha1.CSIDriverProvider`) on a unix socket
-//! (`shared/reference/provider-protocol.md`).
+//! (`v1alpha1.CSIDriverProvider`, `csi/proto/provider.proto`) on a unix
+//! socket.
 //!
 //! An [`ExternalClient`] is one gRPC channel to one socket, reused by every
 //! volume of that provider. An [`ExternalProvider`] binds it to one volume
@@ -14,7 +14,16 @@
 //! - responses above `--max-call-recv-msg-size` (default 4 MiB) fail with a
 //!   hint to raise it;
 //! - only `UNAVAILABLE` is retried (3 attempts, backoff 1 s × 1.1 up to
-//!   10 s), all inside one deadline below kubelet's (~2 m): 100 s;
+//!   10 s), all inside one deadline below kubelet's (~2 m): 100 s. A
+//!   connection lost during a call (the provider stopped, crashed or
+//!   restarted) is `UNAVAILABLE` there, as gRPC-Go reports it, so it is
+//!   retried too; tonic reports it as `Cancelled` or as an `Unknown`
+//!   "transport error";
+//! - a provider's own failure (a gRPC error it sent, or `error.code`) is
+//!   final, answered `Unknown` as upstream answers it; only the transport
+//!   failures above are `UNAVAILABLE`;
+//! - a file mode of 0 (proto3's "not set") becomes the volume's default
+//!   file mode, as if the provider had sent the `permission` it was given;
 //! - the response is checked before anything is shown: paths by the atomic
 //!   writer's rules, no duplicates, modes 0..=511, object versions present,
 //!   and a non-empty `error.code` fails the mount with that code as the
@@ -226,6 +235,7 @@ impl ExternalClient {
         let retry = &self.config.retry;
         let mut backoff = retry.initial_backoff;
         let mut attempt = 1;
+        let mut went_away = false;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -247,19 +257,34 @@ impl ExternalClient {
             {
                 return Err(self.deadline_error(timeout));
             }
-            // Otherwise `Cancelled` is tonic's word for a connection that
-            // closed under the call (the provider stopped or restarted);
-            // gRPC-Go, and so upstream, says `UNAVAILABLE` and retries.
-            let status = if status.code() == Code::Cancelled {
+            // Otherwise `Cancelled`, and an `Unknown` made here from a
+            // transport error, are tonic's words for a connection that
+            // closed under the call (the provider stopped, crashed or
+            // restarted); gRPC-Go, and so upstream, says `UNAVAILABLE` and
+            // retries.
+            let lost = connection_lost(&status);
+            went_away |= lost;
+            let status = if lost {
                 tonic::Status::unavailable(format!(
-                    "the connection closed during the call ({})",
+                    "the provider went away during the call: its connection closed ({}); \
+                     is it restarting?",
                     status.message()
                 ))
             } else {
                 status
             };
             if status.code() != Code::Unavailable || attempt >= retry.max_attempts.max(1) {
-                return Err(self.status_error(&status));
+                let mut err = self.status_error(&status);
+                if went_away
+                    && !lost
+                    && let MountError::External { message, .. } = &mut err
+                {
+                    message.push_str(&format!(
+                        " (after {attempt} attempts: the provider went away during an earlier one, \
+                         its connection closed, and no provider answered since)"
+                    ));
+                }
+                return Err(err);
             }
             tracing::debug!(provider = %self.name, socket = ?self.socket, attempt, "provider unavailable; retrying");
             let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
@@ -316,7 +341,20 @@ impl ExternalClient {
             Code::NotFound => (ErrorKind::NotFound, String::new()),
             Code::PermissionDenied | Code::Unauthenticated => (ErrorKind::Denied, String::new()),
             Code::ResourceExhausted => (ErrorKind::Throttled, String::new()),
-            _ => (ErrorKind::Transient, String::new()),
+            // The provider's own failure (a Go provider's plain error is
+            // `Unknown`): final, answered `Unknown` as upstream does.
+            _ => {
+                return MountError::Provider {
+                    error_type: "GRPCProviderError",
+                    message: format!(
+                        "provider {:?} (socket {}) failed: {:?}: {}",
+                        self.name,
+                        self.socket.display(),
+                        status.code(),
+                        status.message()
+                    ),
+                };
+            }
         };
         MountError::External {
             kind,
@@ -459,7 +497,16 @@ impl Provider for ExternalProvider {
         let response = self.client.mount_raw(&message).await;
         drop(message);
         tracing::debug!(provider = %self.client.name, class = %self.volume.class, elapsed_ms = started.elapsed().as_millis() as u64, ok = response.is_ok(), "external Mount");
-        check_response(&self.client.name, &self.client.socket, response?)
+        let mut out = check_response(&self.client.name, &self.client.socket, response?)?;
+        // Mode 0 is proto3's "not set" (upstream's own test provider sends
+        // no mode): such a file gets the volume's default mode, the
+        // `permission` the provider was sent, rather than no access at all.
+        for file in &mut out.files {
+            if file.mode.bits() == 0 {
+                file.mode = request.default_mode;
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -490,8 +537,7 @@ pub fn check_response(
                 code.len()
             )
         };
-        return Err(MountError::External {
-            kind: ErrorKind::Transient,
+        return Err(MountError::Provider {
             error_type: label,
             message: format!("{who} failed with {shown}: see the provider's logs for the reason"),
         });
@@ -578,6 +624,19 @@ pub fn check_response(
         ));
     }
     Ok(out)
+}
+
+/// Whether `status` says the connection broke under the call, rather than
+/// carrying the provider's answer: tonic's `Cancelled`, or an `Unknown` it
+/// made from a local transport error (a status the provider sent has no
+/// source error; one made here from a broken connection has).
+fn connection_lost(status: &tonic::Status) -> bool {
+    use std::error::Error as _;
+    match status.code() {
+        Code::Cancelled => true,
+        Code::Unknown => status.source().is_some(),
+        _ => false,
+    }
 }
 
 /// A short code of letters, digits, `_`, `-` and `.` (`AccessDenied`).
@@ -687,10 +746,9 @@ mod tests {
             code: "AccessDenied".into(),
         });
         match check_response("vault", Path::new("/s"), r).unwrap_err() {
-            MountError::External {
+            MountError::Provider {
                 error_type,
                 message,
-                ..
             } => {
                 assert_eq!(error_type, "AccessDenied");
                 assert!(message.contains("AccessDenied"), "{message}");
@@ -703,10 +761,9 @@ mod tests {
             code: format!("denied: token=s3cr3t {}", "x".repeat(1 << 20)),
         });
         match check_response("vault", Path::new("/s"), r).unwrap_err() {
-            MountError::External {
+            MountError::Provider {
                 error_type,
                 message,
-                ..
             } => {
                 assert_eq!(error_type, "ProviderErrorOther");
                 assert!(!message.contains("s3cr3t"), "{message}");

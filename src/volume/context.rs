@@ -117,6 +117,44 @@ const MAX_TARGET_NAME_LEN: usize = 255;
 /// The target must be `…/pods/<pod uid>/volumes/kubernetes.io~csi/<name>/mount`
 /// with the uid of the pod in the request (upstream's CVE-2020-8568 rule).
 pub fn check_target(target: &Path, pod_uid: &str) -> Result<(), VolumeError> {
+    let expected = |target: &Path| {
+        VolumeError::new(
+            ErrorCode::InvalidArgument,
+            "UnexpectedTargetPath",
+            format!(
+                "target path {target:?} is not a volume of pod {pod_uid}: expected \
+                 <kubelet dir>/pods/{pod_uid}/volumes/kubernetes.io~csi/<volume>/mount"
+            ),
+        )
+    };
+    match target_pod(target, &format!("pod {pod_uid}"))? {
+        Some(uid) if uid == pod_uid => Ok(()),
+        _ => Err(expected(target)),
+    }
+}
+
+/// A NodeUnpublishVolume's target must be a kubelet volume path too (of any
+/// pod: the request names none): nothing else is unmounted or removed.
+pub fn check_unpublish_target(target: &Path) -> Result<(), VolumeError> {
+    match target_pod(target, "any pod")? {
+        Some(_) => Ok(()),
+        None => Err(VolumeError::new(
+            ErrorCode::InvalidArgument,
+            "UnexpectedTargetPath",
+            format!(
+                "target path {:?} is not a kubelet volume path: expected \
+                 <kubelet dir>/pods/<pod uid>/volumes/kubernetes.io~csi/<volume>/mount; nothing was \
+                 unmounted or removed",
+                shorten(&target.to_string_lossy())
+            ),
+        )),
+    }
+}
+
+/// The pod uid in a target of the shape kubelet makes, `None` for any other
+/// shape; too long a path is an error of its own (`whose` names the pod in
+/// it).
+fn target_pod<'a>(target: &'a Path, whose: &str) -> Result<Option<&'a str>, VolumeError> {
     let too_long = target.as_os_str().len() > MAX_TARGET_LEN
         || target
             .components()
@@ -127,7 +165,7 @@ pub fn check_target(target: &Path, pod_uid: &str) -> Result<(), VolumeError> {
             "UnexpectedTargetPath",
             format!(
                 "target path {:?} ({} bytes) is longer than a path kubelet creates (at most {MAX_TARGET_LEN} \
-                 bytes, {MAX_TARGET_NAME_LEN} per name): it is not a volume of pod {pod_uid}",
+                 bytes, {MAX_TARGET_NAME_LEN} per name): it is not a volume of {whose}",
                 shorten(&target.to_string_lossy()),
                 target.as_os_str().len()
             ),
@@ -148,7 +186,10 @@ pub fn check_target(target: &Path, pod_uid: &str) -> Result<(), VolumeError> {
         && !target
             .components()
             .any(|c| matches!(c, Component::ParentDir | Component::CurDir));
-    let shape = match names.as_slice() {
+    if !clean {
+        return Ok(None);
+    }
+    Ok(match names.as_slice() {
         [
             ..,
             "pods",
@@ -157,20 +198,9 @@ pub fn check_target(target: &Path, pod_uid: &str) -> Result<(), VolumeError> {
             "kubernetes.io~csi",
             volume,
             "mount",
-        ] if !volume.is_empty() => Some(*uid),
+        ] if !volume.is_empty() && !uid.is_empty() => Some(*uid),
         _ => None,
-    };
-    match shape {
-        Some(uid) if clean && uid == pod_uid => Ok(()),
-        _ => Err(VolumeError::new(
-            ErrorCode::InvalidArgument,
-            "UnexpectedTargetPath",
-            format!(
-                "target path {target:?} is not a volume of pod {pod_uid}: expected \
-                 <kubelet dir>/pods/{pod_uid}/volumes/kubernetes.io~csi/<volume>/mount"
-            ),
-        )),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -283,6 +313,32 @@ mod tests {
             let err = check_target(Path::new(&bad), UID).unwrap_err();
             assert_eq!(err.error_type, "UnexpectedTargetPath", "{bad}");
             assert!(err.message.len() < 512, "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn an_unpublish_target_must_be_a_kubelet_volume_path() {
+        assert!(check_unpublish_target(Path::new(&target())).is_ok());
+        for bad in [
+            "/etc",
+            "/tmp/empty-dir",
+            "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/v/mount/../../../../../../tmp/x",
+            "/var/lib/kubelet/pods/u/volumes/kubernetes.io~empty-dir/v/mount",
+            "var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/v/mount",
+            "/var/lib/kubelet/pods//volumes/kubernetes.io~csi/v/mount",
+        ] {
+            let err = check_unpublish_target(Path::new(bad)).unwrap_err();
+            assert_eq!(
+                (err.code, err.error_type),
+                (ErrorCode::InvalidArgument, "UnexpectedTargetPath"),
+                "{bad}"
+            );
+            assert!(
+                err.message.contains("not a kubelet volume path")
+                    && err.message.contains("nothing was unmounted or removed"),
+                "{}",
+                err.message
+            );
         }
     }
 

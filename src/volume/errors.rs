@@ -24,22 +24,27 @@ pub fn unknown_provider(namespace: &str, class: &str, err: &LookupError) -> Volu
     )
 }
 
-/// Maps a provider failure: the kind decides the code.
-pub fn provider_failed(class: &str, err: &MountError) -> VolumeError {
-    let code = match err.kind() {
-        ErrorKind::Invalid => ErrorCode::InvalidArgument,
-        ErrorKind::NotFound => ErrorCode::NotFound,
-        ErrorKind::Denied => ErrorCode::PermissionDenied,
-        ErrorKind::Throttled => ErrorCode::ResourceExhausted,
-        ErrorKind::Transient => ErrorCode::Unavailable,
+/// Maps a provider failure of the volume of class `namespace/class`: the
+/// kind decides the code; a provider's own failure is `Unknown`, as
+/// upstream answers it.
+pub fn provider_failed(namespace: &str, class: &str, err: &MountError) -> VolumeError {
+    let code = match (err, err.kind()) {
+        (MountError::Provider { .. }, _) => ErrorCode::Unknown,
+        (_, ErrorKind::Invalid) => ErrorCode::InvalidArgument,
+        (_, ErrorKind::NotFound) => ErrorCode::NotFound,
+        (_, ErrorKind::Denied) => ErrorCode::PermissionDenied,
+        (_, ErrorKind::Throttled) => ErrorCode::ResourceExhausted,
+        (_, ErrorKind::Transient) => ErrorCode::Unavailable,
     };
     let error_type = match err {
-        MountError::External { error_type, .. } => error_type,
+        MountError::External { error_type, .. } | MountError::Provider { error_type, .. } => {
+            error_type
+        }
         _ => "ProviderError",
     };
     VolumeError::new(
         code,
         error_type,
-        format!("SecretProviderClass {class}: {err}"),
+        format!("SecretProviderClass {namespace}/{class}: {err}"),
     )
 }

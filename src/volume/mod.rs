@@ -1,5 +1,5 @@
 //! The volume manager: NodePublishVolume and NodeUnpublishVolume for
-//! secretfs volumes (DESIGN.md, "Data flow").
+//! secretfs volumes (docs/ARCHITECTURE.md, "Publish").
 //!
 //! Publish: read the request (pod, class, tokens, target path) → load the
 //! SecretProviderClass from the pod's namespace → the provider authenticates
@@ -12,6 +12,7 @@ pub(crate) mod context;
 mod errors;
 mod lazy;
 mod survival;
+mod target;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -106,6 +107,8 @@ pub struct Driver {
     /// When the rotation scheduler will refresh each volume next (it
     /// publishes its plan here; `secretfs status` shows it).
     schedule: std::sync::Mutex<HashMap<PathBuf, Scheduled>>,
+    /// Where the driver counts publishes, refreshes and syncs.
+    metrics: &'static crate::metrics::Metrics,
 }
 
 /// The rotation scheduler's plan for one volume.
@@ -167,7 +170,20 @@ impl Driver {
             fuse: std::sync::Mutex::new(FuseTally::default()),
             persist: None,
             schedule: std::sync::Mutex::new(HashMap::new()),
+            metrics: crate::metrics::global(),
         }
+    }
+
+    /// Counts into `metrics` instead of the process's registry (tests).
+    pub fn with_metrics(mut self, metrics: &'static crate::metrics::Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The registry the driver counts into (the process's, unless
+    /// [`Driver::with_metrics`]).
+    pub fn metrics(&self) -> &'static crate::metrics::Metrics {
+        self.metrics
     }
 
     /// The rotation scheduler's plan, replacing the previous one.
@@ -285,6 +301,14 @@ impl Driver {
                             version,
                             bytes: f.contents.len(),
                         }
+                    })
+                    .collect(),
+                objects: p
+                    .versions
+                    .iter()
+                    .map(|v| ObjectStatus {
+                        id: v.id.clone(),
+                        version: v.version.clone(),
                     })
                     .collect(),
                 refreshed_at: since_epoch(p.refreshed_at),
@@ -419,8 +443,10 @@ impl Driver {
         let response = match published.provider.mount(&request).await {
             Ok(response) => response,
             Err(e) => {
-                let err = errors::provider_failed(&format!("of {target:?}"), &e);
-                crate::metrics::global().refresh_failed(&provider_name, e.kind().as_str());
+                let err =
+                    errors::provider_failed(&published.request.pod.namespace, &published.class, &e);
+                self.metrics
+                    .refresh_failed(&provider_name, e.kind().as_str());
                 published.last_error = Some(err.message.clone());
                 let retry_after = match &e {
                     crate::provider::MountError::Objects(objects) => {
@@ -454,7 +480,7 @@ impl Driver {
         published.files = response.files;
         published.refreshed_at = std::time::SystemTime::now();
         published.last_error = None;
-        crate::metrics::global().refreshed(
+        self.metrics.refreshed(
             &provider_name,
             outcome.changed(),
             started.elapsed().as_secs_f64(),
@@ -558,7 +584,8 @@ impl Driver {
             Some("lazy") => true,
             Some(other) => {
                 return Err(VolumeError::invalid(format!(
-                    "SecretProviderClass {}: parameter {} is {other:?}: use eager (the default) or lazy",
+                    "SecretProviderClass {}/{}: parameter {} is {other:?}: use eager (the default) or lazy",
+                    mount_request.pod.namespace,
                     ctx.class,
                     names::PARAM_FETCH
                 )));
@@ -567,10 +594,9 @@ impl Driver {
         let live = lazy.then(|| Arc::new(std::sync::Mutex::new(mount_request.clone())));
         let (response, files) = match &live {
             None => {
-                let response = provider
-                    .mount(&mount_request)
-                    .await
-                    .map_err(|e| errors::provider_failed(&ctx.class, &e))?;
+                let response = provider.mount(&mount_request).await.map_err(|e| {
+                    errors::provider_failed(&mount_request.pod.namespace, &ctx.class, &e)
+                })?;
                 for warning in &response.warnings {
                     tracing::warn!(pod = %mount_request.pod.name, namespace = %mount_request.pod.namespace, class = %ctx.class, "{warning}");
                 }
@@ -587,13 +613,14 @@ impl Driver {
                     .plan(&mount_request)
                     .ok_or_else(|| {
                         VolumeError::invalid(format!(
-                            "SecretProviderClass {}: provider {:?} cannot mount lazily; remove {}",
+                            "SecretProviderClass {}/{}: provider {:?} cannot mount lazily; remove {}",
+                            mount_request.pod.namespace,
                             ctx.class,
                             provider.name(),
                             names::PARAM_FETCH
                         ))
                     })?
-                    .map_err(|e| errors::provider_failed(&ctx.class, &e))?;
+                    .map_err(|e| errors::provider_failed(&mount_request.pod.namespace, &ctx.class, &e))?;
                 let files = lazy_file_specs(&provider, live, &planned, gid)?;
                 (crate::provider::MountResponse::default(), files)
             }
@@ -611,14 +638,11 @@ impl Driver {
         };
         let runtime = tokio::runtime::Handle::current();
         let mounted = tokio::task::spawn_blocking(move || -> Result<MountedVolume, VolumeError> {
-            std::fs::create_dir_all(&target).map_err(|e| {
-                VolumeError::new(
-                    ErrorCode::Internal,
-                    "FailedToEnsureMountPoint",
-                    format!("cannot create target path {target:?}: {e}"),
-                )
-            })?;
+            // Made here, walked without following symbolic links; removed
+            // again if the mount fails (a failed publish leaves nothing).
+            let created = target::ensure(&target)?;
             MountedVolume::mount(spec, &target, &options, runtime).map_err(|e| {
+                created.undo();
                 VolumeError::new(
                     ErrorCode::Internal,
                     "FailedToMount",
@@ -691,7 +715,7 @@ impl Driver {
             Ok(writes) => {
                 published.synced = true;
                 if writes > 0 && !published.secret_objects.is_empty() {
-                    crate::metrics::global()
+                    self.metrics
                         .sync_k8s_secret
                         .get_or_create(&crate::metrics::ProviderLabels {
                             provider: published.provider.name().to_owned(),
@@ -702,7 +726,7 @@ impl Driver {
             }
             Err(err) => {
                 published.synced = false;
-                crate::metrics::global().sync_errors.inc();
+                self.metrics.sync_errors.inc();
                 tracing::warn!(target = ?target, error = %err, "sync to Kubernetes failed; retried at the next refresh");
                 syncer
                     .event(
@@ -715,6 +739,57 @@ impl Driver {
             }
         }
     }
+}
+
+impl Driver {
+    /// Drops the slot of a target that holds no volume.
+    fn forget_slot(&self, target: &Path) {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        targets.remove(target);
+    }
+}
+
+/// A republish must be of the volume that is mounted: same class, volume
+/// id and fsGroup. Anything else is refused, and nothing changes.
+fn republish_matches(
+    existing: &Published,
+    request: &PublishRequest,
+    ctx: &PublishContext,
+) -> Result<(), VolumeError> {
+    let namespace = &existing.request.pod.namespace;
+    let mismatch = |what: String| {
+        Err(VolumeError::new(
+            ErrorCode::AlreadyExists,
+            "VolumeMismatch",
+            format!(
+                "target path {:?} is already published with {what}; nothing was changed: a volume keeps \
+                 its class while it is mounted (delete and recreate the pod to change it)",
+                request.target_path
+            ),
+        ))
+    };
+    if existing.class != ctx.class {
+        return mismatch(format!(
+            "SecretProviderClass {namespace}/{}, not {namespace}/{}",
+            existing.class, ctx.class
+        ));
+    }
+    let volume_id = existing.mounted.volume().id();
+    if volume_id.as_str() != request.volume_id {
+        return mismatch(format!(
+            "volume id {:?}, not {:?}",
+            volume_id.as_str(),
+            request.volume_id
+        ));
+    }
+    if request.mount_group.unwrap_or(0) != existing.gid {
+        return mismatch(format!(
+            "fsGroup {}, not {}",
+            existing.gid,
+            request.mount_group.unwrap_or(0)
+        ));
+    }
+    Ok(())
 }
 
 /// Readiness: which providers the mounted volumes use.
@@ -757,6 +832,7 @@ impl VolumeManager for Driver {
                     ),
                 ));
             }
+            republish_matches(existing, &request, &ctx)?;
             existing.request.service_account_tokens = ctx.tokens;
             existing.request.secrets = request.secrets;
             if let Some(live) = &existing.live {
@@ -766,15 +842,21 @@ impl VolumeManager for Driver {
             self.persist(&request.target_path, existing, false).await;
             return Ok(());
         }
+        // Before any vault call: no symbolic link from pods/ on, nothing
+        // but directories (created at the mount step, if missing).
+        if let Err(err) = target::find(&request.target_path) {
+            self.metrics.publish_failed("unknown", err.error_type);
+            return Err(err);
+        }
         let mut label = String::from("unknown");
         let mut new = match self.publish_new(&request, ctx, &mut label).await {
             Ok(new) => new,
             Err(err) => {
-                crate::metrics::global().publish_failed(&label, err.error_type);
+                self.metrics.publish_failed(&label, err.error_type);
                 return Err(err);
             }
         };
-        crate::metrics::global().published(new.provider.name());
+        self.metrics.published(new.provider.name());
         self.track(&request.target_path, &new);
         self.sync(&request.target_path, &mut new).await;
         self.persist(&request.target_path, &new, true).await;
@@ -790,9 +872,35 @@ impl VolumeManager for Driver {
     }
 
     async fn unpublish(&self, request: UnpublishRequest) -> Result<(), VolumeError> {
+        // Only a kubelet volume path is unmounted or removed.
+        context::check_unpublish_target(&request.target_path)?;
         let slot = self.slot(&request.target_path);
         let mut published = slot.lock().await;
         let target = request.target_path.clone();
+        // Walked without following symbolic links. A publish never mounts
+        // through one, so a target with one holds nothing of ours unless it
+        // was swapped in after the mount: then nothing is touched (the
+        // unmount would follow the link) and the error says what to fix.
+        let found = match target::find(&target) {
+            Ok(found) => found,
+            Err(err) if err.code == ErrorCode::InvalidArgument && published.is_none() => {
+                tracing::warn!(target = ?target, reason = %err.message, "unpublish: nothing of ours is mounted there; left as it is");
+                drop(published);
+                self.forget_slot(&request.target_path);
+                return Ok(());
+            }
+            Err(err) if err.code == ErrorCode::InvalidArgument => {
+                return Err(VolumeError::new(
+                    ErrorCode::FailedPrecondition,
+                    "UnexpectedTargetPath",
+                    format!(
+                        "{}; a volume is mounted there and stays until the path is restored",
+                        err.message
+                    ),
+                ));
+            }
+            Err(err) => return Err(err),
+        };
         let taken = published.take();
         let had_volume = taken.is_some();
         {
@@ -817,15 +925,7 @@ impl VolumeManager for Driver {
                 // leftover secretfs mount, leave anything else alone.
                 None => unmount_stale(&target)?,
             }
-            match std::fs::remove_dir(&target) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(VolumeError::new(
-                    ErrorCode::Internal,
-                    "FailedToCleanupMountPoint",
-                    format!("cannot remove target path {target:?}: {e}"),
-                )),
-            }
+            target::remove(&target, found)
         })
         .await
         .map_err(|e| {
@@ -840,13 +940,12 @@ impl VolumeManager for Driver {
             syncer.forget(&request.target_path.to_string_lossy());
         }
         match &result {
-            Ok(()) => crate::metrics::global().unpublished(had_volume),
-            Err(_) => crate::metrics::global().unpublish_failed(),
+            Ok(()) => self.metrics.unpublished(had_volume),
+            Err(_) => self.metrics.unpublish_failed(),
         }
         if result.is_ok() {
             self.forget(&request.target_path).await;
-            let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-            targets.remove(&request.target_path);
+            self.forget_slot(&request.target_path);
         }
         result
     }
@@ -870,6 +969,12 @@ pub struct VolumeStatus {
     pub class: String,
     pub provider: String,
     pub files: Vec<FileStatus>,
+    /// Every object version the provider reported (as the pod status holds
+    /// them). A file's own version is in [`FileStatus`] when its object id
+    /// is one of these; an external provider's object ids (`secret/foo`)
+    /// need not be its file paths, so its versions are only here.
+    #[serde(default)]
+    pub objects: Vec<ObjectStatus>,
     /// Unix seconds of the last answer from the provider.
     pub refreshed_at: u64,
     /// The class's own interval; `None` means the node's.
@@ -893,6 +998,13 @@ pub struct FileStatus {
     pub object: String,
     pub version: String,
     pub bytes: usize,
+}
+
+/// One object version in `secretfs status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectStatus {
+    pub id: String,
+    pub version: String,
 }
 
 /// A published volume, as the rotation scheduler sees it.
@@ -985,7 +1097,16 @@ fn lazy_specs(
                 provider.name()
             ))
         })?
-        .map_err(|e| errors::provider_failed("(restored volume)", &e))?;
+        .map_err(|e| {
+            VolumeError::new(
+                ErrorCode::Unavailable,
+                "ProviderError",
+                format!(
+                    "restored volume of pod {}/{}: {e}",
+                    request.pod.namespace, request.pod.name
+                ),
+            )
+        })?;
     lazy_file_specs(provider, live, &planned, gid)
 }
 

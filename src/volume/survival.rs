@@ -580,7 +580,7 @@ impl Driver {
             let _ = tokio::task::spawn_blocking(move || unmount_stale(&target)).await;
             self.forget(Path::new(&key)).await;
         }
-        crate::metrics::global().restored(report.adopted, report.lost.len());
+        self.metrics().restored(report.adopted, report.lost.len());
         report
     }
 

@@ -366,3 +366,102 @@ fn every_troubleshooting_message_is_in_the_code() {
         "found only {rows} message rows in docs/TROUBLESHOOTING.md"
     );
 }
+
+/// The repository stands alone: every Markdown file that a source, test,
+/// script, chart or document names is in it, and nothing points outside it
+/// (a `shared/` directory beside the checkout, a design document that was
+/// never committed).
+#[test]
+fn every_document_the_repository_cites_is_in_it() {
+    let root = root();
+    let mut files = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // `.git` is a file in a worktree, a directory in a clone.
+            if matches!(name.as_str(), "target" | ".git" | "node_modules" | ".venv") {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let markdown: BTreeSet<String> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| {
+            p.strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert!(markdown.contains("docs/ARCHITECTURE.md"), "{markdown:?}");
+    let mut problems = Vec::new();
+    for path in &files {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue; // not text
+        };
+        let shown = path.strip_prefix(&root).unwrap().display().to_string();
+        // Spelled in two parts, so this file does not match itself.
+        for forbidden in [
+            concat!("shared/", "reference"),
+            concat!("../", "shared"),
+            concat!("/work", "/"),
+        ] {
+            if text.contains(forbidden) {
+                problems.push(format!(
+                    "{shown} refers to {forbidden:?}, outside the repository"
+                ));
+            }
+        }
+        // Every `<path>.md`: a file of the repository, named by its path
+        // from the root or from the citing file, or by its bare name.
+        let bytes = text.as_bytes();
+        for (end, _) in text.match_indices(".md") {
+            let after = bytes.get(end + 3).copied();
+            if after.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                continue;
+            }
+            let start = text[..end]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || "._/~-".contains(c)))
+                .map_or(0, |i| i + 1);
+            let cited = &text[start..end + 3];
+            let before = &text[..start];
+            if cited == ".md" || before.ends_with("://") || before.ends_with("github.com/") {
+                continue;
+            }
+            if text[start.saturating_sub(60)..start].contains("http") {
+                continue; // a web address
+            }
+            let cited_clean = cited.trim_start_matches("./");
+            let relative = path
+                .parent()
+                .unwrap()
+                .join(cited_clean)
+                .canonicalize()
+                .ok()
+                .and_then(|p| {
+                    p.strip_prefix(root.canonicalize().unwrap())
+                        .ok()
+                        .map(|p| p.to_string_lossy().into_owned())
+                });
+            let found = markdown.contains(cited_clean)
+                || relative.is_some_and(|r| markdown.contains(&r))
+                || markdown
+                    .iter()
+                    .any(|m| m.ends_with(&format!("/{cited_clean}")) || m == cited_clean);
+            if !found {
+                problems.push(format!(
+                    "{shown} cites {cited}, which is not in the repository"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

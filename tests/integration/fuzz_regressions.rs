@@ -3,7 +3,7 @@
 //! entry points and their properties cannot rot, and every finding of the
 //! fuzzers, minimized, with what was wrong.
 
-use secretfs::fuzzing;
+use secretfs::fuzzing::{self, Outcome::*, PfxPemOutcome};
 use secretfs_csi::proto::provider as pb;
 
 const UID: &str = "0d5cb5a2-1f6b-4d8c-9a57-4f0c3e2b1a90";
@@ -52,52 +52,91 @@ fn response(files: Vec<pb::File>) -> pb::MountResponse {
 }
 
 // ---- seeds: accepted and refused inputs of each target ----
+//
+// Each seed states its expected outcome: a parser that refused (or
+// accepted) everything fails here, not only one that breaks a property.
 
 #[test]
 fn seed_objects() {
-    for input in [
-        "array:\n  - |\n    objectName: sql-password\n    objectAlias: SECRET_1\n    objectType: secret\n",
-        "array:\n  - |\n    objectName: db\n    objectAlias: dir/creds\n    objectType: secret\n    objectVersionHistory: 3\n    objectFormat: pfx\n    objectEncoding: base64\n    filePermission: \"0440\"\n",
-        "  array: [\"objectName: a\\nobjectType: secret\", \"{objectName: b, objectType: cert}\"]\n",
-        "array:\n  - |\n    objectName: a\n    objectAlias: ../x\n    objectType: secret\n",
-        "array:\n  - |\n    objectName: h\n    objectType: secret\n    objectVersionHistory: 1000000000\n",
-        "array: []",
-        "\u{feff}: [",
-        "",
+    for (input, expected) in [
+        (
+            "array:\n  - |\n    objectName: sql-password\n    objectAlias: SECRET_1\n    objectType: secret\n",
+            Accepted,
+        ),
+        (
+            "array:\n  - |\n    objectName: db\n    objectAlias: dir/creds\n    objectType: secret\n    objectVersionHistory: 3\n    objectFormat: pfx\n    objectEncoding: base64\n    filePermission: \"0440\"\n",
+            Accepted,
+        ),
+        (
+            "  array: [\"objectName: a\\nobjectType: secret\", \"{objectName: b, objectType: cert}\"]\n",
+            Accepted,
+        ),
+        // An alias leaving the volume.
+        (
+            "array:\n  - |\n    objectName: a\n    objectAlias: ../x\n    objectType: secret\n",
+            Refused,
+        ),
+        // More versions than files a volume may have.
+        (
+            "array:\n  - |\n    objectName: h\n    objectType: secret\n    objectVersionHistory: 1000000000\n",
+            Refused,
+        ),
+        ("array: []", Refused),
+        ("\u{feff}: [", Refused),
+        ("", Refused),
     ] {
-        fuzzing::objects(input.as_bytes());
+        assert_eq!(fuzzing::objects(input.as_bytes()), expected, "{input:?}");
     }
-    fuzzing::objects(b"\xff\xfe");
+    assert_eq!(fuzzing::objects(b"\xff\xfe"), Skipped);
 }
 
 #[test]
 fn seed_volume_context() {
     let target = target();
-    fuzzing::volume_context(&publish(target.as_bytes(), &[]));
-    fuzzing::volume_context(&publish(
-        target.as_bytes(),
-        &[
-            "csi.storage.k8s.io/serviceAccount.tokens={\"api\":{\"token\":\"t\"}}",
-            "secret:csi.storage.k8s.io/serviceAccount.tokens=",
-            "providerName=azure",
-        ],
-    ));
-    // Refused: a pod attribute, another pod's target, a relative target.
-    fuzzing::volume_context(&publish(target.as_bytes(), &["keyvaultName=evil"]));
-    fuzzing::volume_context(&publish(target.replace(UID, "other").as_bytes(), &[]));
-    fuzzing::volume_context(&publish(&target.as_bytes()[1..], &[]));
-    fuzzing::volume_context(b"");
+    assert_eq!(
+        fuzzing::volume_context(&publish(target.as_bytes(), &[])),
+        Accepted
+    );
+    assert_eq!(
+        fuzzing::volume_context(&publish(
+            target.as_bytes(),
+            &[
+                "csi.storage.k8s.io/serviceAccount.tokens={\"api\":{\"token\":\"t\"}}",
+                "secret:csi.storage.k8s.io/serviceAccount.tokens=",
+                "providerName=azure",
+            ],
+        )),
+        Accepted
+    );
+    // Refused: a pod attribute, another pod's target, a relative target,
+    // nothing at all.
+    for input in [
+        publish(target.as_bytes(), &["keyvaultName=evil"]),
+        publish(target.replace(UID, "other").as_bytes(), &[]),
+        publish(&target.as_bytes()[1..], &[]),
+        Vec::new(),
+    ] {
+        assert_eq!(
+            fuzzing::volume_context(&input),
+            Refused,
+            "{}",
+            String::from_utf8_lossy(&input)
+        );
+    }
 }
 
 #[test]
 fn seed_provider_response() {
-    fuzzing::provider_response(response(vec![
-        file("a", 0o644, b"p@ss"),
-        file("dir/b", 0o400, &[0, 1]),
-        file("dir/c/d", 0, b""),
-    ]));
+    assert_eq!(
+        fuzzing::provider_response(response(vec![
+            file("a", 0o644, b"p@ss"),
+            file("dir/b", 0o400, &[0, 1]),
+            file("dir/c/d", 0, b""),
+        ])),
+        Accepted
+    );
     // Refused: unsafe paths, bad modes, a file that is also a directory,
-    // duplicates, no versions, an error code.
+    // duplicates, no files, no versions, an error code.
     for files in [
         vec![file("../etc", 0o644, b"")],
         vec![file("a/./b", 0o644, b"")],
@@ -107,32 +146,42 @@ fn seed_provider_response() {
         vec![file("a", 0o644, b""), file("a", 0o644, b"")],
         vec![],
     ] {
-        fuzzing::provider_response(response(files));
+        let shown = format!("{files:?}");
+        assert_eq!(
+            fuzzing::provider_response(response(files)),
+            Refused,
+            "{shown}"
+        );
     }
     let mut no_versions = response(vec![file("a", 0o644, b"")]);
     no_versions.object_version.clear();
-    fuzzing::provider_response(no_versions);
+    assert_eq!(fuzzing::provider_response(no_versions), Refused);
     let mut failed = response(vec![file("a", 0o644, b"")]);
     failed.error = Some(pb::Error {
         code: "AccessDenied".into(),
     });
-    fuzzing::provider_response(failed);
+    assert_eq!(fuzzing::provider_response(failed), Refused);
 }
 
 #[test]
 fn seed_pfx_pem() {
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/azure");
-    for name in [
-        "input/pfx-ec-chain.pfx",
-        "input/pfx-rsa-chain.pfx",
-        "input/pfx-incomplete.pfx",
-        "input/pfx-rsa-legacy.pfx",
-        "input/pfx-ec-chain.pfx.b64",
-        "input/pem-file-rsa.pem",
-        "expected/pfx-ec-chain.pem",
+    // (file, split into tls.crt/tls.key as mounted, converted as a PFX's DER)
+    for (name, split, pfx) in [
+        ("input/pfx-ec-chain.pfx", Accepted, Accepted),
+        ("input/pfx-rsa-chain.pfx", Accepted, Accepted),
+        ("input/pfx-incomplete.pfx", Accepted, Accepted),
+        ("input/pfx-rsa-legacy.pfx", Accepted, Accepted),
+        ("input/pfx-ec-chain.pfx.b64", Accepted, Refused),
+        ("input/pem-file-rsa.pem", Accepted, Refused),
+        ("expected/pfx-ec-chain.pem", Accepted, Refused),
     ] {
         let bytes = std::fs::read(format!("{fixtures}/{name}")).unwrap();
-        fuzzing::pfx_pem(&bytes);
+        assert_eq!(
+            fuzzing::pfx_pem(&bytes),
+            PfxPemOutcome { split, pfx },
+            "{name}"
+        );
     }
     // The fuzzer's own seeds: PFXs without MAC or encryption, so that
     // mutations are not all stopped by the MAC check.
@@ -146,10 +195,25 @@ fn seed_pfx_pem() {
             secretfs::provider::azure::pfx::pfx_to_pem(&b64).is_ok(),
             "the seed must convert"
         );
-        fuzzing::pfx_pem(seed);
+        assert_eq!(fuzzing::pfx_pem(seed).pfx, Accepted);
     }
-    fuzzing::pfx_pem(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n");
-    fuzzing::pfx_pem(b"");
+    // A certificate block with nothing in it splits (the split sorts PEM
+    // blocks, it does not parse certificates; Kubernetes checks tls.crt),
+    // and is no PFX; nothing at all is neither.
+    assert_eq!(
+        fuzzing::pfx_pem(b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"),
+        PfxPemOutcome {
+            split: Accepted,
+            pfx: Refused
+        }
+    );
+    assert_eq!(
+        fuzzing::pfx_pem(b""),
+        PfxPemOutcome {
+            split: Refused,
+            pfx: Refused
+        }
+    );
 }
 
 fn base64_std(bytes: &[u8]) -> String {
@@ -170,7 +234,7 @@ fn target_with_a_non_utf8_name_in_place_of_the_pod_uid() {
     let mut target = b"/pods/\xbf\xbd\xef\xbf/".to_vec();
     target.extend_from_slice(UID.as_bytes());
     target.extend_from_slice(b"/volumes/kubernetes.io~csi/sli/mount");
-    fuzzing::volume_context(&publish(&target, &[]));
+    assert_eq!(fuzzing::volume_context(&publish(&target, &[])), Refused);
 
     use std::os::unix::ffi::OsStrExt as _;
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&target));

@@ -591,12 +591,12 @@ fn table(pfx_with_password: &[u8]) -> Vec<Case> {
         case("error code", ProviderResponse,
             Input::Provider(Reply::Response(pb::MountResponse {
                 error: Some(pb::Error { code: "VaultSealed".into() }), ..response(&[("a", 0o644, b"x")]) })),
-            refused(Code::Unavailable, &["failed with error code \"VaultSealed\"", "provider's logs"])),
+            refused(Code::Unknown, &["failed with error code \"VaultSealed\"", "provider's logs"])),
         case("1 MiB error code carrying a secret", ProviderResponse,
             Input::Provider(Reply::Response(pb::MountResponse {
                 error: Some(pb::Error { code: format!("token={PROVIDER_SECRET} {}", "e".repeat(1 << 20)) }),
                 ..response(&[("a", 0o644, b"x")]) })),
-            refused(Code::Unavailable, &["failed with an error code that is not a plain code", "not shown", "provider's logs"]))
+            refused(Code::Unknown, &["failed with an error code that is not a plain code", "not shown", "provider's logs"]))
             .secret(PROVIDER_SECRET),
         case("gRPC PermissionDenied", ProviderResponse,
             Input::Provider(Reply::Status(Code::PermissionDenied, "role app may not read secret/foo".into())),

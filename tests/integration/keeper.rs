@@ -490,6 +490,53 @@ fn another_uid_is_refused() {
     assert_eq!(keys(&keeper.client().list().unwrap()), ["vol"]);
 }
 
+/// The chart runs the keeper and the node plugin in two pods: each is in a
+/// PID namespace where the other is invisible, and SO_PEERCRED reports the
+/// peer's pid as 0. The keeper must still serve a peer of its uid (found on
+/// the real cluster, `scripts/k8s-e2e.sh`: it refused every connection, and
+/// every volume died with the node plugin). Here the keeper runs in a PID
+/// namespace of its own, where this test process does not exist.
+#[test]
+fn a_peer_outside_the_keepers_pid_namespace_is_served() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: a new PID namespace needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keeper.sock");
+    let mut child = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "--"])
+        .arg(env!("CARGO_BIN_EXE_secretfs"))
+        .args(["--log", "info", "keeper", "--socket"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "the keeper did not start");
+        assert!(child.try_wait().unwrap().is_none(), "the keeper exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_reader, writer) = std::io::pipe().unwrap();
+    let served = KeeperClient::connect(&path).and_then(|mut client| {
+        client.put("vol", Some(writer.as_fd()), b"secret")?;
+        client.list()
+    });
+    // The keeper is PID 1 of its namespace, the child of `unshare`: stop it
+    // by its own pid (unshare does not pass SIGTERM on).
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+    let keeper_pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let pid = rustix::process::Pid::from_raw(keeper_pid).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let kept = served.unwrap_or_else(|e| panic!("the keeper refused its own uid: {e}\n{stderr}"));
+    assert_eq!(keys(&kept), ["vol"]);
+    assert!(!stderr.contains("refused a connection"), "{stderr}");
+}
+
 #[test]
 fn the_keeper_command_stops_on_sigterm_and_says_what_it_released() {
     let dir = tempfile::tempdir().unwrap();

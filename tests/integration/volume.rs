@@ -3,6 +3,8 @@
 
 pub mod fake;
 
+mod classes;
 mod lazy;
 mod publish;
 mod rotation;
+mod targets;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use secretfs_e2e::{Emulator, EmulatorConfig, Seed};
+use secretfs_e2e::{Emulator, EmulatorConfig, Seed, TrustedIssuer};
 
 /// Azure Key Vault + Entra ID + IMDS emulator for secretfs tests.
 #[derive(Debug, Parser)]
@@ -44,9 +44,27 @@ struct Args {
     /// Access-token lifetime in seconds.
     #[arg(long, default_value_t = 3599)]
     token_lifetime: u64,
+    /// Accept service-account tokens of another OIDC issuer as client
+    /// assertions: `ISSUER=JWKS_FILE`, e.g. a Kubernetes API server's
+    /// `--service-account-issuer` and the document it serves at
+    /// `/openid/v1/jwks`. Repeatable. Federations in the seed name the
+    /// issuer.
+    #[arg(long = "trust-issuer", value_name = "ISSUER=JWKS_FILE", value_parser = parse_trusted)]
+    trust_issuer: Vec<(String, PathBuf)>,
     /// Worker threads of the runtime.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+}
+
+fn parse_trusted(arg: &str) -> Result<(String, PathBuf), String> {
+    match arg.split_once('=') {
+        Some((issuer, file)) if !issuer.is_empty() && !file.is_empty() => {
+            Ok((issuer.to_string(), PathBuf::from(file)))
+        }
+        _ => Err(format!(
+            "expected ISSUER=JWKS_FILE (e.g. https://kubernetes.default.svc=jwks.json), got '{arg}'"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -72,6 +90,14 @@ fn run() -> anyhow::Result<ExitCode> {
         Some(p) => Seed::from_file(p).with_context(|| format!("reading seed {}", p.display()))?,
         None => Seed::demo(),
     };
+    let mut trusted_issuers = Vec::new();
+    for (issuer, file) in &args.trust_issuer {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--trust-issuer {issuer}: reading {}", file.display()))?;
+        let jwks: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("--trust-issuer {issuer}: {} is not JSON", file.display()))?;
+        trusted_issuers.push(TrustedIssuer::from_jwks(issuer.clone(), &jwks)?);
+    }
     let config = EmulatorConfig {
         seed,
         https_listen: args.listen,
@@ -81,6 +107,7 @@ fn run() -> anyhow::Result<ExitCode> {
         challenge_authority: args.challenge_authority.clone(),
         default_vault: args.default_vault.clone(),
         token_lifetime: Duration::from_secs(args.token_lifetime),
+        trusted_issuers,
         ..EmulatorConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -127,7 +127,9 @@ pub fn key_item(base: &str, name: &str, k: &KeyVersion) -> Value {
     Value::Object(o)
 }
 
-fn policy(base: &str, name: &str, c: &CertificateVersion) -> Value {
+/// `CertificatePolicy` (`GET /certificates/{name}/policy`, and inside a
+/// `CertificateBundle`).
+pub fn policy(base: &str, name: &str, c: &CertificateVersion) -> Value {
     let key_props = match c.spec {
         KeySpec::Rsa { bits } => {
             json!({"exportable": c.exportable, "kty": "RSA", "key_size": bits, "reuse_key": false})

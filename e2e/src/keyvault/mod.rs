@@ -35,10 +35,80 @@ enum Target {
     Versions { kind: ObjectKind, name: String },
     /// `/{collection}[/]`: every object, current version.
     List { kind: ObjectKind },
+    /// `/certificates/{name}/policy`: the latest version's policy.
+    Policy { name: String },
+}
+
+/// A request the emulator's identities may never make: a key operation
+/// (`POST /keys/{name}/{version}/sign`, …) or a write (`PUT`, `PATCH`,
+/// `DELETE`, `POST …/create`, …). The emulator grants only reads, so it
+/// answers as Key Vault answers an identity without the permission: 403.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refused {
+    kind: ObjectKind,
+    name: String,
+    /// The permission, as an access policy names it (`sign`, `set`, …).
+    permission: &'static str,
+}
+
+/// A key operation's permission name (`POST /keys/{name}/{version}/{op}`).
+fn key_operation(op: &str) -> Option<&'static str> {
+    Some(match op.to_ascii_lowercase().as_str() {
+        "sign" => "sign",
+        "verify" => "verify",
+        "encrypt" => "encrypt",
+        "decrypt" => "decrypt",
+        "wrapkey" => "wrapKey",
+        "unwrapkey" => "unwrapKey",
+        "release" => "release",
+        _ => return None,
+    })
+}
+
+/// The permission a write needs, when `method` on `segments` is one.
+fn refused(method: &Method, segments: &[&str]) -> Option<Refused> {
+    let kind = ObjectKind::from_collection(segments.first()?)?;
+    let name = segments.get(1).copied().unwrap_or("").to_string();
+    let last = segments.last().copied().unwrap_or("");
+    let permission = match *method {
+        Method::GET | Method::HEAD => return None,
+        Method::POST if kind == ObjectKind::Key => key_operation(last).unwrap_or(match last {
+            "create" => "create",
+            "import" => "import",
+            "backup" => "backup",
+            "restore" => "restore",
+            "rotate" => "rotate",
+            _ => "update",
+        }),
+        Method::POST => match last {
+            "create" => "create",
+            "import" => "import",
+            "backup" => "backup",
+            "restore" => "restore",
+            _ => "update",
+        },
+        Method::PUT if kind == ObjectKind::Secret => "set",
+        Method::PUT => "import",
+        Method::DELETE => "delete",
+        _ => "update",
+    };
+    Some(Refused {
+        kind,
+        name,
+        permission,
+    })
 }
 
 fn parse_target(segments: &[&str]) -> Option<Target> {
     let kind = ObjectKind::from_collection(segments.first()?)?;
+    if let (ObjectKind::Certificate, [_, name, "policy"] | [_, name, "policy", ""]) =
+        (kind, segments)
+        && !name.is_empty()
+    {
+        return Some(Target::Policy {
+            name: name.to_string(),
+        });
+    }
     if matches!(segments, [_] | [_, ""]) {
         return Some(Target::List { kind });
     }
@@ -76,6 +146,7 @@ fn route_of(t: &Target) -> Route {
             ObjectKind::Key => Route::KeyList,
             ObjectKind::Certificate => Route::CertificateList,
         },
+        Target::Policy { .. } => Route::CertificateGet,
     }
 }
 
@@ -138,7 +209,10 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
             .map(route_of)
             .unwrap_or(Route::KeyVaultOther),
     );
-    if let Some(Target::Get { name, .. } | Target::Versions { name, .. }) = &target {
+    if let Some(
+        Target::Get { name, .. } | Target::Versions { name, .. } | Target::Policy { name },
+    ) = &target
+    {
         tally.object = name.clone();
     }
     let host = req.host_name();
@@ -271,6 +345,21 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
         return done(tally, req, &location, err);
     }
 
+    if let Some(write) = refused(&req.method, &segments) {
+        // Key operations and writes: as Key Vault answers an identity
+        // without that permission (the emulator grants reads only; the
+        // admin API writes).
+        let store = shared.store();
+        let err = match store.vault(&vault_name) {
+            Some(vault) => denial(vault, &caller, write.kind, write.permission, &write.name),
+            None => KvError::new(
+                StatusCode::NOT_FOUND,
+                "VaultNotFound",
+                "The vault was deleted.",
+            ),
+        };
+        return done(tally, req, &location, err);
+    }
     let Some(target) = target else {
         let err = KvError::new(
             StatusCode::NOT_FOUND,
@@ -279,17 +368,6 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
         );
         return done(tally, req, &location, err);
     };
-    if req.method != Method::GET {
-        let err = KvError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            format!(
-                "The emulator's data plane is read-only; {} is not supported. Use the admin API to write.",
-                req.method
-            ),
-        );
-        return done(tally, req, &location, err);
-    }
 
     let store = shared.store();
     let Some(vault) = store.vault(&vault_name) else {
@@ -302,10 +380,17 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
     };
     let (kind, list) = match &target {
         Target::Get { kind, .. } => (*kind, false),
+        Target::Policy { .. } => (ObjectKind::Certificate, false),
         Target::Versions { kind, .. } | Target::List { kind } => (*kind, true),
     };
     if !vault.allows(&caller.client_id, &caller.object_id, kind, list) {
-        let err = denial(vault, &caller, kind, list, &tally.object);
+        let err = denial(
+            vault,
+            &caller,
+            kind,
+            if list { "list" } else { "get" },
+            &tally.object,
+        );
         return done(tally, req, &location, err);
     }
     let base = format!("https://{}", req.host());
@@ -319,6 +404,7 @@ pub async fn handle(shared: &Shared, req: &Incoming) -> Handled {
             objects::list_versions(vault, &base, *kind, name, req, shared)
         }
         Target::List { kind } => objects::list_objects(vault, &base, *kind, req, shared),
+        Target::Policy { name } => objects::certificate_policy(vault, &base, name, shared),
     };
     match result {
         Ok(body) => ok(tally, req, &location, &body),
@@ -336,14 +422,15 @@ fn unreachable_latency() -> KvError {
     )
 }
 
+/// Key Vault's 403 for `caller` without permission `op` (`get`, `list`,
+/// `sign`, `set`, …) on `kind`.
 fn denial(
     vault: &Vault,
     caller: &crate::tokens::Caller,
     kind: ObjectKind,
-    list: bool,
+    op: &str,
     name: &str,
 ) -> KvError {
-    let op = if list { "list" } else { "get" };
     match vault.permission_model {
         PermissionModel::AccessPolicy => KvError::new(
             StatusCode::FORBIDDEN,
@@ -355,11 +442,16 @@ fn denial(
         )
         .inner("AccessDenied"),
         PermissionModel::Rbac => {
-            let action = match (kind, list) {
-                (ObjectKind::Secret, false) => "Microsoft.KeyVault/vaults/secrets/getSecret/action",
-                (ObjectKind::Secret, true) => "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
-                (ObjectKind::Key, _) => "Microsoft.KeyVault/vaults/keys/read",
-                (ObjectKind::Certificate, _) => "Microsoft.KeyVault/vaults/certificates/read",
+            let action = match (kind, op) {
+                (ObjectKind::Secret, "get") => "Microsoft.KeyVault/vaults/secrets/getSecret/action".to_owned(),
+                (ObjectKind::Secret, "list") => "Microsoft.KeyVault/vaults/secrets/readMetadata/action".to_owned(),
+                (ObjectKind::Secret, "set") => "Microsoft.KeyVault/vaults/secrets/setSecret/action".to_owned(),
+                (_, "get" | "list") => format!("Microsoft.KeyVault/vaults/{}/read", kind.collection()),
+                (_, "delete") => format!("Microsoft.KeyVault/vaults/{}/delete", kind.collection()),
+                (ObjectKind::Key, "wrapKey") => "Microsoft.KeyVault/vaults/keys/wrap/action".to_owned(),
+                (ObjectKind::Key, "unwrapKey") => "Microsoft.KeyVault/vaults/keys/unwrap/action".to_owned(),
+                (_, "update") => format!("Microsoft.KeyVault/vaults/{}/write", kind.collection()),
+                (_, op) => format!("Microsoft.KeyVault/vaults/{}/{op}/action", kind.collection()),
             };
             KvError::new(
                 StatusCode::FORBIDDEN,

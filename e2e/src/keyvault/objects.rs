@@ -71,13 +71,26 @@ pub(super) fn get_object(
             let stored_ct = s.content_type.as_deref();
             match (req.query_ci("outContentType"), &s.certificate) {
                 (None, _) => Ok(bundles::secret_bundle(base, name, s, &s.value, stored_ct)),
-                (Some(CONTENT_TYPE_PEM), Some(cert)) => Ok(bundles::secret_bundle(
-                    base,
-                    name,
-                    s,
-                    &cert.pem_bundle(),
-                    Some(CONTENT_TYPE_PEM),
-                )),
+                (Some(CONTENT_TYPE_PEM), Some(cert)) => {
+                    // The key only if the certificate's policy lets it out.
+                    let exportable = vault
+                        .certificates
+                        .get(name)
+                        .and_then(|versions| versions.iter().find(|c| c.version == s.version))
+                        .is_none_or(|c| c.exportable);
+                    let pem = if exportable {
+                        cert.pem_bundle()
+                    } else {
+                        cert.pem_certificate_only()
+                    };
+                    Ok(bundles::secret_bundle(
+                        base,
+                        name,
+                        s,
+                        &pem,
+                        Some(CONTENT_TYPE_PEM),
+                    ))
+                }
                 (Some(CONTENT_TYPE_PFX), Some(_)) if stored_ct == Some(CONTENT_TYPE_PFX) => {
                     Ok(bundles::secret_bundle(base, name, s, &s.value, stored_ct))
                 }
@@ -103,6 +116,18 @@ pub(super) fn get_object(
             Ok(bundles::certificate_bundle(base, name, c))
         }
     }
+}
+
+/// `GET /certificates/{name}/policy`: the policy of the latest version.
+pub(super) fn certificate_policy(
+    vault: &Vault,
+    base: &str,
+    name: &str,
+    shared: &Shared,
+) -> Result<Value, KvError> {
+    let nf = || not_found(ObjectKind::Certificate, name, None, shared);
+    let latest = find_version(vault.certificates.get(name).ok_or_else(nf)?, None).ok_or_else(nf)?;
+    Ok(bundles::policy(base, name, latest))
 }
 
 pub(super) fn list_versions(

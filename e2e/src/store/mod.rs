@@ -265,13 +265,16 @@ impl Store {
             spec,
             validity_months,
         )?);
-        let value = if content_type == CONTENT_TYPE_PFX {
-            crate::util::b64_std(&material.pfx()?)
-        } else {
-            material.pem_bundle()
+        let exportable = seed.exportable.unwrap_or(true);
+        // A non-exportable certificate's secret holds no private key, as in
+        // Key Vault: the certificate only.
+        let value = match (content_type == CONTENT_TYPE_PFX, exportable) {
+            (true, true) => crate::util::b64_std(&material.pfx()?),
+            (true, false) => crate::util::b64_std(&material.pfx_certificate_only()?),
+            (false, true) => material.pem_bundle(),
+            (false, false) => material.pem_certificate_only(),
         };
         let version = pick_version(&seed.attributes.version)?;
-        let exportable = seed.exportable.unwrap_or(true);
         let mut attributes = Attributes::from_seed(&seed.attributes, created);
         attributes.nbf = Some(seed.attributes.nbf.unwrap_or(material.not_before));
         attributes.exp = Some(seed.attributes.exp.unwrap_or(material.not_after));

@@ -3,7 +3,10 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
-use secretfs_e2e::{CounterFilter, Route, ServiceAccountTokenRequest};
+use secretfs_e2e::{
+    CounterFilter, Emulator, EmulatorConfig, EmulatorHandle, FederationSeed, Route,
+    ServiceAccountTokenRequest, TrustedIssuer,
+};
 
 use crate::common::*;
 
@@ -341,4 +344,99 @@ async fn jwt_bearer_assertions_follow_the_federation_table() {
         )
         .await;
     assert_eq!(oauth_error(&r).1, 70021);
+}
+
+/// Entra ID trusts a cluster's service-account issuer through its JWKS (the
+/// real-cluster tests give it a kube-apiserver's `/openid/v1/jwks`). Here a
+/// second emulator plays that cluster: its OIDC key signs the tokens, and
+/// only its JWKS is given to the first.
+#[tokio::test]
+async fn assertions_of_a_trusted_issuer_are_checked_against_its_own_keys() {
+    const CLUSTER: &str = "https://cluster.example.invalid";
+    let cluster = Emulator::start(EmulatorConfig::with_seed(conformance_seed()))
+        .await
+        .unwrap();
+    let mut seed = conformance_seed();
+    seed.federations.push(FederationSeed {
+        issuer: Some(CLUSTER.into()),
+        subject: "system:serviceaccount:apps:cluster-sa".into(),
+        client_id: WORKLOAD_APP.into(),
+        audience: None,
+    });
+    let env = start_with(EmulatorConfig {
+        trusted_issuers: vec![TrustedIssuer::from_jwks(CLUSTER, &cluster.oidc_jwks()).unwrap()],
+        ..EmulatorConfig::with_seed(seed)
+    })
+    .await;
+    let url = token_url(&env);
+    let exchange = |assertion: String| {
+        let url = url.clone();
+        let env = &env;
+        async move {
+            env.post_form(
+                &url,
+                &[
+                    ("client_id", WORKLOAD_APP),
+                    ("grant_type", "client_credentials"),
+                    ("scope", "https://vault.azure.net/.default"),
+                    ("client_assertion_type", JWT_BEARER),
+                    ("client_assertion", &assertion),
+                ],
+            )
+            .await
+        }
+    };
+    let mint = |by: &EmulatorHandle, issuer: &str, sa: &str| {
+        by.mint_service_account_token(&ServiceAccountTokenRequest {
+            issuer: issuer.into(),
+            namespace: "apps".into(),
+            service_account: sa.into(),
+            audience: None,
+            expires_in: None,
+        })
+        .unwrap()
+    };
+
+    // Signed by the cluster's key, federated for its issuer: accepted, and
+    // the access token reads the vault.
+    let r = exchange(mint(&cluster, CLUSTER, "cluster-sa")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let token = r.json()["access_token"].as_str().unwrap().to_string();
+    let read = env
+        .get(
+            "kv-demo",
+            &format!("/secrets/sql-password?{API}"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+
+    let refused = [
+        // Claims the cluster's issuer but is signed by another key (the
+        // emulator's own issuer key): the cluster's JWKS does not verify it.
+        (
+            "forged issuer",
+            mint(&env.emu, CLUSTER, "cluster-sa"),
+            700213,
+        ),
+        // The cluster's genuine token for a subject no federation names.
+        ("other subject", mint(&cluster, CLUSTER, "other-sa"), 70021),
+        // Another issuer (the cluster's key, an issuer nobody trusts): checked
+        // against the emulator's own key, which did not sign it.
+        (
+            "untrusted issuer",
+            mint(&cluster, "https://elsewhere.example.invalid", "cluster-sa"),
+            700213,
+        ),
+    ];
+    for (what, assertion, code) in refused {
+        let r = exchange(assertion).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}");
+        assert_eq!(
+            oauth_error(&r),
+            ("invalid_client".to_string(), code),
+            "{what}: {}",
+            r.text
+        );
+    }
 }

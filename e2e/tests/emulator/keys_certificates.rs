@@ -222,3 +222,151 @@ async fn renewing_a_certificate_adds_a_version_to_all_three_objects() {
         assert!(id.ends_with(&v2), "{coll}: {id}");
     }
 }
+
+/// A non-exportable certificate's secret holds the certificate only, as
+/// Key Vault serves it: no key in the PEM, no key bag in the PFX, none in a
+/// PEM conversion either.
+#[tokio::test]
+async fn a_non_exportable_certificates_secret_holds_no_private_key() {
+    let env = start().await;
+    for (name, content_type) in [
+        ("locked-pfx", "application/x-pkcs12"),
+        ("locked-pem", "application/x-pem-file"),
+    ] {
+        env.emu
+            .add_certificate_version(
+                "kv-conformance",
+                name,
+                Some(&secretfs_e2e::CertificateVersionSeed {
+                    content_type: Some(content_type.into()),
+                    exportable: Some(false),
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+    }
+    let c = env
+        .get_as_app("kv-conformance", &format!("/certificates/locked-pfx?{API}"))
+        .await
+        .json();
+    assert_eq!(c["policy"]["key_props"]["exportable"], false);
+    let pfx = env
+        .get_as_app("kv-conformance", &format!("/secrets/locked-pfx?{API}"))
+        .await
+        .json();
+    let der = STANDARD.decode(pfx["value"].as_str().unwrap()).unwrap();
+    let archive = p12_keystore::Pkcs12Archive::from_pkcs12(&der, "").unwrap();
+    assert!(archive.keys.is_empty(), "no key bag");
+    assert_eq!(archive.certs.len(), 1, "the certificate");
+    for path in [
+        format!("/secrets/locked-pem?{API}"),
+        format!("/secrets/locked-pfx?{API}&outContentType=application/x-pem-file"),
+    ] {
+        let s = env.get_as_app("kv-conformance", &path).await.json();
+        let value = s["value"].as_str().unwrap();
+        assert!(!value.contains("PRIVATE KEY"), "{path}: {value}");
+        assert_eq!(
+            value.matches("-----BEGIN CERTIFICATE-----").count(),
+            1,
+            "{path}"
+        );
+    }
+}
+
+/// The routes the official SDKs use beyond plain reads: a certificate's
+/// policy is served; key operations and writes are answered as Key Vault
+/// answers an identity without that permission (403 `Forbidden` /
+/// `AccessDenied`), not 404 or 405.
+#[tokio::test]
+async fn the_policy_is_served_and_key_operations_and_writes_are_403() {
+    let env = start().await;
+    let c = env
+        .get_as_app("kv-conformance", &format!("/certificates/pfx-cert?{API}"))
+        .await
+        .json();
+    let policy = env
+        .get_as_app(
+            "kv-conformance",
+            &format!("/certificates/pfx-cert/policy?{API}"),
+        )
+        .await;
+    assert_eq!(policy.status, StatusCode::OK, "{}", policy.text);
+    assert_eq!(policy.json(), c["policy"]);
+    let missing = env
+        .get_as_app(
+            "kv-conformance",
+            &format!("/certificates/no-such-cert/policy?{API}"),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let key = env
+        .get_as_app("kv-conformance", &format!("/keys/rsa-key?{API}"))
+        .await
+        .json();
+    let kid = key["key"]["kid"].as_str().unwrap().to_owned();
+    let token = env.token("app-sp");
+    let send = |method: reqwest::Method, url: String| {
+        env.http
+            .request(method, url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(r#"{"alg":"RS256","value":"AAAA"}"#)
+            .send()
+    };
+    let cases = [
+        (
+            reqwest::Method::POST,
+            format!("{kid}/sign?{API}"),
+            "keys sign",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{kid}/wrapKey?{API}"),
+            "keys wrapKey",
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{kid}/verify?{API}"),
+            "keys verify",
+        ),
+        (
+            reqwest::Method::PUT,
+            env.url("kv-conformance", &format!("/secrets/new-one?{API}")),
+            "secrets set",
+        ),
+        (
+            reqwest::Method::DELETE,
+            env.url("kv-conformance", &format!("/secrets/tagged?{API}")),
+            "secrets delete",
+        ),
+        (
+            reqwest::Method::POST,
+            env.url(
+                "kv-conformance",
+                &format!("/certificates/new-cert/create?{API}"),
+            ),
+            "certificates create",
+        ),
+    ];
+    for (method, url, permission) in cases {
+        let reply = read(send(method.clone(), url.clone()).await.unwrap()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{method} {url}: {}",
+            reply.text
+        );
+        let (code, inner, message) = reply.kv_error();
+        assert_eq!(
+            (code.as_str(), inner.as_deref()),
+            ("Forbidden", Some("AccessDenied"))
+        );
+        assert!(
+            message.contains(&format!(
+                "does not have {permission} permission on key vault 'kv-conformance"
+            )),
+            "{method} {url}: {message}"
+        );
+    }
+}

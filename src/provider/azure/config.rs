@@ -128,6 +128,9 @@ pub struct AzureProviderConfig {
     /// Only `secretfs mount` sets it, as the last of its credential sources;
     /// never a node. Default false.
     pub azure_cli: bool,
+    /// Where vault requests and cache hits are counted (default: the
+    /// process's registry; tests give one of their own).
+    pub metrics: &'static crate::metrics::Metrics,
 }
 
 impl Default for AzureProviderConfig {
@@ -151,6 +154,7 @@ impl Default for AzureProviderConfig {
             cache_bytes: crate::cache::DEFAULT_BUDGET,
             rate_limit: crate::rate::RateLimit::default(),
             azure_cli: false,
+            metrics: crate::metrics::global(),
         }
     }
 }

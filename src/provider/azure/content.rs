@@ -195,6 +195,18 @@ pub fn secret_content(
     } else {
         value.clone()
     };
+    // A non-exportable certificate's secret: Key Vault leaves the key out,
+    // and the file is the certificate alone.
+    let pem_out =
+        secret.content_type.as_deref() == Some(CONTENT_TYPE_PEM) || format == ObjectFormat::Pem;
+    if certificate_backed && pem_out && !text.expose().contains("PRIVATE KEY-----") {
+        warnings.push(
+            "the secret holds no private key: the certificate is not exportable (its policy keeps \
+             the key in Key Vault), so the file is the certificate only and no kubernetes.io/tls \
+             Secret can be made of it; objectType: cert mounts the same certificate"
+                .to_owned(),
+        );
+    }
     Ok(Content {
         bytes: decode_value(text.expose(), encoding)?,
         warnings,

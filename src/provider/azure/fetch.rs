@@ -46,6 +46,8 @@ pub struct FetchContext<'a> {
     pub request_timeout: Duration,
     /// Mode of files without `filePermission`.
     pub default_mode: FileMode,
+    /// Where vault requests are counted.
+    pub metrics: &'static crate::metrics::Metrics,
 }
 
 /// The files and versions of one object.
@@ -119,25 +121,31 @@ async fn get(
     name: &str,
     version: Option<&str>,
 ) -> Result<(Fetched, Option<String>), Failure> {
-    with_retry(ctx.retry, ctx.deadline, ctx.request_timeout, || async {
-        if let Some(limiter) = ctx.limiter {
-            limiter.acquire(ctx.vault).await;
-        }
-        let gate = ctx.clients.gate(object_type).await;
-        let started = std::time::Instant::now();
-        let result = get_once(ctx.clients, object_type, name, version).await;
-        crate::metrics::global().vault_request(
-            result.as_ref().map_or_else(|f| f.kind.as_str(), |_| "ok"),
-            started.elapsed().as_secs_f64(),
-        );
-        pause_if_throttled(ctx, &result);
-        match &result {
-            Ok(_) => gate.open(),
-            Err(f) if answered(f) => gate.open(),
-            Err(_) => {}
-        }
-        result
-    })
+    with_retry(
+        ctx.retry,
+        ctx.metrics,
+        ctx.deadline,
+        ctx.request_timeout,
+        || async {
+            if let Some(limiter) = ctx.limiter {
+                limiter.acquire(ctx.vault).await;
+            }
+            let gate = ctx.clients.gate(object_type).await;
+            let started = std::time::Instant::now();
+            let result = get_once(ctx.clients, object_type, name, version).await;
+            ctx.metrics.vault_request(
+                result.as_ref().map_or_else(|f| f.kind.as_str(), |_| "ok"),
+                started.elapsed().as_secs_f64(),
+            );
+            pause_if_throttled(ctx, &result);
+            match &result {
+                Ok(_) => gate.open(),
+                Err(f) if answered(f) => gate.open(),
+                Err(_) => {}
+            }
+            result
+        },
+    )
     .await
 }
 
@@ -226,25 +234,31 @@ async fn list_versions(
     object_type: ObjectType,
     name: &str,
 ) -> Result<Vec<VersionInfo>, Failure> {
-    with_retry(ctx.retry, ctx.deadline, ctx.request_timeout, || async {
-        if let Some(limiter) = ctx.limiter {
-            limiter.acquire(ctx.vault).await;
-        }
-        let gate = ctx.clients.gate(object_type).await;
-        let started = std::time::Instant::now();
-        let result = list_once(ctx.clients, object_type, name).await;
-        crate::metrics::global().vault_request(
-            result.as_ref().map_or_else(|f| f.kind.as_str(), |_| "ok"),
-            started.elapsed().as_secs_f64(),
-        );
-        pause_if_throttled(ctx, &result);
-        match &result {
-            Ok(_) => gate.open(),
-            Err(f) if answered(f) => gate.open(),
-            Err(_) => {}
-        }
-        result
-    })
+    with_retry(
+        ctx.retry,
+        ctx.metrics,
+        ctx.deadline,
+        ctx.request_timeout,
+        || async {
+            if let Some(limiter) = ctx.limiter {
+                limiter.acquire(ctx.vault).await;
+            }
+            let gate = ctx.clients.gate(object_type).await;
+            let started = std::time::Instant::now();
+            let result = list_once(ctx.clients, object_type, name).await;
+            ctx.metrics.vault_request(
+                result.as_ref().map_or_else(|f| f.kind.as_str(), |_| "ok"),
+                started.elapsed().as_secs_f64(),
+            );
+            pause_if_throttled(ctx, &result);
+            match &result {
+                Ok(_) => gate.open(),
+                Err(f) if answered(f) => gate.open(),
+                Err(_) => {}
+            }
+            result
+        },
+    )
     .await
 }
 
@@ -446,13 +460,14 @@ pub async fn fetch_object(
         .map_err(|f| failed(ctx, object, object.version.as_deref(), "get", &f))?;
         let object_id = object.id();
         let content = object_content(object, &object_id, &fetched)?;
+        out.warnings
+            .extend(content.warnings.iter().map(|w| format!("{object_id}: {w}")));
         let version = id
             .as_deref()
             .and_then(version_of_id)
             .map(str::to_owned)
             .or_else(|| object.version.clone())
             .unwrap_or_default();
-        out.warnings.extend(content.warnings);
         // Without history an object has exactly one file.
         if let Some(file) = object.planned_files(ctx.default_mode).into_iter().next() {
             out.files.push(MountedFile {
@@ -484,7 +499,12 @@ pub async fn fetch_object(
             .await
             .map_err(|f| failed(ctx, object, Some(&info.version), "get", &f))?;
         let content = object_content(object, &file.object_id, &fetched)?;
-        out.warnings.extend(content.warnings);
+        out.warnings.extend(
+            content
+                .warnings
+                .iter()
+                .map(|w| format!("{}: {w}", file.object_id)),
+        );
         out.versions.push(ObjectVersion {
             id: file.object_id.clone(),
             version: info.version.clone(),

@@ -65,15 +65,56 @@ impl Drop for IdentityEntry {
     }
 }
 
-/// The Azure Key Vault provider.
 /// What the shared cache is keyed by: the identity (so a pod is only ever
-/// served what its own identity may read), the vault, and everything about
-/// the object that changes its files.
+/// served what its own identity may read), the vault, and what is fetched
+/// from it: the object's type, name, version (with how many versions of
+/// history), format and encoding. Nothing else: not the alias, mode,
+/// position, `optional` flag or class, which only decide where and how a
+/// volume shows the fetched files, so classes differing in those share one
+/// entry (and one vault request per refresh).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ObjectKey {
+pub(crate) struct ObjectKey {
     identity: IdentityKey,
     vault: String,
-    object: String,
+    object_type: super::objects::ObjectType,
+    name: String,
+    /// `None`: the latest.
+    version: Option<String>,
+    /// `objectVersionHistory`: how many versions are fetched.
+    version_history: u32,
+    format: super::objects::ObjectFormat,
+    encoding: super::objects::ObjectEncoding,
+}
+
+impl ObjectKey {
+    pub(crate) fn new(
+        identity: &IdentityKey,
+        vault: &str,
+        object: &super::objects::KeyVaultObject,
+    ) -> Self {
+        let super::objects::KeyVaultObject {
+            index: _,
+            name,
+            alias: _,
+            object_type,
+            version,
+            version_history,
+            format,
+            encoding,
+            file_permission: _,
+            optional: _,
+        } = object;
+        ObjectKey {
+            identity: identity.clone(),
+            vault: vault.to_owned(),
+            object_type: *object_type,
+            name: name.clone(),
+            version: version.clone(),
+            version_history: *version_history,
+            format: *format,
+            encoding: *encoding,
+        }
+    }
 }
 
 impl crate::cache::Weigh for FetchedObject {
@@ -165,6 +206,7 @@ struct OwnedFetch {
     request_timeout: std::time::Duration,
     default_mode: crate::provider::FileMode,
     object: super::objects::KeyVaultObject,
+    metrics: &'static crate::metrics::Metrics,
 }
 
 impl OwnedFetch {
@@ -179,6 +221,7 @@ impl OwnedFetch {
             deadline_total: self.deadline_total,
             request_timeout: self.request_timeout,
             default_mode: self.default_mode,
+            metrics: self.metrics,
         };
         fetch_object(&ctx, &self.object).await
     }
@@ -249,7 +292,7 @@ impl AzureProvider {
         let salt = IdentityKeySalt::random().map_err(|_| ConfigError::Random)?;
         let capacity = NonZeroUsize::new(config.max_identities.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(AzureProvider {
-            cache: crate::cache::ObjectCache::new(config.cache_bytes),
+            cache: crate::cache::ObjectCache::new(config.cache_bytes).with_metrics(config.metrics),
             limiter: Arc::new(crate::rate::RateLimiter::new(config.rate_limit)),
             credential_env: CredentialEnv {
                 node_http,
@@ -456,6 +499,7 @@ impl Provider for AzureProvider {
                 deadline_total: self.config.deadline,
                 request_timeout: self.config.request_timeout,
                 default_mode: request.default_mode,
+                metrics: self.config.metrics,
             };
             let mut errors = ObjectErrors::new();
             for object in &params.objects {
@@ -486,11 +530,7 @@ impl Provider for AzureProvider {
                 // Keyed by what is fetched, not by where it goes: aliases,
                 // modes and positions are applied per volume below.
                 let spec = object.fetch_spec();
-                let key = ObjectKey {
-                    identity: resolved.key.clone(),
-                    vault: url.clone(),
-                    object: format!("{spec:?}"),
-                };
+                let key = ObjectKey::new(&resolved.key, &url, object);
                 let owned = OwnedFetch {
                     clients: clients.clone(),
                     limiter: self.limiter.clone(),
@@ -502,6 +542,7 @@ impl Provider for AzureProvider {
                     request_timeout: self.config.request_timeout,
                     default_mode: request.default_mode,
                     object: spec,
+                    metrics: self.config.metrics,
                 };
                 async move {
                     self.cache
@@ -579,5 +620,102 @@ impl Provider for AzureProvider {
         response.versions =
             crate::provider::last_version_per_id(std::mem::take(&mut response.versions));
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+    use crate::provider::azure::objects::parse_objects;
+
+    fn identity(client: &str) -> IdentityKey {
+        IdentityKey::ManagedIdentity {
+            node: "node-1".into(),
+            identity: client.into(),
+        }
+    }
+
+    /// The one object of a class's `objects` parameter, written as YAML
+    /// fields (`objectName: db`, …).
+    fn object(fields: &str) -> crate::provider::azure::objects::KeyVaultObject {
+        let objects = format!("array:\n  - |\n    {}\n", fields.replace(", ", "\n    "));
+        parse_objects(&objects).unwrap().objects.remove(0)
+    }
+
+    const VAULT: &str = "https://kv.vault.azure.net";
+
+    fn key(fields: &str) -> ObjectKey {
+        ObjectKey::new(&identity("system"), VAULT, &object(fields))
+    }
+
+    #[test]
+    fn classes_differing_only_in_alias_mode_or_position_share_an_entry() {
+        let base = "objectName: db, objectType: secret";
+        let same = [
+            "objectName: db, objectType: secret, objectAlias: DB_PASSWORD",
+            "objectName: db, objectType: secret, filePermission: \"0400\"",
+            "objectName: db, objectType: secret, optional: true",
+            // `latest` is the latest.
+            "objectName: db, objectType: secret, objectVersion: latest",
+        ];
+        for fields in same {
+            assert_eq!(key(base), key(fields), "{fields}");
+        }
+        // Another position in another class's array.
+        let mut later = object(base);
+        later.index = 7;
+        assert_eq!(
+            key(base),
+            ObjectKey::new(&identity("system"), VAULT, &later)
+        );
+    }
+
+    #[test]
+    fn each_keyed_field_makes_its_own_entry() {
+        let base = key("objectName: db, objectType: secret");
+        let different = [
+            ("type", key("objectName: db, objectType: key")),
+            ("name", key("objectName: db2, objectType: secret")),
+            (
+                "version",
+                key(
+                    "objectName: db, objectType: secret, objectVersion: 0123456789abcdef0123456789abcdef",
+                ),
+            ),
+            (
+                "history",
+                key("objectName: db, objectType: secret, objectVersionHistory: 3"),
+            ),
+            (
+                "format",
+                key("objectName: db, objectType: secret, objectFormat: pfx"),
+            ),
+            (
+                "encoding",
+                key("objectName: db, objectType: secret, objectEncoding: base64"),
+            ),
+            (
+                "vault",
+                ObjectKey::new(
+                    &identity("system"),
+                    "https://other.vault.azure.net",
+                    &object("objectName: db, objectType: secret"),
+                ),
+            ),
+            (
+                "identity",
+                ObjectKey::new(
+                    &identity("client-2"),
+                    VAULT,
+                    &object("objectName: db, objectType: secret"),
+                ),
+            ),
+        ];
+        for (field, other) in &different {
+            assert_ne!(&base, other, "{field}");
+        }
+        let distinct: std::collections::HashSet<&ObjectKey> =
+            different.iter().map(|(_, k)| k).chain([&base]).collect();
+        assert_eq!(distinct.len(), different.len() + 1);
     }
 }

@@ -230,6 +230,7 @@ pub fn backoff(config: &RetryConfig, attempt: u32, retry_after: Option<Duration>
 /// `request_timeout` (and never more than what is left).
 pub async fn with_retry<T, F, Fut>(
     config: &RetryConfig,
+    metrics: &crate::metrics::Metrics,
     deadline: Instant,
     request_timeout: Duration,
     mut op: F,
@@ -251,7 +252,7 @@ where
                 Ok(r) => r,
                 Err(_) => {
                     // `op` counts the attempts that end; this one was cut.
-                    crate::metrics::global().vault_request("transient", budget.as_secs_f64());
+                    metrics.vault_request("transient", budget.as_secs_f64());
                     Err(Failure::timed_out(budget))
                 }
             }
@@ -395,10 +396,16 @@ mod tests {
     async fn retries_retryable_failures_then_gives_up() {
         let calls = AtomicU32::new(0);
         let deadline = Instant::now() + Duration::from_secs(30);
-        let r: Result<(), Failure> = with_retry(&cfg(), deadline, Duration::from_secs(5), || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err(Failure::new(ErrorKind::Throttled, "429")) }
-        })
+        let r: Result<(), Failure> = with_retry(
+            &cfg(),
+            crate::metrics::global(),
+            deadline,
+            Duration::from_secs(5),
+            || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(Failure::new(ErrorKind::Throttled, "429")) }
+            },
+        )
         .await;
         let f = r.unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 4);
@@ -406,10 +413,16 @@ mod tests {
         assert_eq!(f.kind, ErrorKind::Throttled);
 
         let calls = AtomicU32::new(0);
-        let r: Result<(), Failure> = with_retry(&cfg(), deadline, Duration::from_secs(5), || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Err(Failure::new(ErrorKind::NotFound, "404")) }
-        })
+        let r: Result<(), Failure> = with_retry(
+            &cfg(),
+            crate::metrics::global(),
+            deadline,
+            Duration::from_secs(5),
+            || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err(Failure::new(ErrorKind::NotFound, "404")) }
+            },
+        )
         .await;
         assert_eq!(r.unwrap_err().attempts, 1);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -419,12 +432,17 @@ mod tests {
     async fn a_slow_attempt_times_out_within_the_deadline() {
         let deadline = Instant::now() + Duration::from_millis(300);
         let start = Instant::now();
-        let r: Result<(), Failure> =
-            with_retry(&cfg(), deadline, Duration::from_secs(10), || async {
+        let r: Result<(), Failure> = with_retry(
+            &cfg(),
+            crate::metrics::global(),
+            deadline,
+            Duration::from_secs(10),
+            || async {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 Ok(())
-            })
-            .await;
+            },
+        )
+        .await;
         let f = r.unwrap_err();
         assert_eq!(f.kind, ErrorKind::Transient);
         assert!(f.message.starts_with("no answer within"), "{}", f.message);

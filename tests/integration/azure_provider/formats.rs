@@ -162,3 +162,55 @@ async fn encodings_decode_the_secret_and_bad_content_is_invalid() {
     );
     assert!(!errors[0].message.contains("this is not base64"));
 }
+
+/// A non-exportable certificate: Key Vault keeps its private key, so its
+/// secret holds the certificate only (PEM, or a PKCS#12 with no key bag).
+/// The driver mounts what the vault has, as upstream's provider: the
+/// certificate, in the format asked for, and says why no key came.
+#[tokio::test]
+async fn a_non_exportable_certificates_secret_mounts_without_a_key() {
+    let emu = start().await;
+    let provider = provider(&emu);
+    for (name, content_type) in [
+        ("locked-pfx", "application/x-pkcs12"),
+        ("locked-pem", "application/x-pem-file"),
+    ] {
+        emu.add_certificate_version(
+            VAULT,
+            name,
+            Some(&secretfs_e2e::CertificateVersionSeed {
+                content_type: Some(content_type.into()),
+                exportable: Some(false),
+                ..Default::default()
+            }),
+        )
+        .unwrap();
+    }
+    let request = sp_request(
+        VAULT,
+        &objects(&[
+            &object("locked-pfx", "secret", &[("objectAlias", "pfx-as-pem")]),
+            &object("locked-pem", "secret", &[("objectAlias", "pem")]),
+            &object("locked-pfx", "cert", &[("objectAlias", "pfx.crt")]),
+        ]),
+    );
+    let r = mount_ok(&provider, &request).await;
+    for path in ["pfx-as-pem", "pem"] {
+        let text = file_text(&r, path);
+        assert!(!text.contains("PRIVATE KEY"), "{path}: {text}");
+        assert_eq!(
+            text.matches("-----BEGIN CERTIFICATE-----").count(),
+            1,
+            "{path}: {text}"
+        );
+    }
+    // The certificate the secret holds is the certificate itself.
+    assert_eq!(file_text(&r, "pfx-as-pem"), file_text(&r, "pfx.crt"));
+    assert!(
+        r.warnings.iter().any(|w| w.contains("secret/locked-pfx")
+            && w.contains("no private key")
+            && w.contains("not exportable")),
+        "{:?}",
+        r.warnings
+    );
+}

@@ -29,9 +29,8 @@ async fn refused(
         "{behavior:?}: no volume is recorded"
     );
     assert!(
-        err.message.contains("SecretProviderClass default/v")
-            || err.message.contains("SecretProviderClass v"),
-        "{behavior:?}: the class is named: {}",
+        err.message.contains("SecretProviderClass default/v:"),
+        "{behavior:?}: the class is named as namespace/name: {}",
         err.message
     );
     err
@@ -77,6 +76,36 @@ async fn a_mode_out_of_range_is_refused() {
 async fn missing_object_versions_are_refused() {
     let err = refused(Behavior::MissingVersions, |_| {}).await;
     assert_contains(&err, &["missing object versions"]);
+}
+
+/// A provider's own failure is final and answered `Unknown`, as upstream
+/// answers it (kubelet treats `UNAVAILABLE` as "maybe mounted, try again").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_own_error_is_final_and_unknown() {
+    let err = refused(Behavior::Failed("objects is not set".into()), |_| {}).await;
+    assert_eq!(
+        err.code,
+        secretfs_csi::ErrorCode::Unknown,
+        "{}",
+        err.message
+    );
+    assert_eq!(err.error_type, "GRPCProviderError");
+    assert_contains(&err, &["Unknown: objects is not set", "provider \"vault\""]);
+    let err = refused(Behavior::ErrorCode("VaultSealed".into()), |_| {}).await;
+    assert_eq!(
+        err.code,
+        secretfs_csi::ErrorCode::Unknown,
+        "{}",
+        err.message
+    );
+    // Only a broken transport stays retryable.
+    let err = refused(Behavior::Unavailable(10), |_| {}).await;
+    assert_eq!(
+        err.code,
+        secretfs_csi::ErrorCode::Unavailable,
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

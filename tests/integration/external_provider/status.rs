@@ -89,3 +89,68 @@ async fn a_mode_the_provider_sends_is_the_files_mode() {
     assert_eq!(provider.calls()[0].permission, "420");
     s.unpublish("modes").await;
 }
+
+/// Mode 0 is proto3's "not set" (upstream's own e2e provider sends it): the
+/// file gets the volume's default mode, so a non-root container can list
+/// and read the volume as with any other provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_sent_without_a_mode_gets_the_volumes_default_mode() {
+    if !fuse_available() {
+        return;
+    }
+    let (s, provider) = with_test_provider(|_| {}).await;
+    provider.set_mode("foo", 0);
+    s.publish("nomode", "v").await.unwrap();
+    let target = s.target("nomode");
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode(&target.join("foo")),
+        0o644,
+        "no fsGroup: 0644, as `permission` 420 says"
+    );
+    assert_eq!(mode(&target), 0o555, "the root lists for everyone");
+    s.unpublish("nomode").await;
+
+    // With an fsGroup, the group's default (0640), like every other file.
+    let mut request = s.request("grouped", "v");
+    request.mount_group = Some(2000);
+    secretfs_csi::VolumeManager::publish(&*s.driver, request)
+        .await
+        .unwrap();
+    let target = s.target("grouped");
+    assert_eq!(mode(&target.join("foo")), 0o640);
+    assert_eq!(mode(&target), 0o550);
+    s.unpublish("grouped").await;
+}
+
+/// `secretfs status` shows the versions an external provider reported,
+/// whose object ids (`secret/foo`) are not its file paths (`foo`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_the_versions_an_external_provider_reported() {
+    if !fuse_available() {
+        return;
+    }
+    let (s, provider) = with_test_provider(|_| {}).await;
+    provider.set_file("db/pass", b"hunter2", "p1");
+    s.publish("versions", "v").await.unwrap();
+    let status = s.driver.status().await;
+    let table = secretfs::admin::render_status(&status);
+    for (id, version) in [("secret/db/pass", "p1"), ("secret/foo", "v1")] {
+        assert!(
+            status[0]
+                .objects
+                .iter()
+                .any(|o| o.id == id && o.version == version),
+            "{:?}",
+            status[0].objects
+        );
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains(id) && l.trim_end().ends_with(version)),
+            "{id} {version} in:\n{table}"
+        );
+    }
+    s.unpublish("versions").await;
+}

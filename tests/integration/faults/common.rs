@@ -177,7 +177,11 @@ impl Env {
         kube: Kube,
         tune: impl FnOnce(&mut AzureProviderConfig),
     ) -> Env {
+        // Counts of its own: what a test asserts is what its driver and
+        // provider did, whatever else runs in the process.
+        let metrics = secretfs::metrics::Metrics::isolated();
         let mut config = azure_config(&emu);
+        config.metrics = metrics;
         tune(&mut config);
         let provider = AzureProvider::new(config).expect("provider");
         let classes_dir = tempfile::tempdir().unwrap();
@@ -220,7 +224,8 @@ impl Env {
             },
             classes,
             [Arc::new(provider) as Arc<dyn Provider>],
-        );
+        )
+        .with_metrics(metrics);
         if let Some(client) = client {
             driver = driver.with_syncer(Arc::new(
                 Syncer::new(client, "node-1").with_timeout(KUBE_TIMEOUT),
@@ -233,6 +238,12 @@ impl Env {
             kubelet: tempfile::tempdir().unwrap(),
             _classes: classes_dir,
         }
+    }
+
+    /// The sum of this environment's samples of metric `name` whose
+    /// labels include every one of `labels` (`key="value"`).
+    pub fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        metric_in(self.driver.metrics(), name, labels)
     }
 
     pub fn api(&self) -> &FakeApiServer {
@@ -362,10 +373,10 @@ pub fn is_mounted(target: &Path) -> bool {
         .any(|l| l.split(' ').nth(1) == Some(target.to_str().unwrap()))
 }
 
-/// The sum of the samples of metric `name` whose labels include every one
-/// of `labels` (`key="value"`).
-pub fn metric(name: &str, labels: &[&str]) -> f64 {
-    secretfs::metrics::global()
+/// The sum of the samples in `metrics` of metric `name` whose labels
+/// include every one of `labels` (`key="value"`).
+pub fn metric_in(metrics: &secretfs::metrics::Metrics, name: &str, labels: &[&str]) -> f64 {
+    metrics
         .render()
         .lines()
         .filter(|l| !l.starts_with('#'))

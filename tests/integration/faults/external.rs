@@ -18,7 +18,7 @@ use secretfs_csi::{
 use secretfs_e2e::test_provider::{Behavior, TestProvider};
 use secretfs_fuse::ReadMode;
 
-use super::common::{assert_mentions, fuse_available, is_mounted, metric};
+use super::common::{assert_mentions, fuse_available, is_mounted, metric_in};
 
 /// A driver whose only provider is `vault`, an external one with a 1 s
 /// deadline, at `<dir>/vault.sock`.
@@ -58,7 +58,8 @@ fn setup() -> Setup {
         },
         Arc::new(SpcDir::new(classes.path())),
         ProviderRegistry::new(vec![]).with_external(external),
-    );
+    )
+    .with_metrics(secretfs::metrics::Metrics::isolated());
     Setup {
         driver,
         dir,
@@ -113,8 +114,9 @@ impl Setup {
     }
 }
 
-fn refresh_errors() -> f64 {
-    metric(
+fn refresh_errors(s: &Setup) -> f64 {
+    metric_in(
+        s.driver.metrics(),
         "rotation_reconcile_error_total",
         &[r#"provider="vault""#, r#"error_type="transient""#],
     )
@@ -136,7 +138,7 @@ async fn a_provider_socket_removed_between_publish_and_rotation() {
     assert!(!s.socket().exists());
     let socket = s.socket().display().to_string();
 
-    let before = refresh_errors();
+    let before = refresh_errors(&s);
     let started = Instant::now();
     let err = s.driver.refresh(&s.target("e1")).await.unwrap_err();
     assert!(
@@ -150,7 +152,7 @@ async fn a_provider_socket_removed_between_publish_and_rotation() {
         &err.message,
         &["provider \"vault\"", &socket, "is the provider running?"],
     );
-    assert_eq!(refresh_errors(), before + 1.0);
+    assert_eq!(refresh_errors(&s), before + 1.0);
     assert_eq!(s.foo("e1"), b"secret", "the last good bytes");
     let mut buf = [0u8; 16];
     let n = std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0).unwrap();
@@ -197,7 +199,7 @@ async fn a_provider_hanging_past_the_deadline_on_refresh() {
     provider.set_file("foo", b"never seen", "v2");
     provider.set_behavior(Behavior::Slow(Duration::from_secs(10)));
 
-    let before = refresh_errors();
+    let before = refresh_errors(&s);
     let started = Instant::now();
     let err = s.driver.refresh(&s.target("h1")).await.unwrap_err();
     let elapsed = started.elapsed();
@@ -214,7 +216,7 @@ async fn a_provider_hanging_past_the_deadline_on_refresh() {
             "--provider-timeout",
         ],
     );
-    assert_eq!(refresh_errors(), before + 1.0);
+    assert_eq!(refresh_errors(&s), before + 1.0);
     assert_eq!(s.foo("h1"), b"secret", "the last good bytes");
 
     provider.set_behavior(Behavior::Ok);

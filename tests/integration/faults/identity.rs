@@ -32,7 +32,7 @@ fn closed_port() -> u16 {
 
 async fn publish_fails(env: &Env, class: &str, identity: &str) {
     let errors = || {
-        metric(
+        env.metric(
             "node_publish_error_total",
             &[r#"provider="azure""#, r#"error_type="ProviderError""#],
         )

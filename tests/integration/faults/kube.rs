@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::common::*;
 
-fn sync_errors() -> f64 {
-    metric("secretfs_sync_errors_total", &[])
+fn sync_errors(env: &Env) -> f64 {
+    env.metric("secretfs_sync_errors_total", &[])
 }
 
 /// Within two live-read or sync timeouts (a failed publish reads the class
@@ -36,12 +36,16 @@ async fn publish_with_the_api_down_mounts_a_cached_class() {
     }
     let env = Env::start(Kube::Cluster, |_| {}).await;
     env.api().down().await;
-    let errors = sync_errors();
+    let errors = sync_errors(&env);
     let started = Instant::now();
     env.publish("k1", MI_CLASS).await.unwrap();
     promptly(started);
     assert_eq!(env.secret_file("k1"), GOOD);
-    assert_eq!(sync_errors(), errors + 1.0, "the failed sync is counted");
+    assert_eq!(
+        sync_errors(&env),
+        errors + 1.0,
+        "the failed sync is counted"
+    );
     assert!(!env.synced("k1").await);
     assert_eq!(env.synced_secret(), None, "nothing reached the API");
 
@@ -106,7 +110,7 @@ fn put_new_class(env: &Env) {
 
 async fn uncached_class_fails(env: &Env, needles: &[&str]) {
     let errors = || {
-        metric(
+        env.metric(
             "node_publish_error_total",
             &[r#"error_type="SecretProviderClassUnavailable""#],
         )
@@ -146,7 +150,7 @@ async fn sync_under(break_api: impl AsyncFnOnce(&Env), heal_api: impl AsyncFnOnc
 
     env.emu.set_secret(VAULT, "sql-password", ROTATED).unwrap();
     break_api(&env).await;
-    let errors = sync_errors();
+    let errors = sync_errors(&env);
     let started = Instant::now();
     let outcome = env.driver.refresh(&env.target("s1")).await.unwrap();
     promptly(started);
@@ -157,7 +161,7 @@ async fn sync_under(break_api: impl AsyncFnOnce(&Env), heal_api: impl AsyncFnOnc
         Some(GOOD),
         "the Secret keeps its data"
     );
-    assert_eq!(sync_errors(), errors + 1.0);
+    assert_eq!(sync_errors(&env), errors + 1.0);
     assert!(!env.synced("s1").await);
 
     heal_api(&env).await;

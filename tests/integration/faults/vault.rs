@@ -71,8 +71,8 @@ fn connection_reset() -> Case {
 }
 
 /// `secretfs_vault_requests_total` of this outcome.
-fn vault_requests(outcome: &str) -> f64 {
-    metric(
+fn vault_requests(env: &Env, outcome: &str) -> f64 {
+    env.metric(
         "secretfs_vault_requests_total",
         &[&format!(r#"outcome="{outcome}""#)],
     )
@@ -97,12 +97,12 @@ async fn publish_under(case: Case) {
     let env = Env::start(Kube::None, |_| {}).await;
     env.emu.add_fault(on_the_vault(case.fault.clone()));
     let errors = || {
-        metric(
+        env.metric(
             "node_publish_error_total",
             &[r#"provider="azure""#, r#"error_type="ProviderError""#],
         )
     };
-    let (before, attempts) = (errors(), vault_requests(case.kind));
+    let (before, attempts) = (errors(), vault_requests(&env, case.kind));
     let started = Instant::now();
     let err = env.publish("p1", MI_CLASS).await.unwrap_err();
     within_the_deadline(started.elapsed());
@@ -111,7 +111,7 @@ async fn publish_under(case: Case) {
     assert_mentions(
         &err.message,
         &[
-            "SecretProviderClass azure-kvname",
+            "SecretProviderClass default/azure-kvname",
             "secret/sql-password",
             "vault kv-demo",
         ],
@@ -119,7 +119,7 @@ async fn publish_under(case: Case) {
     assert_mentions(&err.message, case.needles);
     assert_eq!(errors(), before + 1.0, "node_publish_error_total counts it");
     assert!(
-        vault_requests(case.kind) >= attempts + 2.0,
+        vault_requests(&env, case.kind) >= attempts + 2.0,
         "secretfs_vault_requests_total counts each attempt"
     );
     env.assert_no_half_made_mount("p1").await;
@@ -173,7 +173,7 @@ async fn refresh_under(case: Case) {
     env.emu.set_secret(VAULT, "sql-password", ROTATED).unwrap();
     env.emu.add_fault(on_the_vault(case.fault.clone()));
     let errors = || {
-        metric(
+        env.metric(
             "rotation_reconcile_error_total",
             &[
                 r#"provider="azure""#,
@@ -259,7 +259,7 @@ async fn lazy_load_under(case: Case) {
     let file = env.target("l1").join("SECRET_1");
 
     env.emu.add_fault(on_the_vault(case.fault.clone()));
-    let (fuse_errors, attempts) = (env.driver.fuse_counts()[4], vault_requests(case.kind));
+    let (fuse_errors, attempts) = (env.driver.fuse_counts()[4], vault_requests(&env, case.kind));
     let started = Instant::now();
     let err = read_blocking(file.clone()).await.unwrap_err();
     within_the_deadline(started.elapsed());
@@ -269,7 +269,7 @@ async fn lazy_load_under(case: Case) {
         env.driver.fuse_counts()[4] > fuse_errors,
         "secretfs_fuse_errors_total"
     );
-    assert!(vault_requests(case.kind) > attempts);
+    assert!(vault_requests(&env, case.kind) > attempts);
 
     env.emu.clear_faults();
     assert_eq!(read_blocking(file.clone()).await.unwrap(), GOOD.as_bytes());

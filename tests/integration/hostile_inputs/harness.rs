@@ -295,9 +295,17 @@ impl Node {
 
     /// What kubelet sends for pod `uid` naming `class`: pod info, the
     /// `app-sp` service principal as nodePublishSecretRef, read-only.
+    /// The pod exists in the API server (the sync reads its owners), one
+    /// per uid as in a cluster: `hostile-pod-<uid>`.
     pub fn request(&self, uid: &str, class: &str) -> NodePublishVolumeRequest {
+        let pod = format!("{POD}-{}", uid.to_lowercase());
+        self.api.put(
+            "pods",
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": pod, "namespace": "default", "uid": uid}}),
+        );
         let context: BTreeMap<&str, &str> = [
-            ("csi.storage.k8s.io/pod.name", POD),
+            ("csi.storage.k8s.io/pod.name", pod.as_str()),
             ("csi.storage.k8s.io/pod.namespace", "default"),
             ("csi.storage.k8s.io/pod.uid", uid),
             ("csi.storage.k8s.io/serviceAccount.name", SERVICE_ACCOUNT),

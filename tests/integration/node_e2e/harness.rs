@@ -301,9 +301,17 @@ impl Env {
                 status.success(),
                 "the node plugin stopped cleanly: {status}"
             );
+            // A clean stop leaves no socket behind.
+            assert!(
+                !self.socket.exists(),
+                "the CSI socket is removed on SIGTERM"
+            );
+            assert!(
+                !self.admin_socket.exists(),
+                "the admin socket is removed on SIGTERM"
+            );
         }
-        // A CSI socket left by a killed process is replaced at start.
-        let _ = std::fs::remove_file(&self.socket);
+        // Sockets left by a killed process stay: the start replaces them.
         let binary = binary.unwrap_or(Path::new(env!("CARGO_BIN_EXE_secretfs")));
         self.child = spawn(
             binary,
@@ -342,9 +350,11 @@ async fn wait_until_serving(
     metrics_addr: std::net::SocketAddr,
 ) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
+    // Connected, not only there: a killed process's socket is still there
+    // until the new one replaces it.
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
         if Instant::now() >= deadline {
-            return Err("the node plugin did not create its socket".into());
+            return Err("the node plugin did not serve its socket".into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -1,4 +1,4 @@
-//! The seed case (fixtures/seed/README.md, files part) through the binary.
+//! The seed case (tests/fixtures/seed/README.md, files part) through the binary.
 
 use std::process::Command;
 
@@ -406,4 +406,19 @@ fn mounts_at(target: &std::path::Path) -> Vec<(String, String)> {
         .filter(|f| f.len() > 4 && f[4] == target)
         .map(|f| (f[0].to_owned(), f[2].to_owned()))
         .collect()
+}
+
+/// SIGTERM removes the CSI and admin sockets (`Env::restart` checks it);
+/// after SIGKILL they stay, and the next start replaces them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_removes_its_sockets_and_a_start_replaces_stale_ones() {
+    if !fuse_available() {
+        return;
+    }
+    let mut env = Env::start(&[]).await;
+    env.restart(Stop::Term, None).await;
+    env.restart(Stop::Kill, None).await;
+    let (ok, out) = env.admin(&["status"]);
+    assert!(ok, "the replaced admin socket serves: {out}");
+    assert!(out.contains("no volumes published"), "{out}");
 }

@@ -126,7 +126,7 @@ async fn a_deleted_secret_is_re_created_at_the_recheck() {
             .map(|o| o.uid.clone())
             .collect()
     };
-    assert_eq!(owners(&first), [owner.clone()]);
+    assert_eq!(owners(&first), std::slice::from_ref(&owner));
 
     // Deleted (by a user, or collected when its owner went) while the pod
     // still uses it.

@@ -166,6 +166,11 @@ pub fn setup_with(extra: &[String]) -> Setup {
 }
 
 impl Setup {
+    /// Writes another manifest file into the class directory.
+    pub fn write_manifest(&self, file: &str, text: &str) {
+        std::fs::write(self.classes.path().join(file), text).unwrap();
+    }
+
     /// Adds an annotation to class `name` (rewrites its manifest file).
     pub fn annotate_class(&self, name: &str, key: &str, value: &str) {
         let path = self.classes.path().join("classes.yaml");

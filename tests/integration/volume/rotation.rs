@@ -1,5 +1,11 @@
 //! The refresh scheduler: rotation without remount, last good bytes kept on
 //! failure, on-demand refresh through the class annotation.
+//!
+//! The scheduler runs on tokio's clock. The tests that check when it
+//! refreshes run with that clock paused (`start_paused`) and move it
+//! themselves: [`advance`] moves it, and [`settle`] waits in real time for
+//! the refreshes it started while the clock stands still, so a loaded
+//! machine makes a test slower, never wrong.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,6 +26,51 @@ fn fast() -> RotationConfig {
     }
 }
 
+/// Waits (in real time, up to 30 s) until `check` holds, without letting
+/// the paused clock move: this task never waits on a timer, so the runtime
+/// never parks and never advances the clock by itself; the scheduler and
+/// its refreshes run at each yield (their file work on blocking threads).
+async fn settle(what: &str, mut check: impl FnMut() -> bool) {
+    let real = Instant::now();
+    while !check() {
+        assert!(
+            real.elapsed() < Duration::from_secs(30),
+            "{what} did not happen with the clock stopped"
+        );
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Lets every task that is ready run, the clock stopped, and the blocking
+/// work they start finish (each running refresh holds its volume, which
+/// `Driver::volumes` then leaves out).
+async fn quiesce(s: &Setup, volumes: usize) {
+    for _ in 0..4 {
+        settle("the refreshes in flight to end", || {
+            s.driver.volumes().len() == volumes
+        })
+        .await;
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Moves the paused clock by `by`, in steps of `step`, letting the
+/// scheduler act at each step as it would at that time.
+async fn advance(s: &Setup, volumes: usize, by: Duration, step: Duration) {
+    let end = tokio::time::Instant::now() + by;
+    while tokio::time::Instant::now() < end {
+        let left = end - tokio::time::Instant::now();
+        tokio::time::advance(step.min(left)).await;
+        quiesce(s, volumes).await;
+    }
+}
+
 async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
@@ -28,7 +79,7 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_new_version_reaches_every_volume_within_the_interval() {
     if !fuse_available() {
         return;
@@ -73,20 +124,29 @@ async fn a_new_version_reaches_every_volume_within_the_interval() {
             })
         })
         .collect();
-    let scheduler = rotation::spawn(s.driver.clone(), fast());
+    let no_class_reads = RotationConfig {
+        request_check: Duration::from_secs(3600),
+        ..fast()
+    };
+    let scheduler = rotation::spawn(s.driver.clone(), no_class_reads);
     s.provider.set("SECRET_1", "rotated by the scheduler");
-    let changed_at = Instant::now();
-    wait_for("all volumes rotated", Duration::from_secs(3), || {
+    let all_rotated = || {
         ["r1", "r2", "r3"].iter().all(|uid| {
             std::fs::read(s.target(uid).join("SECRET_1")).unwrap() == b"rotated by the scheduler"
         })
-    })
-    .await;
-    assert!(
-        changed_at.elapsed() < Duration::from_millis(300 + 1000),
-        "within interval + 1 s"
+    };
+    // Jitter shortens the 300 ms interval by at most 10 %: nothing before
+    // 270 ms, every volume by 300 ms plus one 50 ms tick.
+    advance(&s, 3, Duration::from_millis(260), Duration::from_millis(10)).await;
+    assert_eq!(
+        s.provider.calls.load(Ordering::SeqCst),
+        3,
+        "no refresh before 0.9 × the interval"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    advance(&s, 3, Duration::from_millis(90), Duration::from_millis(10)).await;
+    settle("all volumes rotated", all_rotated).await;
+    // Readers go on a little after the rotation (real time).
+    std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
     for reader in readers {
@@ -140,7 +200,7 @@ async fn a_failing_refresh_keeps_the_last_good_bytes() {
     s.unpublish("f1").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn refresh_requested_on_the_class_skips_the_interval() {
     if !fuse_available() {
         return;
@@ -152,15 +212,18 @@ async fn refresh_requested_on_the_class_skips_the_interval() {
         ..fast()
     };
     let scheduler = rotation::spawn(s.driver.clone(), slow);
-    // Let the scheduler see the class once without a request.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Let the scheduler see the class once without a request (it looks
+    // every 100 ms).
+    advance(&s, 1, Duration::from_millis(300), Duration::from_millis(50)).await;
     s.provider.set("SECRET_1", "on demand");
     s.annotate_class(
         "ok",
         "secretfs.io/refresh-requested-at",
         "2026-11-26T16:40:00Z",
     );
-    wait_for("on-demand refresh", Duration::from_secs(3), || {
+    // Seen at the next look, an hour before the interval would be up.
+    advance(&s, 1, Duration::from_millis(150), Duration::from_millis(50)).await;
+    settle("on-demand refresh", || {
         std::fs::read(s.target("q1").join("SECRET_1")).unwrap() == b"on demand"
     })
     .await;
@@ -192,7 +255,7 @@ async fn rotation_reaches_a_sub_path_bind_mount_of_the_file() {
 /// More due volumes than permits: a finished refresh starts the next due
 /// volume at once (not at the next tick), most overdue first, so every
 /// volume is reached, not only the first ones in path order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn more_volumes_than_permits_all_rotate_without_waiting_for_ticks() {
     if !fuse_available() {
         return;
@@ -210,7 +273,12 @@ async fn more_volumes_than_permits_all_rotate_without_waiting_for_ticks() {
     };
     let scheduler = rotation::spawn(s.driver.clone(), config);
     s.provider.set("SECRET_1", "rotated, all of them");
-    wait_for("all 40 volumes rotated", Duration::from_secs(6), || {
+    // Every volume is due by 300 ms; the first tick after that (1 s) finds
+    // them. From then on the clock stands still: all 40 rotate, two at a
+    // time, without another tick.
+    quiesce(&s, 40).await; // the scheduler's first look, at 0
+    tokio::time::advance(Duration::from_secs(1)).await;
+    settle("all 40 volumes rotated with no further tick", || {
         uids.iter().all(|uid| {
             std::fs::read(s.target(uid).join("SECRET_1")).unwrap() == b"rotated, all of them"
         })
@@ -333,7 +401,7 @@ async fn status_shows_the_next_refresh_the_scheduler_planned() {
 
 /// A class's `secretfs.io/rotation-poll-interval` drives its own volumes;
 /// a volume of another class keeps the node's (long) interval.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_class_interval_override_refreshes_on_its_own_schedule() {
     if !fuse_available() {
         return;
@@ -350,20 +418,31 @@ async fn a_class_interval_override_refreshes_on_its_own_schedule() {
     s.driver.publish(s.request("o2", "short")).await.unwrap();
     let config = RotationConfig {
         interval: Duration::from_secs(3600),
+        // No class reads (on blocking threads) in the scheduler's loop: with
+        // the clock stepped, one still running at a step would cost ticks.
+        request_check: Duration::from_secs(3600),
         ..fast()
     };
     let scheduler = rotation::spawn(s.driver.clone(), config);
     s.provider.set("SECRET_1", "rotated");
-    wait_for("the short class rotated", Duration::from_secs(3), || {
+    advance(&s, 2, Duration::from_millis(550), Duration::from_millis(50)).await;
+    settle("the short class rotated", || {
         std::fs::read(s.target("o2").join("SECRET_1")).unwrap() == b"rotated"
     })
     .await;
-    // It keeps refreshing every ~0.5 s (each refresh is one provider call)…
+    // It keeps refreshing every 0.45–0.5 s, plus up to a 50 ms tick (each
+    // refresh is one provider call): 4 times in the next 2 s of the clock…
     let calls = s.provider.calls.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    advance(
+        &s,
+        2,
+        Duration::from_millis(2000),
+        Duration::from_millis(50),
+    )
+    .await;
     let more = s.provider.calls.load(Ordering::SeqCst) - calls;
     assert!(
-        (3..=6).contains(&more),
+        (4..=5).contains(&more),
         "the 500 ms class refreshed {more} times in 2 s"
     );
     // …while the volume on the node's hour-long interval was not touched.

@@ -140,7 +140,14 @@ func main() {
 	case <-r.refused:
 		code = 1
 	}
-	srv.Stop()
+	// Let a NotifyRegistrationStatus in flight answer kubelet first.
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		srv.Stop()
+	}
 	_ = os.Remove(socket)
 	os.Exit(code)
 }

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Installs or upgrades the secretfs chart on the test cluster with Helm's own
+Go SDK (helm-python-sdk), as a user would with `helm install`/`helm upgrade`:
+
+    helm.py install --tag e2e-1
+    helm.py upgrade --tag e2e-2
+
+The values are what a user of this cluster would set (cluster access from
+KUBECONFIG, release `secretfs` in kube-system):
+- image: the test image pushed to the cluster's registry (images.py);
+- hostNetwork: the cluster has no DNS server; in the node's network
+  namespace the driver resolves the Azure names through the node's
+  /etc/hosts, which point at the Key Vault emulator (cluster.sh);
+- azure.extraCA: the emulator's CA, from the ConfigMap kv-emulator-ca, as a
+  user behind a private CA would give theirs;
+- syncSecret.enabled: the tests check secretObjects.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import helm_python as helm
+
+CHART = Path(__file__).resolve().parents[3] / "charts" / "secretfs"
+RELEASE = "secretfs"
+NAMESPACE = "kube-system"
+
+
+def values(tag):
+    return {
+        "image": {"repository": "localhost:5000/secretfs", "tag": tag},
+        "hostNetwork": True,
+        "azure": {"extraCA": {"configMap": "kv-emulator-ca", "key": "ca.crt"}},
+        "syncSecret": {"enabled": True},
+        "logLevel": "secretfs=debug,info",
+    }
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("action", choices=["install", "upgrade"])
+    p.add_argument("--tag", required=True)
+    args = p.parse_args()
+    config = helm.Config(kubeconfig_path=os.environ["KUBECONFIG"], namespace=NAMESPACE)
+    with helm.Chart.load(CHART) as chart:
+        if args.action == "install":
+            release = config.install(chart, RELEASE, values(args.tag), namespace=NAMESPACE, timeout=120)
+        else:
+            release = config.upgrade(chart, RELEASE, values(args.tag), namespace=NAMESPACE, timeout=120)
+    print(f"helm.py: {args.action} {RELEASE} tag {args.tag}: revision {release.get('revision')} "
+          f"{release.get('status')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
