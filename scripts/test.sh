@@ -3,7 +3,8 @@
 # Needs root and /dev/fuse for the real-mount tests, python3 (with venv) for
 # the chart checks and the official Azure SDK conformance suite of the
 # emulator, and PyPI for their packages; etcd (Debian etcd-server) and Go
-# with the module proxy for the Kubernetes control plane (e2e/k8s/).
+# with the module proxy for the Kubernetes control plane (e2e/k8s/) and the
+# upstream peers (e2e/peers/); util-linux and iproute2 for their sandbox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,3 +41,9 @@ timed bash e2e/sdk-tests/run.sh
 # outside the repository), a single-node cluster in private namespaces, the
 # chart installed with Helm's SDK (Debian packages, Go, PyPI; see README.md).
 timed scripts/k8s-e2e.sh
+
+# Ours served to theirs: the real upstream driver with `secretfs provider`,
+# byte for byte against the real upstream Azure provider (peers built from
+# their Go modules, cached; its own control plane in a private network
+# namespace). Prints its phase timings.
+timed scripts/peer-conformance.sh

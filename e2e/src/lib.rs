@@ -39,6 +39,7 @@ mod imds;
 mod jwt;
 mod keyvault;
 pub mod kubelet;
+pub mod peers;
 mod pki;
 pub mod prereq;
 mod route;

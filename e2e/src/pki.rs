@@ -271,7 +271,10 @@ impl CertificateMaterial {
     }
 
     /// PKCS#12 with an empty password, as the backing secret of a
-    /// `application/x-pkcs12` certificate holds it (before base64).
+    /// `application/x-pkcs12` certificate holds it (before base64): the
+    /// legacy form Key Vault serves, an HMAC-SHA-1 MAC and PKCS#12 PBE with
+    /// SHA-1 and 3DES (the upstream Azure provider reads it with
+    /// golang.org/x/crypto/pkcs12, which reads no other).
     pub fn pfx(&self) -> Result<Vec<u8>, EmulatorError> {
         let cert = p12_keystore::Certificate::from_der(&self.der)
             .map_err(|e| EmulatorError::Pkcs12(e.to_string()))?;
@@ -283,6 +286,8 @@ impl CertificateMaterial {
         store.add_entry("1", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
         store
             .writer("")
+            .encryption_algorithm(p12_keystore::EncryptionAlgorithm::PbeWithShaAnd3KeyTripleDesCbc)
+            .mac_algorithm(p12_keystore::MacAlgorithm::HmacSha1)
             .write()
             .map_err(|e| EmulatorError::Pkcs12(e.to_string()))
     }
@@ -368,5 +373,45 @@ mod tests {
                 .unwrap();
         let (_, chain) = back.private_key_chain().unwrap();
         assert_eq!(chain.certs()[0].as_der(), m.der.as_slice());
+    }
+
+    /// Whether `needle` occurs in `haystack`.
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Key Vault's PFX is the legacy PKCS#12 form: an HMAC-SHA-1 MAC and
+    /// PKCS#12 password-based encryption with SHA-1 and 3DES, not PBES2 (AES)
+    /// or a SHA-256 MAC. The upstream Azure provider decodes certificate-backed
+    /// secrets with golang.org/x/crypto/pkcs12, which reads nothing else
+    /// ("pkcs12: unknown digest algorithm: 2.16.840.1.101.3.4.2.1" otherwise),
+    /// and that is its path against the real Key Vault.
+    #[test]
+    fn pfx_is_the_legacy_form_key_vault_serves() {
+        let m = CertificateMaterial::self_signed(
+            "CN=unit.test",
+            &["unit.test".to_string()],
+            KeySpec::Rsa { bits: 2048 },
+            12,
+        )
+        .unwrap();
+        let pfx = m.pfx().unwrap();
+        // DER of the OIDs: sha1 (1.3.14.3.2.26), sha256 (2.16.840.1.101.3.4.2.1),
+        // pbeWithSHAAnd3-KeyTripleDES-CBC (1.2.840.113549.1.12.1.3),
+        // PBES2 (1.2.840.113549.1.5.13).
+        let sha1 = [0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a];
+        let sha256 = [
+            0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        ];
+        let pbe_3des = [
+            0x06, 0x0a, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x01, 0x03,
+        ];
+        let pbes2 = [
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x05, 0x0d,
+        ];
+        assert!(contains(&pfx, &sha1), "no SHA-1 MAC");
+        assert!(!contains(&pfx, &sha256), "a SHA-256 MAC or PRF");
+        assert!(contains(&pfx, &pbe_3des), "no PBE-SHA1-3DES");
+        assert!(!contains(&pfx, &pbes2), "PBES2 encryption");
     }
 }

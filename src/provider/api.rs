@@ -95,11 +95,30 @@ pub struct MountedFile {
     pub object_id: String,
 }
 
+/// `versions` sorted by id, one entry per id: the last one in the given
+/// order. Upstream's driver keeps the versions a provider returns in a map
+/// keyed by id, so when a class names one object twice (two aliases, two
+/// versions: both `secret/<name>`) its pod status records the version of
+/// the later entry in `objects`; pass the versions in that order.
+pub fn last_version_per_id(mut versions: Vec<ObjectVersion>) -> Vec<ObjectVersion> {
+    // Stable: equal ids keep their order.
+    versions.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut out: Vec<ObjectVersion> = Vec::with_capacity(versions.len());
+    for version in versions {
+        match out.last_mut() {
+            Some(last) if last.id == version.id => *last = version,
+            _ => out.push(version),
+        }
+    }
+    out
+}
+
 /// What a provider returns.
 #[derive(Debug, Clone, Default)]
 pub struct MountResponse {
     pub files: Vec<MountedFile>,
-    /// One per object, sorted by id (written to the pod status).
+    /// One per object id, sorted by id (written to the pod status); see
+    /// [`last_version_per_id`].
     pub versions: Vec<ObjectVersion>,
     /// Things the user should be told (deprecated settings, chain order…);
     /// the driver turns them into events and log lines. No secrets.

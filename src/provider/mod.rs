@@ -24,6 +24,7 @@ mod secret;
 
 pub use api::{
     MountError, MountRequest, MountResponse, MountedFile, ObjectVersion, PodRef, Provider,
+    last_version_per_id,
 };
 pub use error::{ErrorKind, ObjectError, ObjectErrors};
 pub use plan::{

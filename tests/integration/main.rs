@@ -16,6 +16,7 @@ mod keeper;
 mod kubelet;
 mod load_smoke;
 mod node_e2e;
+mod peers;
 mod provider_plan_props;
 mod provider_readiness;
 mod real_kube;

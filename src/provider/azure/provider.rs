@@ -617,7 +617,8 @@ impl Provider for AzureProvider {
             }
             return Err(MountError::Objects(errors));
         }
-        response.versions.sort();
+        response.versions =
+            crate::provider::last_version_per_id(std::mem::take(&mut response.versions));
         Ok(response)
     }
 }

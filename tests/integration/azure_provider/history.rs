@@ -37,6 +37,41 @@ async fn a_pinned_version_is_fetched_and_reported() {
     );
 }
 
+/// A class may name one object twice (two aliases, two versions); both
+/// have the id `secret/<name>`. Upstream's driver keeps the object versions
+/// in a map keyed by id, so the pod status records the version of the later
+/// entry in `objects`; the response says the same, once.
+#[tokio::test]
+async fn one_object_named_twice_reports_the_later_entrys_version_once() {
+    let emu = start().await;
+    let provider = provider(&emu);
+    for (first, second) in [(5, 2), (2, 5)] {
+        let request = sp_request(
+            VAULT,
+            &objects(&[
+                &object(
+                    "rotating",
+                    "secret",
+                    &[("objectAlias", "a"), ("objectVersion", &v(first))],
+                ),
+                &object(
+                    "rotating",
+                    "secret",
+                    &[("objectAlias", "b"), ("objectVersion", &v(second))],
+                ),
+            ]),
+        );
+        let r = mount_ok(&provider, &request).await;
+        assert_eq!(r.files.len(), 2);
+        let versions: Vec<(String, String)> = r
+            .versions
+            .iter()
+            .map(|x| (x.id.clone(), x.version.clone()))
+            .collect();
+        assert_eq!(versions, [("secret/rotating".to_owned(), v(second))]);
+    }
+}
+
 #[tokio::test]
 async fn history_mounts_the_newest_enabled_versions() {
     let emu = start().await;
