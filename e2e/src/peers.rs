@@ -404,7 +404,7 @@ impl NodePlugin {
                         "--rotation-poll-interval={}",
                         go_duration(interval.unwrap_or(Duration::from_secs(120)))
                     ))
-                    .arg("--read-mode=atomic")
+                    .arg("--read-mode=page-cache")
                     .arg(format!("--sync-secrets={}", options.sync_secrets))
                     .arg(format!("--admin-socket={}", admin.display()))
                     .arg(format!("--provider-volume={}", providers.display()))
