@@ -10,8 +10,9 @@
 //! The one divergence allowed is upstream's: `objectVersionHistory: N` with
 //! more than N enabled versions gives upstream N + 1 files, where its own
 //! documentation says N ("the top N (where N is `objectVersionHistory`)
-//! versions", `website/content/en/configurations/sync-multiple-versions.md`
-//! of Azure/secrets-store-csi-driver-provider-azure); secretfs writes N
+//! versions", the provider's page on syncing multiple versions,
+//! https://github.com/Azure/secrets-store-csi-driver-provider-azure/blob/master/website/content/en/configurations/sync-multiple-versions.md);
+//! secretfs writes N
 //! (README, "Version history"). The test checks that upstream's extra file
 //! is the only difference.
 //!
