@@ -484,7 +484,7 @@ impl Driver {
                 self.sync_if_due(target, published, false).await;
                 // Time passes for the objects shown: they may expire now.
                 if self.check_expiry(target, published).await {
-                    self.persist(target, published, false).await;
+                    self.persist(target, published, true).await;
                 }
                 return Err(RefreshError {
                     error: err,
@@ -506,6 +506,9 @@ impl Driver {
             })??;
         published.versions = response.versions;
         published.files = response.files;
+        // Attributes can change without the bytes (a new `exp` on the same
+        // version): the record must follow.
+        let validity_changed = published.validity != response.validity;
         published.validity = response.validity;
         published.refreshed_at = std::time::SystemTime::now();
         published.last_error = None;
@@ -528,8 +531,8 @@ impl Driver {
         }
         self.sync_if_due(target, published, outcome.changed()).await;
         let warned = self.check_expiry(target, published).await;
-        if outcome.changed() || warned {
-            self.persist(target, published, outcome.changed()).await;
+        if outcome.changed() || warned || validity_changed {
+            self.persist(target, published, true).await;
         }
         Ok(outcome)
     }
@@ -831,7 +834,7 @@ impl Driver {
 
     /// Sets the node's expiry series of the volume at `target`: one per
     /// file whose object has an expiry.
-    pub(crate) fn set_expiry_series(&self, target: &Path, published: &Published) {
+    fn set_expiry_series(&self, target: &Path, published: &Published) {
         let pod = &published.request.pod;
         let series = published
             .files
