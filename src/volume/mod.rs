@@ -825,7 +825,9 @@ impl Driver {
                 "{message}"
             );
             if let Some(syncer) = &self.syncer {
-                syncer.event(pod, true, reason, message).await;
+                syncer
+                    .object_event(pod, &published.class, &key.0, &key.1, reason, message)
+                    .await;
             }
             published.warned.insert(key);
         }
