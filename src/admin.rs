@@ -432,7 +432,9 @@ mod tests {
         });
         let table = render_status_at(std::slice::from_ref(&v), now as u64);
         assert!(
-            table.contains("EXPIRED at 2026-11-30T23:59:00Z, 1m 0s ago (certificate notAfter (leaf))"),
+            table.contains(
+                "EXPIRED at 2026-11-30T23:59:00Z, 1m 0s ago (certificate notAfter (leaf))"
+            ),
             "{table}"
         );
         v.files[0].expiry = Some(crate::volume::FileExpiry {
@@ -443,12 +445,17 @@ mod tests {
         });
         let table = render_status_at(&[v], now as u64);
         assert!(
-            table.contains("NOT VALID until 2026-12-01T01:00:00Z, in 1h 0m (Key Vault nbf); no expiry"),
+            table.contains(
+                "NOT VALID until 2026-12-01T01:00:00Z, in 1h 0m (Key Vault nbf); no expiry"
+            ),
             "{table}"
         );
         // No expiry known: no line.
         let table = render_status_at(&[volume(None, None, 0)], now as u64);
-        assert!(!table.contains("expires") && !table.contains("no expiry"), "{table}");
+        assert!(
+            !table.contains("expires") && !table.contains("no expiry"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -368,7 +368,10 @@ mod tests {
         assert_eq!(at("0s").unwrap().expiry_warning, Duration::ZERO);
         assert_eq!(at("0").unwrap().expiry_warning, Duration::ZERO);
         let err = at("7d").unwrap_err().to_string();
-        assert!(err.contains("--expiry-warning") && err.contains("7d"), "{err}");
+        assert!(
+            err.contains("--expiry-warning") && err.contains("7d"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -201,12 +201,7 @@ impl CertificateMaterial {
         spec: KeySpec,
         validity_months: u32,
     ) -> Result<Self, EmulatorError> {
-        Self::self_signed_for_days(
-            subject,
-            dns_names,
-            spec,
-            30 * validity_months.max(1),
-        )
+        Self::self_signed_for_days(subject, dns_names, spec, 30 * validity_months.max(1))
     }
 
     /// [`Self::self_signed`], valid for `days` (at least 1) from now.

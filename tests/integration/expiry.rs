@@ -208,12 +208,7 @@ impl Node {
                 .into_iter()
                 .filter(|e| e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(&uid))
                 .filter(|e| e.type_.as_deref() == Some("Warning"))
-                .map(|e| {
-                    (
-                        e.reason.unwrap_or_default(),
-                        e.note.unwrap_or_default(),
-                    )
-                })
+                .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
                 .collect();
         out.sort();
         out
@@ -412,7 +407,10 @@ async fn expiring_expired_and_not_yet_valid_objects_warn_each_pod_once_per_versi
     );
     assert_eq!(file("plain").expiry, None);
     let table = secretfs::admin::render_status(std::slice::from_ref(&status));
-    assert!(table.contains("EXPIRED at ") && table.contains("NOT VALID until "), "{table}");
+    assert!(
+        table.contains("EXPIRED at ") && table.contains("NOT VALID until "),
+        "{table}"
+    );
     assert!(table.contains("(certificate notAfter (leaf))"), "{table}");
     assert_no_value("the status", &serde_json::to_string(&status).unwrap());
     assert_no_value("the status table", &table);
@@ -445,8 +443,10 @@ async fn expiring_expired_and_not_yet_valid_objects_warn_each_pod_once_per_versi
     let events = node.events("app-a").await;
     assert_eq!(events.len(), 6, "{events:#?}");
     assert!(
-        events.iter().any(|(reason, note)| reason == "SecretExpiringSoon"
-            && note.contains(&format!("secret/soon (file soon, version {version})"))),
+        events
+            .iter()
+            .any(|(reason, note)| reason == "SecretExpiringSoon"
+                && note.contains(&format!("secret/soon (file soon, version {version})"))),
         "{events:#?}"
     );
     assert_eq!(node.events("app-b").await.len(), 5);

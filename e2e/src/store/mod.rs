@@ -263,12 +263,9 @@ impl Store {
             Some(days) => {
                 CertificateMaterial::self_signed_for_days(&subject, &seed.dns_names, spec, days)?
             }
-            None => CertificateMaterial::self_signed(
-                &subject,
-                &seed.dns_names,
-                spec,
-                validity_months,
-            )?,
+            None => {
+                CertificateMaterial::self_signed(&subject, &seed.dns_names, spec, validity_months)?
+            }
         });
         // The policy's lifetime in whole months, at least 1.
         let validity_months = match seed.validity_days {

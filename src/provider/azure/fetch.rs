@@ -490,10 +490,8 @@ pub async fn fetch_object(
             .unwrap_or_default();
         // Without history an object has exactly one file.
         if let Some(file) = object.planned_files(ctx.default_mode).into_iter().next() {
-            out.validity.insert(
-                file.path.clone(),
-                validity(&version, attributes, &fetched),
-            );
+            out.validity
+                .insert(file.path.clone(), validity(&version, attributes, &fetched));
             out.files.push(MountedFile {
                 path: file.path,
                 mode: file.mode,
@@ -519,9 +517,10 @@ pub async fn fetch_object(
             )
         })?;
     for (file, info) in history_files(object, &versions, ctx.default_mode)? {
-        let (fetched, _, attributes) = get(ctx, object.object_type, &object.name, Some(&info.version))
-            .await
-            .map_err(|f| failed(ctx, object, Some(&info.version), "get", &f))?;
+        let (fetched, _, attributes) =
+            get(ctx, object.object_type, &object.name, Some(&info.version))
+                .await
+                .map_err(|f| failed(ctx, object, Some(&info.version), "get", &f))?;
         let content = object_content(object, &file.object_id, &fetched)?;
         out.warnings.extend(
             content

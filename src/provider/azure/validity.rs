@@ -180,7 +180,10 @@ mod tests {
             (until.at, until.source.as_str()),
             (LEAF_NOT_AFTER, "certificate notAfter (leaf)")
         );
-        assert_eq!((v.not_before, v.expires), (Some(5), Some(LEAF_NOT_AFTER + 1)));
+        assert_eq!(
+            (v.not_before, v.expires),
+            (Some(5), Some(LEAF_NOT_AFTER + 1))
+        );
     }
 
     #[test]
