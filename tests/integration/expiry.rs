@@ -466,3 +466,97 @@ async fn expiring_expired_and_not_yet_valid_objects_warn_each_pod_once_per_versi
     assert!(node.series().is_empty(), "{:?}", node.series());
     node.kube.delete().await;
 }
+
+/// Each version of a history has the validity of its own version, keys
+/// have theirs, and cached answers keep them: what the provider returns,
+/// without Kubernetes.
+#[tokio::test]
+async fn history_slots_and_keys_report_their_own_versions_validity() {
+    use crate::azure_provider::common::{config, mount_ok, object, objects, request};
+    let at = now();
+    let seed = format!(
+        "
+tenant: 9c0d2e7b-1a3f-4b6c-8d5e-7f1a2b3c4d5e
+identities:
+  - name: node-identity
+    kind: managedIdentity
+    clientId: {NODE_MI}
+vaults:
+  - name: {VAULT}
+    access:
+      - identity: node-identity
+        secrets: [get, list]
+        keys: [get, list]
+    secrets:
+      - name: rotating
+        versions:
+          - value: old-value
+            exp: {old}
+          - value: new-value
+            nbf: {new_nbf}
+            exp: {new}
+    keys:
+      - name: signing
+        versions:
+          - kty: EC
+            exp: {key}
+",
+        old = at + 10 * DAY,
+        new_nbf = at - DAY,
+        new = at + 20 * DAY,
+        key = at + 5 * DAY,
+    );
+    let emu = Emulator::start(secretfs_e2e::EmulatorConfig::with_seed(
+        Seed::from_yaml(&seed).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let provider = AzureProvider::new(config(&emu)).unwrap();
+    let request = request(
+        VAULT,
+        &[
+            ("useVMManagedIdentity", "true"),
+            ("userAssignedIdentityID", NODE_MI),
+        ],
+        &objects(&[
+            &object(
+                "rotating",
+                "secret",
+                &[("objectAlias", "db"), ("objectVersionHistory", "2")],
+            ),
+            &object("signing", "key", &[]),
+        ]),
+    );
+    let mut request = request;
+    for round in ["fetched", "cached"] {
+        let response = mount_ok(&provider, &request).await;
+        let validity = &response.validity;
+        assert_eq!(
+            validity.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["db/0", "db/1", "signing"],
+            "{round}"
+        );
+        // Slot 0 is the newest version.
+        let newest = &validity["db/0"];
+        assert_eq!(
+            (
+                newest.not_before,
+                newest.expires,
+                newest.certificate.as_ref()
+            ),
+            (Some(at - DAY), Some(at + 20 * DAY), None),
+            "{round}"
+        );
+        assert_eq!(validity["db/1"].expires, Some(at + 10 * DAY), "{round}");
+        assert_ne!(newest.version, validity["db/1"].version);
+        let versions: Vec<&str> = response
+            .versions
+            .iter()
+            .map(|v| v.version.as_str())
+            .collect();
+        assert!(versions.contains(&newest.version.as_str()), "{round}");
+        assert_eq!(validity["signing"].expires, Some(at + 5 * DAY), "{round}");
+        // The second round is answered from the shared cache.
+        request.max_age = Duration::from_secs(600);
+    }
+}
