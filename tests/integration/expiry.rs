@@ -9,6 +9,7 @@
 //! three days (Key Vault's `exp` a year away: the certificate decides),
 //! mounted as `cert` (the leaf) and as its certificate-backed secret.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use secretfs::provider::Provider;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::spc::SpcDir;
 use secretfs::sync::Syncer;
-use secretfs::volume::{Driver, DriverConfig, VolumeStatus};
+use secretfs::volume::{Driver, DriverConfig, Persistence, VolumeStatus};
 use secretfs_csi::{
     PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeManager, keys,
 };
@@ -142,7 +143,7 @@ struct Node {
     metrics: &'static secretfs::metrics::Metrics,
     /// The `now` of the seed's attributes.
     seeded_at: i64,
-    _classes: tempfile::TempDir,
+    classes: tempfile::TempDir,
 }
 
 impl Node {
@@ -251,6 +252,11 @@ impl Node {
 }
 
 async fn start() -> Node {
+    start_with(None).await
+}
+
+/// `persist`: the state directory and keeper socket of restart survival.
+async fn start_with(persist: Option<(&Path, &Path)>) -> Node {
     let kube = RealKube::namespace("expiry").await;
     let seeded_at = now();
     let seed = Seed::from_yaml(&seed(seeded_at)).unwrap();
@@ -258,23 +264,9 @@ async fn start() -> Node {
         .await
         .unwrap();
     let metrics = secretfs::metrics::Metrics::isolated();
-    let mut config = azure_config(&emu);
-    config.metrics = metrics;
-    config.deadline = Duration::from_secs(20);
-    config.request_timeout = Duration::from_secs(5);
     let classes = tempfile::tempdir().unwrap();
     std::fs::write(classes.path().join("classes.yaml"), class(&kube.namespace)).unwrap();
-    let driver = Driver::new(
-        DriverConfig {
-            node_name: "node-1".into(),
-            read_mode: ReadMode::Atomic,
-            rotation_interval: Duration::from_secs(120),
-        },
-        Arc::new(SpcDir::new(classes.path())),
-        [Arc::new(AzureProvider::new(config).unwrap()) as Arc<dyn Provider>],
-    )
-    .with_metrics(metrics)
-    .with_syncer(Arc::new(Syncer::new(kube.client.clone(), "node-1")));
+    let driver = driver(&emu, &kube, classes.path(), metrics, persist);
     Node {
         emu,
         driver,
@@ -282,7 +274,39 @@ async fn start() -> Node {
         kubelet: tempfile::tempdir().unwrap(),
         metrics,
         seeded_at,
-        _classes: classes,
+        classes,
+    }
+}
+
+/// A node plugin: the Azure provider on `emu`, classes from `classes`,
+/// events and statuses on `kube`, counting into `metrics`.
+fn driver(
+    emu: &EmulatorHandle,
+    kube: &RealKube,
+    classes: &Path,
+    metrics: &'static secretfs::metrics::Metrics,
+    persist: Option<(&Path, &Path)>,
+) -> Driver {
+    let mut config = azure_config(emu);
+    config.metrics = metrics;
+    config.deadline = Duration::from_secs(20);
+    config.request_timeout = Duration::from_secs(5);
+    let driver = Driver::new(
+        DriverConfig {
+            node_name: "node-1".into(),
+            read_mode: ReadMode::Atomic,
+            rotation_interval: Duration::from_secs(120),
+        },
+        Arc::new(SpcDir::new(classes)),
+        [Arc::new(AzureProvider::new(config).unwrap()) as Arc<dyn Provider>],
+    )
+    .with_metrics(metrics)
+    .with_syncer(Arc::new(Syncer::new(kube.client.clone(), "node-1")));
+    match persist {
+        Some((state, keeper)) => {
+            driver.with_persistence(Persistence::new(state, Some(keeper)).unwrap())
+        }
+        None => driver,
     }
 }
 
@@ -464,6 +488,62 @@ async fn expiring_expired_and_not_yet_valid_objects_warn_each_pod_once_per_versi
     );
     node.unpublish("app-b").await;
     assert!(node.series().is_empty(), "{:?}", node.series());
+    node.kube.delete().await;
+}
+
+/// A restart (hand-over to the keeper, a new process taking the volume
+/// over) keeps the node's series at once and posts no warning again: the
+/// state record holds each file's validity and the warnings given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_the_series_and_does_not_warn_again() {
+    if !fuse_available() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("state");
+    let keeper_socket = scratch.path().join("keeper.sock");
+    let keeper = secretfs::keeper::KeeperServer::bind(&keeper_socket).unwrap();
+    let stop_keeper = keeper.stopper();
+    let keeper_thread = std::thread::spawn(move || keeper.serve());
+    let mut node = start_with(Some((&state, &keeper_socket))).await;
+
+    node.publish("app-a").await;
+    assert_eq!(node.events("app-a").await.len(), 5);
+    let series = node.series();
+    assert_eq!(series.len(), 5, "{series:?}");
+
+    assert_eq!(node.driver.hand_over(Duration::from_secs(2)).await, 1);
+    let metrics = secretfs::metrics::Metrics::isolated();
+    // The old process goes as the new one comes.
+    node.driver = driver(
+        &node.emu,
+        &node.kube,
+        node.classes.path(),
+        metrics,
+        Some((&state, &keeper_socket)),
+    );
+    node.metrics = metrics;
+    let report = node.driver.restore().await;
+    assert_eq!(report.adopted, 1, "{report:?}");
+    assert_eq!(node.series(), series, "before any refresh");
+    let status = node.status("app-a").await;
+    assert!(
+        status
+            .files
+            .iter()
+            .any(|f| f.path == "GONE" && f.expiry.is_some()),
+        "{status:?}"
+    );
+
+    assert!(!node.refresh("app-a").await);
+    assert_eq!(node.events("app-a").await.len(), 5, "no warning twice");
+    assert_eq!(node.series(), series);
+
+    node.unpublish("app-a").await;
+    assert!(node.series().is_empty());
+    assert_eq!(std::fs::read_dir(&state).unwrap().count(), 0);
+    stop_keeper.stop();
+    let _ = keeper_thread.join();
     node.kube.delete().await;
 }
 
