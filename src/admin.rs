@@ -292,6 +292,9 @@ fn render_status_at(volumes: &[VolumeStatus], now: u64) -> String {
                 "    {:<30} {:<40} {} ({} bytes)",
                 f.path, f.object, f.version, f.bytes
             );
+            if let Some(expiry) = &f.expiry {
+                let _ = writeln!(out, "      {}", expiry_line(expiry, now));
+            }
         }
         // Versions no file shows (an external provider's object ids are
         // its own, not file paths): listed as the provider reported them.
@@ -314,6 +317,41 @@ fn render_status_at(volumes: &[VolumeStatus], now: u64) -> String {
     out
 }
 
+/// A file's validity in the table: `expires 2026-12-07T20:00:00Z, in 1d 0h
+/// (Key Vault exp)`, `EXPIRED …`, `NOT VALID until …`.
+fn expiry_line(expiry: &crate::volume::FileExpiry, now: u64) -> String {
+    use crate::expiry::{rfc3339, span};
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let by = |source: &Option<String>| source.as_deref().unwrap_or("").to_owned();
+    let mut parts = Vec::new();
+    if let Some(from) = expiry.valid_from
+        && from > now
+    {
+        parts.push(format!(
+            "NOT VALID until {}, in {} ({})",
+            rfc3339(from),
+            span(from - now),
+            by(&expiry.valid_from_by)
+        ));
+    }
+    match expiry.expires_at {
+        Some(at) if at <= now => parts.push(format!(
+            "EXPIRED at {}, {} ago ({})",
+            rfc3339(at),
+            span(now - at),
+            by(&expiry.expires_by)
+        )),
+        Some(at) => parts.push(format!(
+            "expires {}, in {} ({})",
+            rfc3339(at),
+            span(at - now),
+            by(&expiry.expires_by)
+        )),
+        None => parts.push("no expiry".to_owned()),
+    }
+    parts.join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +368,7 @@ mod tests {
                 object: "secret/sql-password".into(),
                 version: "c55925c29c6743dcb9bb4bf091be03b0".into(),
                 bytes: 25,
+                expiry: None,
             }],
             objects: vec![crate::volume::ObjectStatus {
                 id: "secret/sql-password".into(),
@@ -368,6 +407,55 @@ mod tests {
         let table = render_status_at(&[volume(None, None, 0)], 1_010);
         assert!(table.contains("next refresh not scheduled"), "{table}");
         assert_eq!(render_status_at(&[], 0), "no volumes published\n");
+    }
+
+    #[test]
+    fn each_files_expiry_is_shown_with_what_decided_it() {
+        let mut v = volume(None, None, 0);
+        let now = 1_796_083_200; // 2026-12-01T00:00:00Z
+        v.files[0].expiry = Some(crate::volume::FileExpiry {
+            expires_at: Some(now + 86_400 + 7_200),
+            expires_by: Some("Key Vault exp".into()),
+            valid_from: Some(now - 10),
+            valid_from_by: Some("Key Vault nbf".into()),
+        });
+        let table = render_status_at(std::slice::from_ref(&v), now as u64);
+        assert!(
+            table.contains("\n      expires 2026-12-02T02:00:00Z, in 1d 2h (Key Vault exp)\n"),
+            "{table}"
+        );
+        v.files[0].expiry = Some(crate::volume::FileExpiry {
+            expires_at: Some(now - 60),
+            expires_by: Some("certificate notAfter (leaf)".into()),
+            valid_from: None,
+            valid_from_by: None,
+        });
+        let table = render_status_at(std::slice::from_ref(&v), now as u64);
+        assert!(
+            table.contains(
+                "EXPIRED at 2026-11-30T23:59:00Z, 1m 0s ago (certificate notAfter (leaf))"
+            ),
+            "{table}"
+        );
+        v.files[0].expiry = Some(crate::volume::FileExpiry {
+            expires_at: None,
+            expires_by: None,
+            valid_from: Some(now + 3_600),
+            valid_from_by: Some("Key Vault nbf".into()),
+        });
+        let table = render_status_at(&[v], now as u64);
+        assert!(
+            table.contains(
+                "NOT VALID until 2026-12-01T01:00:00Z, in 1h 0m (Key Vault nbf); no expiry"
+            ),
+            "{table}"
+        );
+        // No expiry known: no line.
+        let table = render_status_at(&[volume(None, None, 0)], now as u64);
+        assert!(
+            !table.contains("expires") && !table.contains("no expiry"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -132,6 +132,13 @@ pub struct NodeArgs {
     /// How often each volume is refreshed (Go duration: 30s, 2m, 1h).
     #[arg(long, default_value = "2m", value_parser = crate::duration::parse)]
     pub rotation_poll_interval: std::time::Duration,
+    /// Warn each pod (Warning event SecretExpiringSoon) of a mounted object
+    /// that expires within this (Go duration; Key Vault's exp or the
+    /// certificate's notAfter, whichever is earlier). `0s`: warn only of
+    /// objects that have expired (SecretExpired) or are not valid yet
+    /// (SecretNotYetValid).
+    #[arg(long, default_value = "168h", value_parser = expiry_warning)]
+    pub expiry_warning: std::time::Duration,
     /// Directory of external provider sockets (`<name>.sock`), tried first.
     #[arg(long, value_name = "DIR", default_value = crate::provider::external::DEFAULT_PROVIDER_VOLUME)]
     pub provider_volume: PathBuf,
@@ -186,6 +193,15 @@ pub fn go_bool(value: &str) -> Result<bool, String> {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
         other => Err(format!("{other:?} is not a boolean: write true or false")),
+    }
+}
+
+/// `--expiry-warning`: a Go duration, or zero (`0`, `0s`) for no early
+/// warning.
+fn expiry_warning(value: &str) -> Result<std::time::Duration, String> {
+    match value.trim() {
+        "0" | "0s" | "0m" | "0h" => Ok(std::time::Duration::ZERO),
+        text => crate::duration::parse(text),
     }
 }
 
@@ -343,6 +359,22 @@ mod tests {
     }
 
     #[test]
+    fn expiry_warning_takes_a_duration_or_zero_and_names_itself_when_wrong() {
+        let at = |v: &str| node(&["--nodeid=n", &format!("--expiry-warning={v}")]);
+        assert_eq!(
+            at("72h").unwrap().expiry_warning,
+            Duration::from_secs(72 * 3600)
+        );
+        assert_eq!(at("0s").unwrap().expiry_warning, Duration::ZERO);
+        assert_eq!(at("0").unwrap().expiry_warning, Duration::ZERO);
+        let err = at("7d").unwrap_err().to_string();
+        assert!(
+            err.contains("--expiry-warning") && err.contains("7d"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn node_defaults_are_upstreams() {
         // `--nodeid` has no default (upstream's manifests always pass it):
         // without it or NODE_NAME, the error names both.
@@ -366,6 +398,7 @@ mod tests {
         assert_eq!(args.max_call_recv_msg_size, 4 * 1024 * 1024);
         assert_eq!(args.provider_timeout, Duration::from_secs(100));
         assert_eq!(args.rotation_poll_interval, Duration::from_secs(120));
+        assert_eq!(args.expiry_warning, Duration::from_secs(7 * 24 * 3600));
         assert!(args.enable_secret_rotation);
         assert!(args.sync_secrets);
         assert_eq!(args.metrics_addr.as_deref(), Some(":8095"));

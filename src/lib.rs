@@ -9,6 +9,7 @@ pub mod cli;
 pub mod demo;
 pub mod duration;
 pub mod endpoints;
+pub mod expiry;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

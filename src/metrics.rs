@@ -1,6 +1,9 @@
 //! Prometheus metrics: upstream's names and labels (so its dashboards and
-//! alerts keep working) plus our own `secretfs_*`. No secret or object name
-//! is ever a label; `error_type` is a bounded set.
+//! alerts keep working) plus our own `secretfs_*`. No secret value is ever
+//! a label; `error_type` is a bounded set. Object names appear in one
+//! family only, `secretfs_object_expiry_timestamp_seconds` (namespace,
+//! class, file and type of each object with a known expiry: one series per
+//! distinct object on the node, see [`crate::expiry`]).
 
 use std::sync::LazyLock;
 
@@ -79,6 +82,9 @@ pub struct Metrics {
     pub cache_bytes: Gauge,
     /// Volumes of a previous process at start: taken over or lost.
     pub restored_volumes: Family<OutcomeLabels, Counter>,
+    /// When each mounted object expires (Unix seconds), per distinct
+    /// object of the node (the soonest among its volumes).
+    pub object_expiry: Family<crate::expiry::ExpiryLabels, Gauge>,
 }
 
 fn histogram() -> Histogram {
@@ -112,6 +118,7 @@ impl Metrics {
             cache_misses: Counter::default(),
             cache_bytes: Gauge::default(),
             restored_volumes: Family::default(),
+            object_expiry: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -199,6 +206,11 @@ impl Metrics {
             "Volumes of a previous process at start, by outcome (adopted: served again with no remount; lost: the pod needs a restart)",
             metrics.restored_volumes.clone(),
         );
+        registry.register(
+            "secretfs_object_expiry_timestamp_seconds",
+            "When each mounted object expires, in Unix seconds: the earlier of Key Vault's exp and its certificate chain's earliest notAfter (the soonest among the node's volumes that show it; built-in Azure provider only)",
+            metrics.object_expiry.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -263,6 +275,20 @@ impl Metrics {
                 .inc_by(n as u64);
             if outcome == "adopted" {
                 self.volumes.inc_by(n as i64);
+            }
+        }
+    }
+
+    /// Applies changes of the node's expiry series (`None`: removed).
+    pub fn object_expiry_changed(&self, changes: Vec<(crate::expiry::ExpiryLabels, Option<i64>)>) {
+        for (labels, value) in changes {
+            match value {
+                Some(at) => {
+                    self.object_expiry.get_or_create(&labels).set(at);
+                }
+                None => {
+                    self.object_expiry.remove(&labels);
+                }
             }
         }
     }

@@ -164,7 +164,8 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
         },
         classes,
         providers,
-    );
+    )
+    .with_expiry_warning(args.expiry_warning);
     let driver = match client {
         Some(client) => driver.with_syncer(Arc::new(
             crate::sync::Syncer::new(client, &args.node_id)

@@ -40,6 +40,7 @@ METRICS = [
     "secretfs_sync_errors_total",
     "secretfs_fuse_requests_total",
     "secretfs_fuse_errors_total",
+    "secretfs_object_expiry_timestamp_seconds",
 ]
 
 
@@ -150,6 +151,7 @@ def test_driver_args_with_defaults(default_docs):
         "--metrics-addr=:8095",
         "--enable-secret-rotation=true",
         "--rotation-poll-interval=2m",
+        "--expiry-warning=168h",
         "--log=info",
         "--read-mode=page-cache",
         "--sync-secrets=false",
@@ -165,6 +167,7 @@ def test_driver_args_follow_values(all_docs):
     args = args_dict(container(all_docs, "secrets-store"))
     assert args["--metrics-addr"] == ":9095"
     assert args["--rotation-poll-interval"] == "90s"
+    assert args["--expiry-warning"] == "72h"
     assert args["--log"] == "secretfs=debug,info"
     assert "--log-format-json" in args and args["--log-format-json"] is None
     assert args["--read-mode"] == "atomic"
@@ -891,19 +894,37 @@ def test_service_monitor_scrapes_the_driver_pods(all_docs):
     assert svc["spec"]["ports"][0]["port"] == 9095
     driver_ports = {p["name"]: p["containerPort"] for p in container(all_docs, "secrets-store")["ports"]}
     assert driver_ports["metrics"] == 9095
+    # the expiry series' own namespace label is kept (not exported_namespace)
+    assert sm["spec"]["endpoints"][0]["honorLabels"] is True
 
 
 def test_prometheus_rule_uses_exported_metrics(all_docs):
     rule = find(all_docs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert sorted(alerts) == ["SecretfsPublishErrors", "SecretfsRotationFailing", "SecretfsSyncFailing", "SecretfsVaultThrottled"]
+    assert sorted(alerts) == [
+        "SecretfsObjectExpired",
+        "SecretfsObjectExpiringSoon",
+        "SecretfsPublishErrors",
+        "SecretfsRotationFailing",
+        "SecretfsSyncFailing",
+        "SecretfsVaultThrottled",
+    ]
     used = set()
     for a in alerts.values():
         used |= promql_metrics(a["expr"])
         assert a["for"] == "5m"
-        assert "{{ $labels.pod }}" in a["annotations"]["summary"]
+        if "Expir" not in a["alert"]:
+            assert "{{ $labels.pod }}" in a["annotations"]["summary"]
     assert used <= set(METRICS), used - set(METRICS)
     assert 'outcome="throttled"' in alerts["SecretfsVaultThrottled"]["expr"]
+    # per object, across the node plugins; the threshold follows the values
+    # (14 days in ci/all-features-values.yaml)
+    for name in ("SecretfsObjectExpiringSoon", "SecretfsObjectExpired"):
+        expr = alerts[name]["expr"]
+        assert "min by (namespace, class, object, type) (secretfs_object_expiry_timestamp_seconds)" in expr
+        assert "{{ $labels.object }}" in alerts[name]["annotations"]["summary"]
+    assert "< 1209600 > 0" in alerts["SecretfsObjectExpiringSoon"]["expr"]
+    assert alerts["SecretfsObjectExpired"]["labels"]["severity"] == "critical"
 
 
 def test_dashboard_covers_every_metric_and_ships_in_a_configmap(all_docs):
@@ -915,6 +936,9 @@ def test_dashboard_covers_every_metric_and_ships_in_a_configmap(all_docs):
     by_title = {p["title"]: p for p in dash["panels"]}
     assert any("error_type" in t["expr"] for t in by_title["Publish errors /s by error_type"]["targets"])
     assert any('outcome="throttled"' in t["expr"] for t in by_title["Vault throttling (HTTP 429) /s"]["targets"])
+    soonest = by_title["Soonest expiries"]
+    assert soonest["type"] == "table" and soonest["fieldConfig"]["defaults"]["unit"] == "s"
+    assert "bottomk(20, min by (namespace, class, object, type)" in soonest["targets"][0]["expr"]
     cm = find(all_docs, "ConfigMap", "-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Secrets"}

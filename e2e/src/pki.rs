@@ -201,12 +201,22 @@ impl CertificateMaterial {
         spec: KeySpec,
         validity_months: u32,
     ) -> Result<Self, EmulatorError> {
+        Self::self_signed_for_days(subject, dns_names, spec, 30 * validity_months.max(1))
+    }
+
+    /// [`Self::self_signed`], valid for `days` (at least 1) from now.
+    pub fn self_signed_for_days(
+        subject: &str,
+        dns_names: &[String],
+        spec: KeySpec,
+        days: u32,
+    ) -> Result<Self, EmulatorError> {
         let key = spec.generate()?;
         let mut params = CertificateParams::new(dns_names.to_vec())?;
         params.distinguished_name = parse_subject(subject);
         let now = time::OffsetDateTime::now_utc();
         let not_before = now - time::Duration::minutes(5);
-        let not_after = now + time::Duration::days(30 * i64::from(validity_months.max(1)));
+        let not_after = now + time::Duration::days(i64::from(days.max(1)));
         params.not_before = not_before;
         params.not_after = not_after;
         params.key_usages = vec![

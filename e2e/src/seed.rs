@@ -366,6 +366,10 @@ pub struct CertificateVersionSeed {
     /// Defaults to 12.
     #[serde(default)]
     pub validity_months: Option<u32>,
+    /// The lifetime in days instead (at least 1): a certificate that
+    /// expires soon.
+    #[serde(default)]
+    pub validity_days: Option<u32>,
     /// When false, the backing secret holds the certificate only, no
     /// private key, as Key Vault serves a non-exportable certificate's.
     #[serde(default)]

@@ -123,6 +123,10 @@ pub struct MountResponse {
     /// Things the user should be told (deprecated settings, chain order…);
     /// the driver turns them into events and log lines. No secrets.
     pub warnings: Vec<String>,
+    /// When each file's object version is valid, by file path: Key Vault's
+    /// `nbf`/`exp` and a certificate chain's dates (the built-in Azure
+    /// provider; external providers report none). Timestamps only.
+    pub validity: BTreeMap<String, crate::expiry::Validity>,
 }
 
 /// Why a mount failed: a configuration problem, or the objects that could

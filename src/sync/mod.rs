@@ -491,6 +491,44 @@ impl Syncer {
 
     /// An event on the pod (best effort: failures are logged).
     pub async fn event(&self, pod: &PodRef, warning: bool, reason: &str, note: String) {
+        self.publish_event(pod, warning, reason, note, None).await;
+    }
+
+    /// A Warning event on the pod about one object of its class: the
+    /// file `path` showing version `version`. The event's related object is
+    /// the SecretProviderClass with that file and version as its field
+    /// path, so events about different objects or versions stay apart (the
+    /// recorder would otherwise fold events of one reason on one pod into
+    /// one, keeping the first note).
+    pub async fn object_event(
+        &self,
+        pod: &PodRef,
+        class: &str,
+        path: &str,
+        version: &str,
+        reason: &str,
+        note: String,
+    ) {
+        let related = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some(format!("{GROUP}/v1")),
+            kind: Some("SecretProviderClass".into()),
+            name: Some(class.to_owned()),
+            namespace: Some(pod.namespace.clone()),
+            field_path: Some(format!("spec.parameters.objects{{{path}@{version}}}")),
+            ..Default::default()
+        };
+        self.publish_event(pod, true, reason, note, Some(related))
+            .await;
+    }
+
+    async fn publish_event(
+        &self,
+        pod: &PodRef,
+        warning: bool,
+        reason: &str,
+        note: String,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) {
         let reference = k8s_openapi::api::core::v1::ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
@@ -508,7 +546,7 @@ impl Syncer {
             reason: reason.into(),
             note: Some(note),
             action: "Sync".into(),
-            secondary: None,
+            secondary: related,
         };
         match tokio::time::timeout(self.timeout, self.recorder.publish(&event, &reference)).await {
             Ok(Ok(())) => {}

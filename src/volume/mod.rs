@@ -87,6 +87,12 @@ struct Published {
     /// Kubelet's `csi.storage.k8s.io/*` keys (tokens excluded), for an
     /// external provider after a restart.
     kubelet_keys: std::collections::BTreeMap<String, String>,
+    /// When each file's object version is valid (by path), as the provider
+    /// last reported it.
+    validity: std::collections::BTreeMap<String, crate::expiry::Validity>,
+    /// The expiry warnings this pod got: (path, version, reason), so each
+    /// is posted once per object version.
+    warned: std::collections::BTreeSet<(String, String, String)>,
 }
 
 /// Per-target slot: operations on one target run one at a time; different
@@ -109,6 +115,11 @@ pub struct Driver {
     schedule: std::sync::Mutex<HashMap<PathBuf, Scheduled>>,
     /// Where the driver counts publishes, refreshes and syncs.
     metrics: &'static crate::metrics::Metrics,
+    /// How long before an object expires its pods are warned
+    /// (`--expiry-warning`).
+    expiry_warning: Duration,
+    /// The node's `secretfs_object_expiry_timestamp_seconds` series.
+    expiry: std::sync::Mutex<crate::expiry::ExpiryBoard>,
 }
 
 /// The rotation scheduler's plan for one volume.
@@ -171,7 +182,16 @@ impl Driver {
             persist: None,
             schedule: std::sync::Mutex::new(HashMap::new()),
             metrics: crate::metrics::global(),
+            expiry_warning: crate::expiry::DEFAULT_WARNING,
+            expiry: std::sync::Mutex::new(crate::expiry::ExpiryBoard::default()),
         }
+    }
+
+    /// Warns pods of objects expiring within `threshold` (default 7 days;
+    /// `--expiry-warning`).
+    pub fn with_expiry_warning(mut self, threshold: Duration) -> Self {
+        self.expiry_warning = threshold;
+        self
     }
 
     /// Counts into `metrics` instead of the process's registry (tests).
@@ -300,6 +320,7 @@ impl Driver {
                             object: f.object_id.clone(),
                             version,
                             bytes: f.contents.len(),
+                            expiry: p.validity.get(&f.path).and_then(FileExpiry::of),
                         }
                     })
                     .collect(),
@@ -461,6 +482,10 @@ impl Driver {
                 // Secret or status object comes back with the last good
                 // values.
                 self.sync_if_due(target, published, false).await;
+                // Time passes for the objects shown: they may expire now.
+                if self.check_expiry(target, published).await {
+                    self.persist(target, published, true).await;
+                }
                 return Err(RefreshError {
                     error: err,
                     retry_after,
@@ -481,6 +506,10 @@ impl Driver {
             })??;
         published.versions = response.versions;
         published.files = response.files;
+        // Attributes can change without the bytes (a new `exp` on the same
+        // version): the record must follow.
+        let validity_changed = published.validity != response.validity;
+        published.validity = response.validity;
         published.refreshed_at = std::time::SystemTime::now();
         published.last_error = None;
         self.metrics.refreshed(
@@ -501,7 +530,8 @@ impl Driver {
             }
         }
         self.sync_if_due(target, published, outcome.changed()).await;
-        if outcome.changed() {
+        let warned = self.check_expiry(target, published).await;
+        if outcome.changed() || warned || validity_changed {
             self.persist(target, published, true).await;
         }
         Ok(outcome)
@@ -670,6 +700,8 @@ impl Driver {
             request: mount_request,
             versions: response.versions,
             files: response.files,
+            validity: response.validity,
+            warned: Default::default(),
             secret_objects,
             synced: false,
             refreshed_at: std::time::SystemTime::now(),
@@ -745,6 +777,99 @@ impl Driver {
 }
 
 impl Driver {
+    /// Sets the node's expiry series of the volume at `target` and warns
+    /// its pod of each object that has expired, is not valid yet or expires
+    /// within the threshold: once per object version and reason (a Warning
+    /// event and a log line, neither with a value). Whether a new warning
+    /// was given (the record keeps which were).
+    async fn check_expiry(&self, target: &Path, published: &mut Published) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.set_expiry_series(target, published);
+        let pod = &published.request.pod;
+        let mut due = Vec::new();
+        for file in &published.files {
+            let Some(validity) = published.validity.get(&file.path) else {
+                continue;
+            };
+            if let Some(condition) = validity.condition(now, self.expiry_warning) {
+                let key = (
+                    file.path.clone(),
+                    validity.version.clone(),
+                    condition.reason().to_owned(),
+                );
+                if !published.warned.contains(&key) {
+                    let message =
+                        condition.message(&file.path, &file.object_id, &validity.version, now);
+                    due.push((key, condition.reason(), message));
+                }
+            }
+        }
+        // Only the versions shown now are remembered.
+        let shown: std::collections::BTreeSet<(&str, &str)> = published
+            .validity
+            .iter()
+            .map(|(path, v)| (path.as_str(), v.version.as_str()))
+            .collect();
+        published
+            .warned
+            .retain(|(path, version, _)| shown.contains(&(path.as_str(), version.as_str())));
+        let warned = !due.is_empty();
+        for (key, reason, message) in due {
+            tracing::warn!(
+                pod = %pod.name,
+                namespace = %pod.namespace,
+                class = %published.class,
+                reason,
+                "{message}"
+            );
+            if let Some(syncer) = &self.syncer {
+                syncer
+                    .object_event(pod, &published.class, &key.0, &key.1, reason, message)
+                    .await;
+            }
+            published.warned.insert(key);
+        }
+        warned
+    }
+
+    /// Sets the node's expiry series of the volume at `target`: one per
+    /// file whose object has an expiry.
+    fn set_expiry_series(&self, target: &Path, published: &Published) {
+        let pod = &published.request.pod;
+        let series = published
+            .files
+            .iter()
+            .filter_map(|file| {
+                let until = published.validity.get(&file.path)?.expires_at()?;
+                let labels = crate::expiry::ExpiryLabels::new(
+                    &pod.namespace,
+                    &published.class,
+                    &file.path,
+                    &file.object_id,
+                );
+                Some((labels, until.at))
+            })
+            .collect();
+        let changes = self
+            .expiry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(target, series);
+        self.metrics.object_expiry_changed(changes);
+    }
+
+    /// Removes the volume at `target` from the node's expiry series.
+    fn forget_expiry(&self, target: &Path) {
+        let changes = self
+            .expiry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(target, Default::default());
+        self.metrics.object_expiry_changed(changes);
+    }
+
     /// Drops the slot of a target that holds no volume.
     fn forget_slot(&self, target: &Path) {
         let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
@@ -862,6 +987,7 @@ impl VolumeManager for Driver {
         self.metrics.published(new.provider.name());
         self.track(&request.target_path, &new);
         self.sync(&request.target_path, &mut new).await;
+        self.check_expiry(&request.target_path, &mut new).await;
         self.persist(&request.target_path, &new, true).await;
         tracing::info!(
             target = ?request.target_path,
@@ -947,6 +1073,7 @@ impl VolumeManager for Driver {
             Err(_) => self.metrics.unpublish_failed(),
         }
         if result.is_ok() {
+            self.forget_expiry(&request.target_path);
             self.forget(&request.target_path).await;
             self.forget_slot(&request.target_path);
         }
@@ -1001,6 +1128,43 @@ pub struct FileStatus {
     pub object: String,
     pub version: String,
     pub bytes: usize,
+    /// When its object version is valid, if the provider said (the
+    /// built-in Azure provider does; external providers cannot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<FileExpiry>,
+}
+
+/// A file's validity in `secretfs status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileExpiry {
+    /// Unix seconds when it expires: the earlier of Key Vault's `exp` and
+    /// the certificate chain's earliest `notAfter`.
+    pub expires_at: Option<i64>,
+    /// What decided `expires_at` (`Key Vault exp`, `certificate notAfter
+    /// (leaf)`, `certificate notAfter (chain certificate 2 of 3)`).
+    pub expires_by: Option<String>,
+    /// Unix seconds from when it is valid: the later of Key Vault's `nbf`
+    /// and the chain's latest `notBefore`.
+    pub valid_from: Option<i64>,
+    /// What decided `valid_from`.
+    pub valid_from_by: Option<String>,
+}
+
+impl FileExpiry {
+    /// `None` when nothing is known.
+    pub fn of(validity: &crate::expiry::Validity) -> Option<FileExpiry> {
+        let until = validity.expires_at();
+        let from = validity.valid_from();
+        if until.is_none() && from.is_none() {
+            return None;
+        }
+        Some(FileExpiry {
+            expires_at: until.as_ref().map(|b| b.at),
+            expires_by: until.map(|b| b.source),
+            valid_from: from.as_ref().map(|b| b.at),
+            valid_from_by: from.map(|b| b.source),
+        })
+    }
 }
 
 /// One object version in `secretfs status`.

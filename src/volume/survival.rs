@@ -200,6 +200,14 @@ struct Record {
     /// records of older builds, which gave every file one inode.
     #[serde(default)]
     fuse_versions: String,
+    /// When each file's object version is valid (timestamps only). Absent
+    /// from records of older builds: known again at the next refresh.
+    #[serde(default)]
+    validity: BTreeMap<String, crate::expiry::Validity>,
+    /// The expiry warnings the pod got (path, version, reason), so a
+    /// restart does not post them again.
+    #[serde(default)]
+    expiry_warned: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -247,6 +255,8 @@ fn record_of(target: &Path, p: &Published) -> Record {
         fuse_init_request: b64().encode(&state.init_request),
         fuse_init_reply: b64().encode(&state.init_reply),
         fuse_versions: b64().encode(&state.versions),
+        validity: p.validity.clone(),
+        expiry_warned: p.warned.iter().cloned().collect(),
     }
 }
 
@@ -712,11 +722,16 @@ impl Driver {
             last_error: None,
             live,
             kubelet_keys: record.kubelet_keys.clone(),
+            validity: record.validity.clone(),
+            warned: record.expiry_warned.iter().cloned().collect(),
         };
         // The process after this one must know the inode numbers this one
         // gave the files (every name moved to a new version at the takeover).
         self.persist(&record.target, &published, true).await;
         self.track(&record.target, &published);
+        // Its expiry series at once; warnings not given yet come at its
+        // first refresh (none is posted before CSI is served).
+        self.set_expiry_series(&record.target, &published);
         if let Some(syncer) = &self.syncer {
             // Before anything is published: the Secrets this volume writes
             // keep its owners at the next apply by any volume of this node.

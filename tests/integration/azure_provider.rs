@@ -10,7 +10,7 @@
 #[path = "azure_provider/clouds.rs"]
 mod clouds;
 #[path = "azure_provider/common.rs"]
-mod common;
+pub mod common;
 #[path = "azure_provider/concurrency.rs"]
 mod concurrency;
 #[path = "azure_provider/errors.rs"]

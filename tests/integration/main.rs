@@ -8,6 +8,7 @@
 mod azure_formats;
 mod azure_provider;
 mod docs;
+mod expiry;
 mod external_provider;
 mod faults;
 mod fuzz_regressions;

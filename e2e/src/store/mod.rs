@@ -259,12 +259,19 @@ impl Store {
         }
         let subject = seed.subject.clone().unwrap_or_else(|| format!("CN={name}"));
         let validity_months = seed.validity_months.unwrap_or(12);
-        let material = Arc::new(CertificateMaterial::self_signed(
-            &subject,
-            &seed.dns_names,
-            spec,
-            validity_months,
-        )?);
+        let material = Arc::new(match seed.validity_days {
+            Some(days) => {
+                CertificateMaterial::self_signed_for_days(&subject, &seed.dns_names, spec, days)?
+            }
+            None => {
+                CertificateMaterial::self_signed(&subject, &seed.dns_names, spec, validity_months)?
+            }
+        });
+        // The policy's lifetime in whole months, at least 1.
+        let validity_months = match seed.validity_days {
+            Some(days) => days.div_ceil(30).max(1),
+            None => validity_months,
+        };
         let exportable = seed.exportable.unwrap_or(true);
         // A non-exportable certificate's secret holds no private key, as in
         // Key Vault: the certificate only.
@@ -451,6 +458,7 @@ impl Store {
             key_size,
             crv,
             validity_months: Some(c.validity_months),
+            validity_days: None,
             exportable: Some(c.exportable),
             attributes: VersionAttributesSeed::default(),
         })

@@ -93,6 +93,29 @@ fn certificate_creates_key_and_secret_with_same_version() {
 }
 
 #[test]
+fn validity_days_sets_a_short_not_after_and_its_attributes() {
+    let (mut s, _) = store();
+    s.add_certificate_version(
+        "kv-demo",
+        "short",
+        &CertificateVersionSeed {
+            kty: crate::seed::KeyType::Ec,
+            validity_days: Some(3),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cert = &s.vault("kv-demo").unwrap().certificates["short"][0];
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let day = 86_400;
+    assert!((now + 3 * day - 60..=now + 3 * day + 60).contains(&cert.material.not_after));
+    // exp defaults to the certificate's notAfter, as in Key Vault; the
+    // policy counts whole months.
+    assert_eq!(cert.attributes.exp, Some(cert.material.not_after));
+    assert_eq!(cert.validity_months, 1);
+}
+
+#[test]
 fn access_is_per_identity_and_operation() {
     let (s, dir) = store();
     let vault = s.vault("kv-demo").unwrap();

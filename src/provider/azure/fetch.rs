@@ -5,6 +5,7 @@
 //! into a zeroizing [`SecretString`] (the SDK's `Secret.value` is a plain
 //! `String`; the transport's buffers stay outside our control).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use super::history::{VersionInfo, history_files, version_of_id};
 use super::jwk::JsonWebKey;
 use super::objects::{KeyVaultObject, ObjectType};
 use super::retry::{Failure, classify, secs, with_retry};
+use super::validity::{Attributes, validity};
+use crate::expiry::Validity;
 use crate::provider::{ErrorKind, FileMode, MountedFile, ObjectError, ObjectVersion, SecretString};
 
 /// What one mount's fetches share.
@@ -59,6 +62,8 @@ pub struct FetchedObject {
     pub versions: Vec<ObjectVersion>,
     /// Non-fatal findings.
     pub warnings: Vec<String>,
+    /// When each file's version is valid, by file path (as fetched).
+    pub validity: BTreeMap<String, Validity>,
 }
 
 #[derive(Deserialize)]
@@ -71,12 +76,16 @@ struct SecretBundle {
     kid: Option<String>,
     #[serde(default)]
     id: Option<String>,
+    #[serde(default)]
+    attributes: Option<Attributes>,
 }
 
 #[derive(Deserialize)]
 struct KeyBundle {
     #[serde(default)]
     key: Option<serde_json::Value>,
+    #[serde(default)]
+    attributes: Option<Attributes>,
 }
 
 #[derive(Deserialize)]
@@ -85,7 +94,13 @@ struct CertificateBundle {
     id: Option<String>,
     #[serde(default)]
     cer: Option<String>,
+    #[serde(default)]
+    attributes: Option<Attributes>,
 }
+
+/// What one GET returned: the content, the object id (URL) Key Vault
+/// reported, and the version's `nbf`/`exp`.
+type Got = (Fetched, Option<String>, Attributes);
 
 fn bad_body(what: &str, e: &serde_json::Error) -> Failure {
     // serde's message can quote values: only the position is shown.
@@ -113,14 +128,13 @@ fn answered(f: &Failure) -> bool {
     f.status.is_some() || f.credential
 }
 
-/// One GET of `name` at `version` (latest when `None`): what it returned
-/// and the object id (URL) Key Vault reported.
+/// One GET of `name` at `version` (latest when `None`).
 async fn get(
     ctx: &FetchContext<'_>,
     object_type: ObjectType,
     name: &str,
     version: Option<&str>,
-) -> Result<(Fetched, Option<String>), Failure> {
+) -> Result<Got, Failure> {
     with_retry(
         ctx.retry,
         ctx.metrics,
@@ -154,7 +168,7 @@ async fn get_once(
     object_type: ObjectType,
     name: &str,
     version: Option<&str>,
-) -> Result<(Fetched, Option<String>), Failure> {
+) -> Result<Got, Failure> {
     let version = version.map(str::to_owned);
     match object_type {
         ObjectType::Secret => {
@@ -179,6 +193,7 @@ async fn get_once(
                     kid: bundle.kid,
                 }),
                 bundle.id,
+                bundle.attributes.unwrap_or_default(),
             ))
         }
         ObjectType::Key => {
@@ -196,11 +211,12 @@ async fn get_once(
             let body = rsp.into_body();
             let bundle: KeyBundle =
                 serde_json::from_slice(body.as_ref()).map_err(|e| bad_body("key", &e))?;
+            let attributes = bundle.attributes.unwrap_or_default();
             let key = bundle.key.unwrap_or(serde_json::Value::Null);
             let kid = key.get("kid").and_then(|v| v.as_str()).map(str::to_owned);
             let jwk: JsonWebKey =
                 serde_json::from_value(key).map_err(|e| bad_body("key (JsonWebKey)", &e))?;
-            Ok((Fetched::Key(jwk), kid))
+            Ok((Fetched::Key(jwk), kid, attributes))
         }
         ObjectType::Cert => {
             let rsp = clients
@@ -223,7 +239,11 @@ async fn get_once(
                     .map_err(|_| Failure::invalid("the certificate's cer is not valid base64"))?,
                 None => Vec::new(),
             };
-            Ok((Fetched::Cert(der), bundle.id))
+            Ok((
+                Fetched::Cert(der),
+                bundle.id,
+                bundle.attributes.unwrap_or_default(),
+            ))
         }
     }
 }
@@ -450,7 +470,7 @@ pub async fn fetch_object(
 ) -> Result<FetchedObject, FetchError> {
     let mut out = FetchedObject::default();
     if !object.uses_history() {
-        let (fetched, id) = get(
+        let (fetched, id, attributes) = get(
             ctx,
             object.object_type,
             &object.name,
@@ -470,6 +490,8 @@ pub async fn fetch_object(
             .unwrap_or_default();
         // Without history an object has exactly one file.
         if let Some(file) = object.planned_files(ctx.default_mode).into_iter().next() {
+            out.validity
+                .insert(file.path.clone(), validity(&version, attributes, &fetched));
             out.files.push(MountedFile {
                 path: file.path,
                 mode: file.mode,
@@ -495,15 +517,20 @@ pub async fn fetch_object(
             )
         })?;
     for (file, info) in history_files(object, &versions, ctx.default_mode)? {
-        let (fetched, _) = get(ctx, object.object_type, &object.name, Some(&info.version))
-            .await
-            .map_err(|f| failed(ctx, object, Some(&info.version), "get", &f))?;
+        let (fetched, _, attributes) =
+            get(ctx, object.object_type, &object.name, Some(&info.version))
+                .await
+                .map_err(|f| failed(ctx, object, Some(&info.version), "get", &f))?;
         let content = object_content(object, &file.object_id, &fetched)?;
         out.warnings.extend(
             content
                 .warnings
                 .iter()
                 .map(|w| format!("{}: {w}", file.object_id)),
+        );
+        out.validity.insert(
+            file.path.clone(),
+            validity(&info.version, attributes, &fetched),
         );
         out.versions.push(ObjectVersion {
             id: file.object_id.clone(),

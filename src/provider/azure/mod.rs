@@ -64,6 +64,7 @@ pub mod pem;
 pub mod pfx;
 pub mod provider;
 pub mod retry;
+pub mod validity;
 
 #[cfg(test)]
 mod identity_tests;

@@ -577,6 +577,9 @@ impl Provider for AzureProvider {
                                 ),
                             )
                         })?;
+                        if let Some(validity) = fetched.validity.get(&file.path) {
+                            response.validity.insert(path.clone(), validity.clone());
+                        }
                         response.files.push(MountedFile {
                             path,
                             mode,
