@@ -128,7 +128,11 @@ for dir in /sys/fs/cgroup/*/kubepods*; do
     [ -d "$dir" ] && leaks+=("cgroup $dir")
 done
 mounts_after=$(awk '{print $5}' /proc/self/mountinfo | sort)
-new_mounts=$(comm -13 <(echo "$mounts_before") <(echo "$mounts_after"))
+# Only where the cluster works (its run directory, the repository's target,
+# kubelet's and containerd's own paths): other tests running on the host at
+# the same time mount volumes of their own under /tmp, which are not ours.
+new_mounts=$(comm -13 <(echo "$mounts_before") <(echo "$mounts_after") |
+    grep -E "^(/run/secretfs-k8s-e2e|$REPO/target|/var/lib/kubelet|/var/lib/containerd|/run/containerd|/run/netns)(/|$)" || true)
 [ -n "$new_mounts" ] && leaks+=("mounts: $new_mounts")
 # The namespaces: no process may still be in any of them (a process in one
 # keeps it alive; the PID namespace's end killed every process in it).
