@@ -176,14 +176,17 @@ impl Daemon {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Waits until `path` exists (a socket the process creates).
+    /// Waits until the Unix socket at `path` accepts a connection. Its
+    /// file appears at bind(2), before listen(2): a connect in between is
+    /// refused (seen with the Go driver on a loaded machine), so the file
+    /// alone is not enough.
     pub async fn wait_for(&mut self, path: &Path, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
-        while !path.exists() {
+        while std::os::unix::net::UnixStream::connect(path).is_err() {
             self.check_alive()?;
             if Instant::now() > deadline {
                 bail!(
-                    "{} did not create {} within {limit:?}; end of its log:\n{}",
+                    "{} did not listen on {} within {limit:?}; end of its log:\n{}",
                     self.name,
                     path.display(),
                     self.log_tail(40)
