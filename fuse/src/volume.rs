@@ -19,7 +19,7 @@ use crate::config::{MountOptions, ReadMode};
 use crate::core::FsCore;
 use crate::relay::{self, Relay, RelayEnd};
 use crate::spec::{FileSpec, TreeError, VolumeId, VolumeSpec};
-use crate::tree::{Invalidations, Swap, Tree, decode_versions, encode_versions};
+use crate::tree::{FileReads, Invalidations, Swap, Tree, decode_versions, encode_versions};
 use crate::wire::{self, Notifier};
 
 /// The file-system type shown in `/proc/mounts`.
@@ -91,9 +91,6 @@ struct Link {
     target: PathBuf,
     /// The mount's device (major, minor): bind mounts of its files show it.
     dev: Option<(u32, u32)>,
-    /// Page-cache mode: a new version's bytes are handed to the kernel's
-    /// page cache as soon as its name moved to it.
-    store: bool,
 }
 
 /// A volume's tree. Cheap to clone; all clones see the same files.
@@ -141,6 +138,22 @@ impl Volume {
         self.inner.core.file_paths()
     }
 
+    /// For every file, sorted by path: since when its current contents are
+    /// shown (the mount, or the change that brought them) and when a read
+    /// of them first reached this process. In page-cache mode only the
+    /// first read of each version comes here (later ones are served by the
+    /// kernel); in atomic mode every read does. Read by a process that took
+    /// the volume over: what [`Volume::restore_reads`] set, then its own.
+    pub fn reads(&self) -> Vec<FileReads> {
+        self.inner.core.reads()
+    }
+
+    /// Sets the read records of the files `recorded` names (what another
+    /// process's [`Volume::reads`] said), e.g. before a takeover.
+    pub fn restore_reads(&self, recorded: &[FileReads]) {
+        self.inner.core.restore_reads(recorded);
+    }
+
     /// The newest contents of the file at `path`, if known now.
     pub fn contents(&self, path: &str) -> Option<Arc<SecretBytes>> {
         self.inner.core.contents_now(path)
@@ -152,9 +165,10 @@ impl Volume {
     /// a new inode with the new bytes (new opens see them, whole), the old
     /// version stays as it was for descriptors and mappings that hold it,
     /// and a bind mount of the file (kubelet's `subPath`) follows the new
-    /// bytes in place. In page-cache mode the new bytes are then handed to
-    /// the kernel before this returns, so the next open+read of the path
-    /// does not reach this process. Returns once the kernel was told.
+    /// bytes in place. The kernel then looks the name up before this
+    /// returns; the new bytes are not handed to it, so the first read of
+    /// the new version reaches this process (once, in page-cache mode: that
+    /// is how [`Volume::reads`] sees it). Returns once the kernel was told.
     pub fn replace(&self, path: &str, bytes: Arc<SecretBytes>) -> Result<(), VolumeError> {
         let swap = self.inner.core.replace(path, bytes.clone())?;
         self.after_swap(path, &swap, Some(&bytes))
@@ -251,8 +265,8 @@ impl Volume {
                 .map_err(failed)?;
         }
         // (Not after an unload: a lookup would load the file again.)
-        if let (Some(_), Some(bytes)) = (&swap.moved, bytes) {
-            self.warm(&link, path, swap.ino, bytes);
+        if let (Some(_), Some(_)) = (&swap.moved, bytes) {
+            self.warm(&link, path, swap.ino);
         }
         Ok(())
     }
@@ -277,27 +291,18 @@ impl Volume {
         Ok(())
     }
 
-    /// Makes the kernel know the name's new inode now, and in page-cache
-    /// mode hands it the new bytes: the next open+read of the path then
-    /// needs no request to this process. Best effort: a reader that comes
-    /// first asks for them itself.
-    fn warm(&self, link: &Link, path: &str, ino: u64, bytes: &Arc<SecretBytes>) {
+    /// Makes the kernel know the name's new inode now, so the next open
+    /// needs no LOOKUP. Its bytes are not handed over (`NOTIFY_STORE`): the
+    /// first READ of each version must reach this process, which records
+    /// it ([`Volume::reads`]). Best effort: a reader that comes first looks
+    /// the name up itself.
+    fn warm(&self, link: &Link, path: &str, ino: u64) {
         // A `stat` of the path looks the name up (and the directories'
         // attributes that the name's invalidation dropped).
         match std::fs::symlink_metadata(link.target.join(path)) {
             Ok(meta) if std::os::unix::fs::MetadataExt::ino(&meta) == ino => {}
             // Changed again meanwhile, or gone: the next reader asks.
-            _ => return,
-        }
-        if link.store {
-            let bytes = bytes.expose();
-            for (index, chunk) in bytes.chunks(relay::MAX_READ).enumerate() {
-                let offset = (index * relay::MAX_READ) as u64;
-                if let Err(e) = link.notifier.store(ino, offset, chunk) {
-                    tracing::debug!(file = %path, error = %e, "handing a new version to the page cache failed; the next read asks for it");
-                    return;
-                }
-            }
+            _ => tracing::trace!(file = %path, "the name changed again before it was looked up"),
         }
     }
 }
@@ -767,7 +772,6 @@ fn serve(
         notifier: Notifier::new(dev.clone()),
         target: target.to_owned(),
         dev: mount_device(target),
-        store: options.read_mode == ReadMode::PageCache,
     }));
     Ok((
         Serving { dev, relay, fuser },
