@@ -91,6 +91,9 @@ struct Link {
     target: PathBuf,
     /// The mount's device (major, minor): bind mounts of its files show it.
     dev: Option<(u32, u32)>,
+    /// Page-cache mode: a new version's bytes after its first page are
+    /// handed to the kernel's page cache as soon as its name moved to it.
+    store: bool,
 }
 
 /// A volume's tree. Cheap to clone; all clones see the same files.
@@ -166,9 +169,10 @@ impl Volume {
     /// version stays as it was for descriptors and mappings that hold it,
     /// and a bind mount of the file (kubelet's `subPath`) follows the new
     /// bytes in place. The kernel then looks the name up before this
-    /// returns; the new bytes are not handed to it, so the first read of
-    /// the new version reaches this process (once, in page-cache mode: that
-    /// is how [`Volume::reads`] sees it). Returns once the kernel was told.
+    /// returns and, in page-cache mode, gets the new bytes after the first
+    /// page: the first read of the new version (from offset 0) reaches this
+    /// process with one request for one page, which is how
+    /// [`Volume::reads`] sees it. Returns once the kernel was told.
     pub fn replace(&self, path: &str, bytes: Arc<SecretBytes>) -> Result<(), VolumeError> {
         let swap = self.inner.core.replace(path, bytes.clone())?;
         self.after_swap(path, &swap, Some(&bytes))
@@ -265,8 +269,8 @@ impl Volume {
                 .map_err(failed)?;
         }
         // (Not after an unload: a lookup would load the file again.)
-        if let (Some(_), Some(_)) = (&swap.moved, bytes) {
-            self.warm(&link, path, swap.ino);
+        if let (Some(_), Some(bytes)) = (&swap.moved, bytes) {
+            self.warm(&link, path, swap.ino, bytes);
         }
         Ok(())
     }
@@ -292,17 +296,31 @@ impl Volume {
     }
 
     /// Makes the kernel know the name's new inode now, so the next open
-    /// needs no LOOKUP. Its bytes are not handed over (`NOTIFY_STORE`): the
-    /// first READ of each version must reach this process, which records
-    /// it ([`Volume::reads`]). Best effort: a reader that comes first looks
-    /// the name up itself.
-    fn warm(&self, link: &Link, path: &str, ino: u64) {
+    /// needs no LOOKUP, and in page-cache mode hands it the new bytes after
+    /// the first page (`NOTIFY_STORE`): the first read of the version then
+    /// makes one request, a READ of that one page, which this process
+    /// records ([`Volume::reads`]); everything else is already in the page
+    /// cache. Best effort: a reader that comes first asks for what it needs.
+    fn warm(&self, link: &Link, path: &str, ino: u64, bytes: &Arc<SecretBytes>) {
         // A `stat` of the path looks the name up (and the directories'
         // attributes that the name's invalidation dropped).
         match std::fs::symlink_metadata(link.target.join(path)) {
             Ok(meta) if std::os::unix::fs::MetadataExt::ino(&meta) == ino => {}
             // Changed again meanwhile, or gone: the next reader asks.
-            _ => tracing::trace!(file = %path, "the name changed again before it was looked up"),
+            _ => return,
+        }
+        if link.store {
+            // Whole pages from the second on (MAX_READ is a multiple of the
+            // page size): page 0 stays for the READ that shows the first read.
+            let bytes = bytes.expose();
+            let first = crate::bytes::page_size().min(bytes.len());
+            for (index, chunk) in bytes[first..].chunks(relay::MAX_READ).enumerate() {
+                let offset = (first + index * relay::MAX_READ) as u64;
+                if let Err(e) = link.notifier.store(ino, offset, chunk) {
+                    tracing::debug!(file = %path, error = %e, "handing a new version to the page cache failed; the next read asks for it");
+                    return;
+                }
+            }
         }
     }
 }
@@ -772,6 +790,7 @@ fn serve(
         notifier: Notifier::new(dev.clone()),
         target: target.to_owned(),
         dev: mount_device(target),
+        store: options.read_mode == ReadMode::PageCache,
     }));
     Ok((
         Serving { dev, relay, fuser },

@@ -20,6 +20,7 @@ pub(crate) const OP_BATCH_FORGET: u32 = 42;
 
 const NOTIFY_INVAL_INODE: i32 = 2;
 const NOTIFY_INVAL_ENTRY: i32 = 3;
+const NOTIFY_STORE: i32 = 4;
 /// Linux 6.9+: the kernel queues again every request that was read from
 /// the connection and not answered (e.g. by a process that was killed).
 const NOTIFY_RESEND: i32 = 7;
@@ -124,6 +125,25 @@ impl Notifier {
         body.extend_from_slice(name);
         body.push(0);
         self.send(&notification(NOTIFY_INVAL_ENTRY, &body))
+    }
+
+    /// Puts `data` into the kernel's page cache of `ino` at `offset` (a
+    /// whole page from offset 0, or up to the end of the file, is then
+    /// read from there without a request). Nothing happens if the kernel
+    /// does not know `ino`.
+    pub(crate) fn store(&self, ino: u64, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let len = OUT_HEADER_LEN + 24 + data.len();
+        // It holds secret bytes: built at its final size, wiped after.
+        let mut message = zeroize::Zeroizing::new(Vec::with_capacity(len));
+        message.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_ne_bytes());
+        message.extend_from_slice(&NOTIFY_STORE.to_ne_bytes());
+        message.extend_from_slice(&0u64.to_ne_bytes());
+        message.extend_from_slice(&ino.to_ne_bytes());
+        message.extend_from_slice(&offset.to_ne_bytes());
+        message.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_ne_bytes());
+        message.extend_from_slice(&0u32.to_ne_bytes());
+        message.extend_from_slice(data);
+        self.send(&message)
     }
 
     /// Asks the kernel to send again the requests a previous server read

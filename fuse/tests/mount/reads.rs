@@ -215,3 +215,36 @@ fn atomic_mode_records_the_first_of_many_reads() {
     assert!(m.volume().core().counters().snapshot()[2] >= reads + 5);
     assert_eq!(record(&m, "s").first_read, Some(first));
 }
+
+/// Page-cache mode, a file of several pages: a rotation hands the kernel
+/// every page but the first, so the first read of the new version is one
+/// READ (of that page) and returns the new bytes whole; the reads after it
+/// make none.
+#[test]
+fn page_cache_mode_a_rotated_file_of_several_pages_is_read_whole_with_one_request() {
+    if !fuse_available() {
+        return;
+    }
+    let pattern = |seed: u8, len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|i| seed.wrapping_add((i % 251) as u8))
+            .collect()
+    };
+    let old = pattern(1, 3 * 4096 + 100);
+    let m = mount_in(ReadMode::PageCache, vec![file("big", 0o644, 0, &old)]);
+    let counters = || m.volume().core().counters().snapshot();
+    assert_eq!(std::fs::read(m.path("big")).unwrap(), old);
+    for (seed, len) in [(7, 64 * 1024), (9, 5000), (11, 200 * 1024 + 17)] {
+        let new = pattern(seed, len);
+        m.replace("big", &new);
+        assert_eq!(record(&m, "big").first_read, None);
+        let before = counters();
+        assert_eq!(std::fs::read(m.path("big")).unwrap(), new, "{len} bytes");
+        let mut expected = before;
+        expected[2] += 1;
+        assert_eq!(counters(), expected, "{len} bytes: one READ");
+        assert!(record(&m, "big").first_read.is_some());
+        assert_eq!(std::fs::read(m.path("big")).unwrap(), new);
+        assert_eq!(counters(), expected, "{len} bytes: warm");
+    }
+}
