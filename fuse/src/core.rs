@@ -808,6 +808,51 @@ mod tests {
         assert_eq!(read(&old, v0), b"x");
     }
 
+    fn first_read(core: &FsCore, path: &str) -> Option<SystemTime> {
+        core.reads()
+            .into_iter()
+            .find(|r| r.path == path)
+            .unwrap()
+            .first_read
+    }
+
+    #[test]
+    fn a_read_marks_the_version_it_answers_and_only_a_read_does() {
+        struct Source;
+        impl crate::spec::ContentSource for Source {
+            fn load(
+                &self,
+            ) -> futures::future::BoxFuture<'static, Result<Arc<SecretBytes>, crate::spec::LoadError>>
+            {
+                Box::pin(async { Ok(Arc::new(SecretBytes::from_slice(b"lazy"))) })
+            }
+        }
+        let lazy = FileSpec::new("l", 0o644, 0, 0, Content::Lazy(Arc::new(Source))).unwrap();
+        let core = core(vec![file("s", 0o644, 0, 0, b"one"), lazy]);
+        // Lookups and attributes load and report, but are no read.
+        let s = stat(&core, "s");
+        let l = stat(&core, "l");
+        block_on(core.getattr(l.ino)).unwrap();
+        assert_eq!(
+            (first_read(&core, "s"), first_read(&core, "l")),
+            (None, None)
+        );
+        assert_eq!(read(&core, l.ino), b"lazy");
+        let loaded = first_read(&core, "l").expect("the lazy file was read");
+        // An unload keeps the record (same contents); a reload is no read.
+        core.unload("l").unwrap();
+        assert_eq!(first_read(&core, "l"), Some(loaded));
+
+        // A read of the version a descriptor kept marks that version, not
+        // the new one; a version that follows marks the newest.
+        core.replace("s", bytes(b"two")).unwrap();
+        assert_eq!(read(&core, s.ino), b"one");
+        assert_eq!(first_read(&core, "s"), None, "the kept version was read");
+        assert!(core.follow(s.ino));
+        assert_eq!(read(&core, s.ino), b"two");
+        assert!(first_read(&core, "s").is_some(), "it answered the newest");
+    }
+
     #[test]
     fn reads_cut_to_the_offset_and_length_asked() {
         let core = core(vec![file("s", 0o600, 0, 0, b"0123456789")]);
