@@ -295,6 +295,9 @@ fn render_status_at(volumes: &[VolumeStatus], now: u64) -> String {
             if let Some(expiry) = &f.expiry {
                 let _ = writeln!(out, "      {}", expiry_line(expiry, now));
             }
+            if let Some(line) = read_line(f, now) {
+                let _ = writeln!(out, "      {line}");
+            }
         }
         // Versions no file shows (an external provider's object ids are
         // its own, not file paths): listed as the provider reported them.
@@ -314,7 +317,51 @@ fn render_status_at(volumes: &[VolumeStatus], now: u64) -> String {
             }
         }
     }
+    let unused: Vec<(&VolumeStatus, &crate::volume::FileStatus)> = volumes
+        .iter()
+        .flat_map(|v| v.files.iter().filter(|f| f.unused).map(move |f| (v, f)))
+        .collect();
+    if !unused.is_empty() {
+        let threshold = volumes
+            .iter()
+            .find_map(|v| v.unread_threshold_seconds)
+            .map_or_else(String::new, |s| {
+                format!(" for longer than {}", crate::expiry::span(s as i64))
+            });
+        let _ = writeln!(
+            out,
+            "\nfiles never read{threshold} ({}):",
+            crate::volume::UNUSED_HINT
+        );
+        for (v, f) in unused {
+            let _ = writeln!(out, "  class {}  file {}  pod {}", v.class, f.path, v.pod);
+        }
+    }
     out
+}
+
+/// Whether a file was read since it was shown: `first read <time>`, `not
+/// read yet (shown <span> ago)`, or, past the threshold, `never read since
+/// <time> (<span>): mounted but unused: …`. `None` from a node too old to
+/// say.
+fn read_line(f: &crate::volume::FileStatus, now: u64) -> Option<String> {
+    use crate::expiry::{rfc3339, span};
+    let secs = |ms: u64| i64::try_from(ms / 1000).unwrap_or(i64::MAX);
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    if let Some(first) = f.first_read_ms {
+        return Some(format!("first read {}", rfc3339(secs(first))));
+    }
+    let since = secs(f.shown_since_ms?);
+    let ago = span(now.saturating_sub(since).max(0));
+    Some(if f.unused {
+        format!(
+            "never read since {} ({ago}): {}",
+            rfc3339(since),
+            crate::volume::UNUSED_HINT
+        )
+    } else {
+        format!("not read yet (shown since {}, {ago} ago)", rfc3339(since))
+    })
 }
 
 /// A file's validity in the table: `expires 2026-12-07T20:00:00Z, in 1d 0h
@@ -369,6 +416,9 @@ mod tests {
                 version: "c55925c29c6743dcb9bb4bf091be03b0".into(),
                 bytes: 25,
                 expiry: None,
+                shown_since_ms: None,
+                first_read_ms: None,
+                unused: false,
             }],
             objects: vec![crate::volume::ObjectStatus {
                 id: "secret/sql-password".into(),
@@ -380,7 +430,49 @@ mod tests {
             refresh_failures: failures,
             synced: true,
             last_error: (failures > 0).then(|| "secret/sql-password: 429".to_owned()),
+            unread_threshold_seconds: Some(86_400),
         }
+    }
+
+    #[test]
+    fn each_file_says_whether_it_was_read_and_unused_ones_are_listed() {
+        let now = 1_796_083_200; // 2026-12-01T00:00:00Z
+        let mut v = volume(None, None, 0);
+        // A node too old to say: no line.
+        let table = render_status_at(std::slice::from_ref(&v), now);
+        assert!(!table.contains("read"), "{table}");
+
+        v.files[0].shown_since_ms = Some((now - 3_600) * 1000);
+        let table = render_status_at(std::slice::from_ref(&v), now);
+        assert!(
+            table.contains("\n      not read yet (shown since 2026-11-30T23:00:00Z, 1h 0m ago)\n"),
+            "{table}"
+        );
+        assert!(!table.contains(crate::volume::UNUSED_HINT), "{table}");
+
+        v.files[0].first_read_ms = Some((now - 60) * 1000 + 250);
+        let table = render_status_at(std::slice::from_ref(&v), now);
+        assert!(
+            table.contains("\n      first read 2026-11-30T23:59:00Z\n"),
+            "{table}"
+        );
+
+        v.files[0].first_read_ms = None;
+        v.files[0].shown_since_ms = Some((now - 2 * 86_400) * 1000);
+        v.files[0].unused = true;
+        let table = render_status_at(std::slice::from_ref(&v), now);
+        assert!(
+            table.contains(
+                "never read since 2026-11-29T00:00:00Z (2d 0h): mounted but unused: consider removing from the class"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "\nfiles never read for longer than 1d 0h (mounted but unused: consider removing from the class):\n  class azure-kvname  file SECRET_1  pod default/app\n"
+            ),
+            "{table}"
+        );
     }
 
     #[test]

@@ -139,6 +139,11 @@ pub struct NodeArgs {
     /// (SecretNotYetValid).
     #[arg(long, default_value = "168h", value_parser = expiry_warning)]
     pub expiry_warning: std::time::Duration,
+    /// List a file as mounted but unused (`secretfs status`, metric
+    /// secretfs_unread_files) when no container read it for longer than
+    /// this since it was mounted or rotated (Go duration).
+    #[arg(long, default_value = "24h", value_parser = crate::duration::parse)]
+    pub unread_threshold: std::time::Duration,
     /// Directory of external provider sockets (`<name>.sock`), tried first.
     #[arg(long, value_name = "DIR", default_value = crate::provider::external::DEFAULT_PROVIDER_VOLUME)]
     pub provider_volume: PathBuf,
@@ -399,6 +404,7 @@ mod tests {
         assert_eq!(args.provider_timeout, Duration::from_secs(100));
         assert_eq!(args.rotation_poll_interval, Duration::from_secs(120));
         assert_eq!(args.expiry_warning, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(args.unread_threshold, Duration::from_secs(24 * 3600));
         assert!(args.enable_secret_rotation);
         assert!(args.sync_secrets);
         assert_eq!(args.metrics_addr.as_deref(), Some(":8095"));

@@ -56,7 +56,11 @@ async fn answer(
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            with_fuse(driver.metrics().render(), driver.fuse_counts()),
+            {
+                // Counted now: files cross the threshold as time passes.
+                driver.update_unread_files();
+                with_fuse(driver.metrics().render(), driver.fuse_counts())
+            },
         ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => match manager.readiness().await {

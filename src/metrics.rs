@@ -36,6 +36,13 @@ pub struct OsLabels {
     pub os_type: String,
 }
 
+/// The labels of `secretfs_unread_files`: a class of a namespace.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct UnreadLabels {
+    pub namespace: String,
+    pub class: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
@@ -85,6 +92,9 @@ pub struct Metrics {
     /// When each mounted object expires (Unix seconds), per distinct
     /// object of the node (the soonest among its volumes).
     pub object_expiry: Family<crate::expiry::ExpiryLabels, Gauge>,
+    /// Files of the node's volumes never read for longer than
+    /// `--unread-threshold`, per class.
+    pub unread_files: Family<UnreadLabels, Gauge>,
 }
 
 fn histogram() -> Histogram {
@@ -119,6 +129,7 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             restored_volumes: Family::default(),
             object_expiry: Family::default(),
+            unread_files: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -210,6 +221,11 @@ impl Metrics {
             "secretfs_object_expiry_timestamp_seconds",
             "When each mounted object expires, in Unix seconds: the earlier of Key Vault's exp and its certificate chain's earliest notAfter (the soonest among the node's volumes that show it; built-in Azure provider only)",
             metrics.object_expiry.clone(),
+        );
+        registry.register(
+            "secretfs_unread_files",
+            "Files of the node's volumes not read since they were mounted or rotated, for longer than --unread-threshold (mounted but unused: consider removing them from the class), by class",
+            metrics.unread_files.clone(),
         );
         Self {
             registry,

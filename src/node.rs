@@ -165,7 +165,8 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
         classes,
         providers,
     )
-    .with_expiry_warning(args.expiry_warning);
+    .with_expiry_warning(args.expiry_warning)
+    .with_unread_threshold(args.unread_threshold);
     let driver = match client {
         Some(client) => driver.with_syncer(Arc::new(
             crate::sync::Syncer::new(client, &args.node_id)

@@ -41,6 +41,7 @@ METRICS = [
     "secretfs_fuse_requests_total",
     "secretfs_fuse_errors_total",
     "secretfs_object_expiry_timestamp_seconds",
+    "secretfs_unread_files",
 ]
 
 
@@ -152,6 +153,7 @@ def test_driver_args_with_defaults(default_docs):
         "--enable-secret-rotation=true",
         "--rotation-poll-interval=2m",
         "--expiry-warning=168h",
+        "--unread-threshold=24h",
         "--log=info",
         "--read-mode=page-cache",
         "--sync-secrets=false",
@@ -168,6 +170,7 @@ def test_driver_args_follow_values(all_docs):
     assert args["--metrics-addr"] == ":9095"
     assert args["--rotation-poll-interval"] == "90s"
     assert args["--expiry-warning"] == "72h"
+    assert args["--unread-threshold"] == "168h"
     assert args["--log"] == "secretfs=debug,info"
     assert "--log-format-json" in args and args["--log-format-json"] is None
     assert args["--read-mode"] == "atomic"
@@ -939,6 +942,8 @@ def test_dashboard_covers_every_metric_and_ships_in_a_configmap(all_docs):
     soonest = by_title["Soonest expiries"]
     assert soonest["type"] == "table" and soonest["fieldConfig"]["defaults"]["unit"] == "s"
     assert "bottomk(20, min by (namespace, class, object, type)" in soonest["targets"][0]["expr"]
+    unused = by_title["Unused files by class"]
+    assert "sum by (namespace, class) (secretfs_unread_files" in unused["targets"][0]["expr"]
     cm = find(all_docs, "ConfigMap", "-dashboard")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Secrets"}

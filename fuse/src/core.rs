@@ -37,7 +37,7 @@ use crate::bytes::SecretBytes;
 use crate::error::FsError;
 use crate::inode::ROOT_INO;
 use crate::spec::{FileSpec, TreeError, VolumeId};
-use crate::tree::{ContentState, FileVersions, Invalidations, NodeKind, Swap, Tree};
+use crate::tree::{ContentState, FileReads, FileVersions, Invalidations, NodeKind, Swap, Tree};
 
 /// Directory or regular file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +241,7 @@ impl FsCore {
 
     async fn report_attr(&self, ino: u64) -> Result<Attr, FsError> {
         if self.is_file(ino)? {
-            self.contents(ino).await?;
+            self.contents(ino, false).await?;
         }
         self.attr_now(ino)
     }
@@ -255,7 +255,7 @@ impl FsCore {
     }
 
     async fn read_inner(&self, ino: u64, offset: u64, size: u32) -> Result<ReadData, FsError> {
-        let bytes = self.contents(ino).await?;
+        let bytes = self.contents(ino, true).await?;
         let len = bytes.len();
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
         let end = start.saturating_add(size as usize).min(len);
@@ -352,8 +352,10 @@ impl FsCore {
     /// load per file runs at a time; concurrent callers share its result.
     /// Never older than the newest: a load that a replace overtook returns
     /// the replaced value (an older one would be answered to readers whose
-    /// kernel already holds the new size: stale and cut).
-    async fn contents(&self, ino: u64) -> Result<Arc<SecretBytes>, FsError> {
+    /// kernel already holds the new size: stale and cut). `read`: for a
+    /// READ, which marks the version answering as read (one atomic load
+    /// once it is).
+    async fn contents(&self, ino: u64, read: bool) -> Result<Arc<SecretBytes>, FsError> {
         // Which inode answers is decided under each lock taken: a version
         // that follows the newest answers with the current one, which a
         // replace can change at any moment.
@@ -364,6 +366,9 @@ impl FsCore {
                 NodeKind::Dir { .. } => return Err(FsError::IsADirectory),
                 NodeKind::File(file) => {
                     if let ContentState::Ready(bytes) = &file.state {
+                        if read {
+                            file.mark_read();
+                        }
                         return Ok(bytes.clone());
                     }
                 }
@@ -377,7 +382,12 @@ impl FsCore {
                 return Err(FsError::IsADirectory);
             };
             match &file.state {
-                ContentState::Ready(bytes) => return Ok(bytes.clone()),
+                ContentState::Ready(bytes) => {
+                    if read {
+                        file.mark_read();
+                    }
+                    return Ok(bytes.clone());
+                }
                 ContentState::Loading { epoch, future } => (ino, *epoch, future.clone()),
                 ContentState::Unloaded => {
                     let Some(source) = file.source.clone() else {
@@ -405,11 +415,19 @@ impl FsCore {
                 Ok(bytes) => {
                     file.last_size = bytes.len() as u64;
                     file.state = ContentState::Ready(bytes.clone());
+                    if read {
+                        file.mark_read();
+                    }
                 }
                 Err(_) => file.state = ContentState::Unloaded,
             },
             // Replaced while loading: the replace's value is the newest.
-            ContentState::Ready(newest) => return Ok(newest.clone()),
+            ContentState::Ready(newest) => {
+                if read {
+                    file.mark_read();
+                }
+                return Ok(newest.clone());
+            }
             _ => {}
         }
         result.map_err(FsError::Load)
@@ -464,6 +482,16 @@ impl FsCore {
     /// newest (atomic mode).
     pub(crate) fn set_keep_versions(&self, keep: bool) {
         self.write_tree().set_keep_versions(keep);
+    }
+
+    /// Whether each file's current contents were read, and when first.
+    pub fn reads(&self) -> Vec<FileReads> {
+        self.read_tree().reads()
+    }
+
+    /// Sets the read records of the files in `recorded` (after a takeover).
+    pub fn restore_reads(&self, recorded: &[FileReads]) {
+        self.write_tree().restore_reads(recorded);
     }
 
     pub(crate) fn version_state(&self) -> Vec<FileVersions> {
@@ -778,6 +806,51 @@ mod tests {
         assert!(inval.inodes.contains(&v0));
         assert_ne!(stat(&old, "a").ino, v0);
         assert_eq!(read(&old, v0), b"x");
+    }
+
+    fn first_read(core: &FsCore, path: &str) -> Option<SystemTime> {
+        core.reads()
+            .into_iter()
+            .find(|r| r.path == path)
+            .unwrap()
+            .first_read
+    }
+
+    #[test]
+    fn a_read_marks_the_version_it_answers_and_only_a_read_does() {
+        struct Source;
+        impl crate::spec::ContentSource for Source {
+            fn load(
+                &self,
+            ) -> futures::future::BoxFuture<'static, Result<Arc<SecretBytes>, crate::spec::LoadError>>
+            {
+                Box::pin(async { Ok(Arc::new(SecretBytes::from_slice(b"lazy"))) })
+            }
+        }
+        let lazy = FileSpec::new("l", 0o644, 0, 0, Content::Lazy(Arc::new(Source))).unwrap();
+        let core = core(vec![file("s", 0o644, 0, 0, b"one"), lazy]);
+        // Lookups and attributes load and report, but are no read.
+        let s = stat(&core, "s");
+        let l = stat(&core, "l");
+        block_on(core.getattr(l.ino)).unwrap();
+        assert_eq!(
+            (first_read(&core, "s"), first_read(&core, "l")),
+            (None, None)
+        );
+        assert_eq!(read(&core, l.ino), b"lazy");
+        let loaded = first_read(&core, "l").expect("the lazy file was read");
+        // An unload keeps the record (same contents); a reload is no read.
+        core.unload("l").unwrap();
+        assert_eq!(first_read(&core, "l"), Some(loaded));
+
+        // A read of the version a descriptor kept marks that version, not
+        // the new one; a version that follows marks the newest.
+        core.replace("s", bytes(b"two")).unwrap();
+        assert_eq!(read(&core, s.ino), b"one");
+        assert_eq!(first_read(&core, "s"), None, "the kept version was read");
+        assert!(core.follow(s.ino));
+        assert_eq!(read(&core, s.ino), b"two");
+        assert!(first_read(&core, "s").is_some(), "it answered the newest");
     }
 
     #[test]

@@ -50,4 +50,5 @@ pub use error::FsError;
 pub use inode::{ROOT_INO, generation, inode_number};
 pub use path::{MAX_NAME_LEN, MAX_PATH_LEN, PathError, VolumePath};
 pub use spec::{Content, ContentSource, FileSpec, LoadError, TreeError, VolumeId, VolumeSpec};
+pub use tree::FileReads;
 pub use volume::{FS_TYPE, MountError, MountedVolume, Released, SessionState, Volume, VolumeError};

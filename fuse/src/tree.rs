@@ -18,7 +18,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::{BoxFuture, Shared};
 
@@ -82,6 +83,12 @@ pub(crate) struct FileNode {
     /// Taken over from another process: how often the kernel holds it is
     /// not known, so only a FORGET lets it go.
     pub inherited: bool,
+    /// Since when these contents are shown (mount, or the change that
+    /// made them), Unix milliseconds; kept across an unload.
+    pub shown_since: u64,
+    /// When a READ of these contents first reached this process, Unix
+    /// milliseconds; 0: never. Set by readers under the tree's read lock.
+    pub first_read: AtomicU64,
 }
 
 impl FileNode {
@@ -89,6 +96,33 @@ impl FileNode {
     pub fn held(&self) -> bool {
         self.lookups > 0 || self.inherited
     }
+
+    /// Notes a READ of these contents: only the first one writes.
+    pub fn mark_read(&self) {
+        if self.first_read.load(Ordering::Relaxed) == 0 {
+            let now = unix_millis(SystemTime::now()).max(1);
+            let _ = self
+                .first_read
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// When these contents were first read, if they were.
+    pub fn first_read_at(&self) -> Option<SystemTime> {
+        match self.first_read.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(from_unix_millis(ms)),
+        }
+    }
+}
+
+pub(crate) fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn from_unix_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 pub(crate) enum NodeKind {
@@ -149,6 +183,16 @@ pub(crate) struct Swap {
     /// Older versions with bytes of their own that the kernel may still
     /// hold; a bind mount may pin one of them (it should then follow).
     pub kept: Vec<u64>,
+}
+
+/// Whether a file's current contents were read: since when they are shown
+/// (the mount, or the rotation that brought them) and when a read of them
+/// first reached the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReads {
+    pub path: String,
+    pub since: SystemTime,
+    pub first_read: Option<SystemTime>,
 }
 
 /// The versions of one file path the kernel may know, as recorded for the
@@ -404,6 +448,8 @@ impl Tree {
                 last_size,
                 lookups: 0,
                 inherited: false,
+                shown_since: unix_millis(now),
+                first_read: AtomicU64::new(0),
             }),
         });
         inval.entries.push((parent, name));
@@ -437,6 +483,12 @@ impl Tree {
                 path: path.to_owned(),
             });
         }
+        // New contents are unread from now; an unload keeps the record.
+        let (shown_since, first_read) = match (&bytes, now) {
+            (Some(_), Some(now)) => (unix_millis(now), 0),
+            (Some(_), None) => (unix_millis(SystemTime::now()), 0),
+            (None, _) => (file.shown_since, file.first_read.load(Ordering::Relaxed)),
+        };
         let (state, last_size) = match bytes {
             Some(bytes) => {
                 let size = bytes.len() as u64;
@@ -455,6 +507,8 @@ impl Tree {
             file.last_size = last_size;
             file.mtime = mtime;
             file.epoch += 1;
+            file.shown_since = shown_since;
+            file.first_read.store(first_read, Ordering::Relaxed);
         } else {
             let source = file.source.clone();
             let epoch = file.epoch + 1;
@@ -490,6 +544,8 @@ impl Tree {
                         last_size,
                         lookups: 0,
                         inherited: false,
+                        shown_since,
+                        first_read: AtomicU64::new(first_read),
                     }),
                 },
             );
@@ -645,6 +701,40 @@ impl Tree {
         }
     }
 
+    /// Whether each file's current contents were read since they were
+    /// shown, sorted by path.
+    pub fn reads(&self) -> Vec<FileReads> {
+        let mut out: Vec<FileReads> = self
+            .by_path
+            .iter()
+            .filter_map(|(path, ino)| {
+                let file = self.nodes.get(ino)?.file()?;
+                Some(FileReads {
+                    path: path.clone(),
+                    since: from_unix_millis(file.shown_since),
+                    first_read: file.first_read_at(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
+    /// Sets what `reads` says of the files named in `recorded` (a previous
+    /// process's record); other files are left as they are.
+    pub fn restore_reads(&mut self, recorded: &[FileReads]) {
+        for r in recorded {
+            let Some(ino) = self.ino_of(&r.path) else {
+                continue;
+            };
+            if let Some(file) = self.nodes.get_mut(&ino).and_then(Node::file_mut) {
+                file.shown_since = unix_millis(r.since);
+                let first = r.first_read.map_or(0, |t| unix_millis(t).max(1));
+                file.first_read.store(first, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// The versions the kernel may know, for the next process.
     pub fn version_state(&self) -> Vec<FileVersions> {
         let mut out: Vec<FileVersions> = self
@@ -783,6 +873,8 @@ impl Tree {
                             last_size,
                             lookups: 0,
                             inherited: true,
+                            shown_since: unix_millis(mtime),
+                            first_read: AtomicU64::new(0),
                         }),
                     },
                 );

@@ -19,7 +19,7 @@ use crate::config::{MountOptions, ReadMode};
 use crate::core::FsCore;
 use crate::relay::{self, Relay, RelayEnd};
 use crate::spec::{FileSpec, TreeError, VolumeId, VolumeSpec};
-use crate::tree::{Invalidations, Swap, Tree, decode_versions, encode_versions};
+use crate::tree::{FileReads, Invalidations, Swap, Tree, decode_versions, encode_versions};
 use crate::wire::{self, Notifier};
 
 /// The file-system type shown in `/proc/mounts`.
@@ -91,8 +91,8 @@ struct Link {
     target: PathBuf,
     /// The mount's device (major, minor): bind mounts of its files show it.
     dev: Option<(u32, u32)>,
-    /// Page-cache mode: a new version's bytes are handed to the kernel's
-    /// page cache as soon as its name moved to it.
+    /// Page-cache mode: a new version's bytes after its first page are
+    /// handed to the kernel's page cache as soon as its name moved to it.
     store: bool,
 }
 
@@ -141,6 +141,22 @@ impl Volume {
         self.inner.core.file_paths()
     }
 
+    /// For every file, sorted by path: since when its current contents are
+    /// shown (the mount, or the change that brought them) and when a read
+    /// of them first reached this process. In page-cache mode only the
+    /// first read of each version comes here (later ones are served by the
+    /// kernel); in atomic mode every read does. Read by a process that took
+    /// the volume over: what [`Volume::restore_reads`] set, then its own.
+    pub fn reads(&self) -> Vec<FileReads> {
+        self.inner.core.reads()
+    }
+
+    /// Sets the read records of the files `recorded` names (what another
+    /// process's [`Volume::reads`] said), e.g. before a takeover.
+    pub fn restore_reads(&self, recorded: &[FileReads]) {
+        self.inner.core.restore_reads(recorded);
+    }
+
     /// The newest contents of the file at `path`, if known now.
     pub fn contents(&self, path: &str) -> Option<Arc<SecretBytes>> {
         self.inner.core.contents_now(path)
@@ -152,9 +168,11 @@ impl Volume {
     /// a new inode with the new bytes (new opens see them, whole), the old
     /// version stays as it was for descriptors and mappings that hold it,
     /// and a bind mount of the file (kubelet's `subPath`) follows the new
-    /// bytes in place. In page-cache mode the new bytes are then handed to
-    /// the kernel before this returns, so the next open+read of the path
-    /// does not reach this process. Returns once the kernel was told.
+    /// bytes in place. The kernel then looks the name up before this
+    /// returns and, in page-cache mode, gets the new bytes after the first
+    /// page: the first read of the new version (from offset 0) reaches this
+    /// process with one request for one page, which is how
+    /// [`Volume::reads`] sees it. Returns once the kernel was told.
     pub fn replace(&self, path: &str, bytes: Arc<SecretBytes>) -> Result<(), VolumeError> {
         let swap = self.inner.core.replace(path, bytes.clone())?;
         self.after_swap(path, &swap, Some(&bytes))
@@ -277,10 +295,12 @@ impl Volume {
         Ok(())
     }
 
-    /// Makes the kernel know the name's new inode now, and in page-cache
-    /// mode hands it the new bytes: the next open+read of the path then
-    /// needs no request to this process. Best effort: a reader that comes
-    /// first asks for them itself.
+    /// Makes the kernel know the name's new inode now, so the next open
+    /// needs no LOOKUP, and in page-cache mode hands it the new bytes after
+    /// the first page (`NOTIFY_STORE`): the first read of the version then
+    /// makes one request, a READ of that one page, which this process
+    /// records ([`Volume::reads`]); everything else is already in the page
+    /// cache. Best effort: a reader that comes first asks for what it needs.
     fn warm(&self, link: &Link, path: &str, ino: u64, bytes: &Arc<SecretBytes>) {
         // A `stat` of the path looks the name up (and the directories'
         // attributes that the name's invalidation dropped).
@@ -290,9 +310,12 @@ impl Volume {
             _ => return,
         }
         if link.store {
+            // Whole pages from the second on (MAX_READ is a multiple of the
+            // page size): page 0 stays for the READ that shows the first read.
             let bytes = bytes.expose();
-            for (index, chunk) in bytes.chunks(relay::MAX_READ).enumerate() {
-                let offset = (index * relay::MAX_READ) as u64;
+            let first = crate::bytes::page_size().min(bytes.len());
+            for (index, chunk) in bytes[first..].chunks(relay::MAX_READ).enumerate() {
+                let offset = (first + index * relay::MAX_READ) as u64;
                 if let Err(e) = link.notifier.store(ino, offset, chunk) {
                     tracing::debug!(file = %path, error = %e, "handing a new version to the page cache failed; the next read asks for it");
                     return;

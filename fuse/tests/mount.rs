@@ -9,6 +9,7 @@ mod mount {
     mod files;
     mod lazy;
     mod permissions;
+    mod reads;
     mod rotation;
     mod stress;
     mod takeover;

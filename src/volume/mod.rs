@@ -120,6 +120,9 @@ pub struct Driver {
     expiry_warning: Duration,
     /// The node's `secretfs_object_expiry_timestamp_seconds` series.
     expiry: std::sync::Mutex<crate::expiry::ExpiryBoard>,
+    /// A file not read for longer than this since it was mounted or
+    /// rotated is "mounted but unused" (`--unread-threshold`).
+    unread_threshold: Duration,
 }
 
 /// The rotation scheduler's plan for one volume.
@@ -134,8 +137,37 @@ pub struct Scheduled {
 
 #[derive(Default)]
 struct FuseTally {
-    live: HashMap<PathBuf, Arc<secretfs_fuse::FsCore>>,
+    live: HashMap<PathBuf, Tracked>,
     retired: [u64; 9],
+    /// The classes `secretfs_unread_files` has a series of.
+    unread_series: std::collections::BTreeSet<crate::metrics::UnreadLabels>,
+}
+
+/// A live volume's core, and whose it is (for `secretfs_unread_files`).
+struct Tracked {
+    core: Arc<secretfs_fuse::FsCore>,
+    labels: crate::metrics::UnreadLabels,
+}
+
+/// The default of `--unread-threshold`: a file no container read for a day
+/// after it was mounted or rotated is reported as mounted but unused.
+pub const DEFAULT_UNREAD_THRESHOLD: Duration = Duration::from_secs(24 * 3600);
+
+/// What `secretfs status` and the troubleshooting guide call a file not
+/// read for longer than `--unread-threshold`.
+pub const UNUSED_HINT: &str = "mounted but unused: consider removing from the class";
+
+/// Whether a file shown since `since` and first read at `first_read` is
+/// unused at `now`: never read, for longer than `threshold`.
+fn unused(
+    reads: &secretfs_fuse::FileReads,
+    now: std::time::SystemTime,
+    threshold: Duration,
+) -> bool {
+    reads.first_read.is_none()
+        && now
+            .duration_since(reads.since)
+            .is_ok_and(|shown| shown > threshold)
 }
 
 /// (lookups, getattrs, reads, readdirs, errors, then the errors of each:
@@ -184,7 +216,47 @@ impl Driver {
             metrics: crate::metrics::global(),
             expiry_warning: crate::expiry::DEFAULT_WARNING,
             expiry: std::sync::Mutex::new(crate::expiry::ExpiryBoard::default()),
+            unread_threshold: DEFAULT_UNREAD_THRESHOLD,
         }
+    }
+
+    /// Reports files not read for longer than `threshold` since they were
+    /// mounted or rotated (default a day; `--unread-threshold`).
+    pub fn with_unread_threshold(mut self, threshold: Duration) -> Self {
+        self.unread_threshold = threshold;
+        self
+    }
+
+    /// Sets `secretfs_unread_files`: per class of the node's volumes, the
+    /// files never read for longer than `--unread-threshold`; a class with
+    /// no volume left loses its series. Cheap (no FUSE request, one read
+    /// lock per volume): called at each scrape of `/metrics` and each
+    /// `secretfs status`.
+    pub fn update_unread_files(&self) {
+        let now = std::time::SystemTime::now();
+        let mut counts: std::collections::BTreeMap<crate::metrics::UnreadLabels, i64> =
+            std::collections::BTreeMap::new();
+        let mut tally = self.fuse.lock().unwrap_or_else(|e| e.into_inner());
+        for tracked in tally.live.values() {
+            let unread = tracked
+                .core
+                .reads()
+                .iter()
+                .filter(|r| unused(r, now, self.unread_threshold))
+                .count();
+            *counts.entry(tracked.labels.clone()).or_default() += unread as i64;
+        }
+        for gone in tally
+            .unread_series
+            .iter()
+            .filter(|l| !counts.contains_key(l))
+        {
+            self.metrics.unread_files.remove(gone);
+        }
+        for (labels, n) in &counts {
+            self.metrics.unread_files.get_or_create(labels).set(*n);
+        }
+        tally.unread_series = counts.into_keys().collect();
     }
 
     /// Warns pods of objects expiring within `threshold` (default 7 days;
@@ -226,7 +298,16 @@ impl Driver {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .live
-            .insert(target.to_owned(), published.mounted.volume().core().clone());
+            .insert(
+                target.to_owned(),
+                Tracked {
+                    core: published.mounted.volume().core().clone(),
+                    labels: crate::metrics::UnreadLabels {
+                        namespace: published.request.pod.namespace.clone(),
+                        class: published.class.clone(),
+                    },
+                },
+            );
     }
 
     /// FUSE requests that reached this process since it started:
@@ -234,8 +315,8 @@ impl Driver {
     /// errors, read errors, readdir errors).
     pub fn fuse_counts(&self) -> [u64; 9] {
         let tally = self.fuse.lock().unwrap_or_else(|e| e.into_inner());
-        tally.live.values().fold(tally.retired, |mut sum, core| {
-            for (s, v) in sum.iter_mut().zip(fuse_snapshot(core)) {
+        tally.live.values().fold(tally.retired, |mut sum, tracked| {
+            for (s, v) in sum.iter_mut().zip(fuse_snapshot(&tracked.core)) {
                 *s += v;
             }
             sum
@@ -290,7 +371,9 @@ impl Driver {
 
     /// What every volume shows now, for `secretfs status` (never a value).
     pub async fn status(&self) -> Vec<VolumeStatus> {
+        self.update_unread_files();
         let slots = self.slots();
+        let now = std::time::SystemTime::now();
         let mut out = Vec::new();
         for (target, slot) in slots {
             let guard = slot.lock().await;
@@ -300,6 +383,17 @@ impl Driver {
                     .map_or(0, |d| d.as_secs())
             };
             let scheduled = self.scheduled(&target);
+            let reads: HashMap<String, secretfs_fuse::FileReads> = p
+                .mounted
+                .volume()
+                .reads()
+                .into_iter()
+                .map(|r| (r.path.clone(), r))
+                .collect();
+            let millis = |t: std::time::SystemTime| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            };
             out.push(VolumeStatus {
                 target: target.to_string_lossy().into_owned(),
                 pod: format!("{}/{}", p.request.pod.namespace, p.request.pod.name),
@@ -321,6 +415,14 @@ impl Driver {
                             version,
                             bytes: f.contents.len(),
                             expiry: p.validity.get(&f.path).and_then(FileExpiry::of),
+                            shown_since_ms: reads.get(&f.path).map(|r| millis(r.since)),
+                            first_read_ms: reads
+                                .get(&f.path)
+                                .and_then(|r| r.first_read)
+                                .map(millis),
+                            unused: reads
+                                .get(&f.path)
+                                .is_some_and(|r| unused(r, now, self.unread_threshold)),
                         }
                     })
                     .collect(),
@@ -338,6 +440,7 @@ impl Driver {
                 refresh_failures: scheduled.map_or(0, |s| s.failures),
                 synced: p.synced,
                 last_error: p.last_error.clone(),
+                unread_threshold_seconds: Some(self.unread_threshold.as_secs()),
             });
         }
         out.sort_by(|a, b| a.target.cmp(&b.target));
@@ -1034,8 +1137,8 @@ impl VolumeManager for Driver {
         let had_volume = taken.is_some();
         {
             let mut tally = self.fuse.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(core) = tally.live.remove(&request.target_path) {
-                let counts = fuse_snapshot(&core);
+            if let Some(tracked) = tally.live.remove(&request.target_path) {
+                let counts = fuse_snapshot(&tracked.core);
                 for (r, v) in tally.retired.iter_mut().zip(counts) {
                     *r += v;
                 }
@@ -1119,6 +1222,11 @@ pub struct VolumeStatus {
     pub refresh_failures: u32,
     pub synced: bool,
     pub last_error: Option<String>,
+    /// The node's `--unread-threshold` (seconds): a file not read for
+    /// longer than it since it was shown is `unused`. `None` from a node
+    /// too old to say.
+    #[serde(default)]
+    pub unread_threshold_seconds: Option<u64>,
 }
 
 /// One file in `secretfs status`: where it comes from, never its bytes.
@@ -1132,6 +1240,20 @@ pub struct FileStatus {
     /// built-in Azure provider does; external providers cannot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<FileExpiry>,
+    /// Unix milliseconds since when its contents are shown: the mount, or
+    /// the rotation that brought them (for a volume taken over after a
+    /// restart: as recorded, else the takeover).
+    #[serde(default)]
+    pub shown_since_ms: Option<u64>,
+    /// Unix milliseconds of the first read of those contents (a read that
+    /// reached the driver: in page-cache mode only the first of each
+    /// version does); `None`: not read since they were shown.
+    #[serde(default)]
+    pub first_read_ms: Option<u64>,
+    /// Not read for longer than the node's `--unread-threshold`: mounted
+    /// but unused.
+    #[serde(default)]
+    pub unused: bool,
 }
 
 /// A file's validity in `secretfs status`.

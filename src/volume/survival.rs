@@ -208,6 +208,45 @@ struct Record {
     /// restart does not post them again.
     #[serde(default)]
     expiry_warned: Vec<(String, String, String)>,
+    /// Whether each file was read since it was shown (timestamps only), as
+    /// of the record's last write (publish, rotation, hand-over). Absent
+    /// from records of older builds: the files count from the takeover.
+    #[serde(default)]
+    reads: Vec<ReadRecord>,
+}
+
+/// One file's read record: Unix milliseconds since when its contents are
+/// shown, and of their first read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadRecord {
+    path: String,
+    shown_since_ms: u64,
+    #[serde(default)]
+    first_read_ms: Option<u64>,
+}
+
+impl ReadRecord {
+    fn of(r: &secretfs_fuse::FileReads) -> Self {
+        let ms = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
+        ReadRecord {
+            path: r.path.clone(),
+            shown_since_ms: ms(r.since),
+            first_read_ms: r.first_read.map(ms),
+        }
+    }
+
+    fn reads(&self) -> secretfs_fuse::FileReads {
+        let at = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        secretfs_fuse::FileReads {
+            path: self.path.clone(),
+            since: at(self.shown_since_ms),
+            first_read: self.first_read_ms.map(at),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -257,6 +296,13 @@ fn record_of(target: &Path, p: &Published) -> Record {
         fuse_versions: b64().encode(&state.versions),
         validity: p.validity.clone(),
         expiry_warned: p.warned.iter().cloned().collect(),
+        reads: p
+            .mounted
+            .volume()
+            .reads()
+            .iter()
+            .map(ReadRecord::of)
+            .collect(),
     }
 }
 
@@ -682,6 +728,11 @@ impl Driver {
             files: specs,
         })
         .map_err(|e| e.to_string())?;
+        // Which files were read, as recorded: the takeover moves every name
+        // to a new version, but the contents are the same.
+        let reads: Vec<secretfs_fuse::FileReads> =
+            record.reads.iter().map(ReadRecord::reads).collect();
+        volume.restore_reads(&reads);
         let state = SessionState {
             init_request: b64()
                 .decode(&record.fuse_init_request)

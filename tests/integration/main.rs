@@ -24,4 +24,5 @@ mod real_kube;
 mod spc_kube;
 mod sync;
 mod sync_tls;
+mod unread;
 mod volume;
