@@ -33,7 +33,9 @@ from conftest import (
     REPO,
     SEED,
     SEED_VALUE,
+    NODE_MI,
     apply,
+    counter,
     delete,
     env_of,
     eventually,
@@ -136,6 +138,7 @@ def upstream_driver():
                    timeout=120, interval=1)
         yield
     finally:
+        save_logs()
         if "chart" in installed:
             helm("uninstall-upstream")
         if "provider" in installed:
@@ -143,6 +146,27 @@ def upstream_driver():
         eventually("upstream driver and provider pods gone",
                    lambda: not pods_of(UPSTREAM_LABELS, "kube-system") and not pods_of(PROVIDER_LABELS, "kube-system"),
                    timeout=120, interval=1)
+
+
+def save_logs() -> None:
+    """The upstream driver's and the provider's logs, kept with the run's
+    (cluster.sh's teardown saves those of the pods still there; these are
+    gone by then)."""
+    logs = os.environ.get("LOGS")
+    if not logs:
+        return
+    Path(logs, "pods").mkdir(parents=True, exist_ok=True)
+    for label in (UPSTREAM_LABELS, PROVIDER_LABELS):
+        for p in pods_of(label, "kube-system"):
+            name = p["metadata"]["name"]
+            out = kubectl("logs", "-n", "kube-system", name, "--all-containers", "--prefix", "--timestamps", check=False)
+            Path(logs, "pods", f"kube-system_{name}.log").write_text(out)
+
+
+def vault_reads() -> int:
+    """Reads of the seed's secret by the node's managed identity (the
+    emulator's counters): only a provider fetches from the vault."""
+    return counter(route="secrets.get", vault="kv-demo", object="sql-password", identity=NODE_MI, status="200")
 
 
 def volume_mount(pod_uid: str) -> tuple[str, str] | None:
@@ -162,6 +186,7 @@ def test_seed_pod_through_the_upstream_driver_and_secretfs_provider(upstream_dri
     spc_file = SEED / "secretproviderclass.yaml"
     pod_file = SEED / "pod.yaml"
     rotated = "rotated-through-upstream-" + os.urandom(6).hex()
+    reads_before = vault_reads()
     try:
         kubectl("apply", "-f", str(spc_file))
         kubectl("apply", "-f", str(pod_file))
@@ -178,6 +203,8 @@ def test_seed_pod_through_the_upstream_driver_and_secretfs_provider(upstream_dri
         assert provider["spec"]["containers"][0]["image"] == SECRETFS_IMAGE
         assert exec_in(POD, "ls", "/mnt/secrets-store").split() == ["SECRET_1"]
         assert digest(exec_in(POD, "cat", "/mnt/secrets-store/SECRET_1")) == digest(SEED_VALUE)
+        reads_mounted = vault_reads()
+        assert reads_mounted > reads_before, (reads_before, reads_mounted)
 
         # Upstream's status object and its Secret sync (secretObjects): the
         # Secret `sqlserver` exists and the pod's env came from it.
@@ -199,6 +226,7 @@ def test_seed_pod_through_the_upstream_driver_and_secretfs_provider(upstream_dri
             return digest(exec_in(POD, "cat", "/mnt/secrets-store/SECRET_1")) == digest(rotated)
 
         eventually("the rotated value in the pod's file", file_rotated, timeout=90, interval=1)
+        assert vault_reads() > reads_mounted
 
         def secret_rotated():
             data = kjson("get", "secret", "sqlserver")["data"]["dbpassword"]
