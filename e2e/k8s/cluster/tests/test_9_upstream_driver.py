@@ -218,21 +218,26 @@ def test_seed_pod_through_the_upstream_driver_and_secretfs_provider(upstream_dri
         assert digest(env_of(POD, "dbpassword")) == digest(SEED_VALUE)
 
         # Rotation: a new latest version in the vault reaches the file in
-        # the running container and the synced Secret (upstream's rotation
-        # reconciler, polling every 10 s; the provider's cache lives 5 s).
+        # the running container and the synced Secret. In v1.6.1 rotation is
+        # kubelet's republish (the chart sets requiresRepublish with
+        # enableSecretRotation): at each republish of the running pod
+        # (kubelet's pod sync, every 60-90 s) the driver asks the provider
+        # again when its last mount is older than --rotation-poll-interval
+        # (10 s here), rewrites its tmpfs and re-syncs the Secret; the
+        # provider's vault cache lives 5 s.
         set_secret("kv-demo", "sql-password", rotated)
 
         def file_rotated():
             return digest(exec_in(POD, "cat", "/mnt/secrets-store/SECRET_1")) == digest(rotated)
 
-        eventually("the rotated value in the pod's file", file_rotated, timeout=90, interval=1)
+        eventually("the rotated value in the pod's file", file_rotated, timeout=180, interval=1)
         assert vault_reads() > reads_mounted
 
         def secret_rotated():
             data = kjson("get", "secret", "sqlserver")["data"]["dbpassword"]
             return digest(base64.b64decode(data)) == digest(rotated)
 
-        eventually("the rotated value in the synced Secret", secret_rotated, timeout=90, interval=1)
+        eventually("the rotated value in the synced Secret", secret_rotated, timeout=60, interval=1)
 
         # Unpublish: deleting the pod makes kubelet call upstream's
         # NodeUnpublishVolume, which unmounts its tmpfs; the garbage
