@@ -182,7 +182,7 @@ def volume_mount(pod_uid: str) -> tuple[str, str] | None:
     return None
 
 
-def test_seed_pod_through_the_upstream_driver_and_secretfs_provider(upstream_driver):
+def test_upstream_driver_with_secretfs_provider_mounts_rotates_and_syncs(upstream_driver):
     spc_file = SEED / "secretproviderclass.yaml"
     pod_file = SEED / "pod.yaml"
     rotated = "rotated-through-upstream-" + os.urandom(6).hex()
