@@ -8,12 +8,16 @@
 #
 #   scripts/k8s-e2e.sh            # whole run; ends with `k8s-e2e: N passed, M failed`
 #   K8S_E2E_PYTEST_ARGS='-k seed' scripts/k8s-e2e.sh     # some tests only
+#   K8S_E2E_PEERS=0 scripts/k8s-e2e.sh       # without the upstream driver phase
+#   K8S_E2E_PEERS=only scripts/k8s-e2e.sh    # that phase alone
 #
 # Phases (each timed): Debian packages, Go build of Kubernetes (cached
 # outside the repository by e2e/k8s/build.sh), Rust release build of the
 # image's binary and debug build of the emulator, Python venv, then inside
 # the namespaces (e2e/k8s/cluster/cluster.sh): cluster start, images, chart,
-# tests, teardown; then a check that nothing is left on the host.
+# tests, the upstream driver phase (its own chart in place of secretfs's,
+# with `secretfs provider`: e2e/peers/README.md, "On the real cluster"),
+# teardown; then a check that nothing is left on the host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -82,6 +86,14 @@ if [ ! -x "$EXTRA_BIN/pause" ] || [ ! -x "$EXTRA_BIN/livenessprobe" ]; then
     rm -rf "$EXTRA_BIN"
     mv "$EXTRA_BIN.tmp" "$EXTRA_BIN"
 fi
+# The upstream driver of the peers phase, built by e2e/peers/build.sh (CI:
+# .ci/run) and only taken from its cache here: when it is not built, that
+# phase's test fails and says to run build.sh.
+PEERS_BIN=${PEERS_BIN:-$(e2e/peers/build.sh --cached 2>/dev/null || true)}
+PEERS_CHART=${PEERS_CHART:-$(e2e/peers/build.sh --chart 2>/dev/null || true)}
+if [ -z "$PEERS_BIN" ] && [ "${K8S_E2E_PEERS:-1}" != 0 ]; then
+    echo "k8s-e2e: the upstream driver is not built: run e2e/peers/build.sh (its phase will fail)"
+fi
 phase "go build"
 
 # The image's binary exactly as the Dockerfile builds it; the emulator and
@@ -108,7 +120,7 @@ mkdir -p "$LOGS"
 mounts_before=$(awk '{print $5}' /proc/self/mountinfo | sort)
 cgroups_before=$(ls -d /sys/fs/cgroup/*/kubepods* 2>/dev/null | sort || true)
 
-export K8S_BIN EXTRA_BIN SECRETFS_BIN E2E_BIN VENV LOGS REPO
+export K8S_BIN EXTRA_BIN SECRETFS_BIN E2E_BIN VENV LOGS REPO PEERS_BIN PEERS_CHART
 rc=0
 # --pid --fork --mount-proc: cluster.sh is PID 1 of a new PID namespace, so
 # every process of the cluster (shims and containers included) is killed by
@@ -158,17 +170,18 @@ phase "leak check"
 
 # ---------------------------------------------------------------- result
 passed=0 failed=0
-if [ -f "$LOGS/junit.xml" ]; then
-    read -r passed failed < <("$VENV/bin/python" - "$LOGS/junit.xml" <<'EOF'
+# One report per pytest phase (junit.xml, junit-peers.xml).
+junits=("$LOGS"/junit*.xml)
+if [ -f "${junits[0]}" ]; then
+    read -r passed failed < <("$VENV/bin/python" - "${junits[@]}" <<'EOF'
 import sys, xml.etree.ElementTree as ET
-root = ET.parse(sys.argv[1]).getroot()
-cases = root.iter("testcase")
 passed = failed = 0
-for c in cases:
-    if c.find("failure") is not None or c.find("error") is not None:
-        failed += 1
-    elif c.find("skipped") is None:
-        passed += 1
+for path in sys.argv[1:]:
+    for c in ET.parse(path).getroot().iter("testcase"):
+        if c.find("failure") is not None or c.find("error") is not None:
+            failed += 1
+        elif c.find("skipped") is None:
+            passed += 1
 print(passed, failed)
 EOF
 )

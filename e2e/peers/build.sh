@@ -12,7 +12,18 @@
 # directory per <driver version>-<provider version>-<hash of the modules>; a
 # finished build is never redone, so a second run prints the directory at
 # once. Logs and the build time go to stderr. See README.md.
+#
+#     e2e/peers/build.sh --cached   # the bin directory if built, else exit 1 (never builds)
+#     e2e/peers/build.sh --chart    # the driver's Helm chart in the Go module cache (after a build)
 set -euo pipefail
+
+mode=build
+case "${1:-}" in
+    '') ;;
+    --cached) mode=cached ;;
+    --chart) mode=chart ;;
+    *) echo "usage: $0 [--cached | --chart]" >&2; exit 2 ;;
+esac
 
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
@@ -44,10 +55,23 @@ complete() {
     for t in "${tools[@]}"; do [ -x "$bin/$t" ] || return 1; done
 }
 
+if [ "$mode" = chart ]; then
+    # The chart ships in the driver's module, which the build downloaded.
+    command -v go >/dev/null || { echo "build.sh: needs the go command (for GOMODCACHE)" >&2; exit 1; }
+    chart=$(cd driver && go env GOMODCACHE)/$driver_module@$driver_version/charts/secrets-store-csi-driver
+    [ -f "$chart/Chart.yaml" ] || { echo "build.sh: no chart at $chart: run e2e/peers/build.sh first" >&2; exit 1; }
+    echo "$chart"
+    exit 0
+fi
+
 if complete; then
     echo "build.sh: cached: $bin" >&2
     echo "$bin"
     exit 0
+fi
+if [ "$mode" = cached ]; then
+    echo "build.sh: the upstream peers are not built ($bin is missing or incomplete): run e2e/peers/build.sh" >&2
+    exit 1
 fi
 
 mkdir -p "$dir"

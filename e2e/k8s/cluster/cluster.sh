@@ -12,7 +12,10 @@
 # SECRETFS_BIN (release
 # binary of the image), E2E_BIN (dir of kv-emulator and kubelet-standin),
 # VENV (python with helm-python-sdk and pytest), LOGS (a host directory
-# kept after the run), REPO.
+# kept after the run), REPO; PEERS_BIN and PEERS_CHART (the upstream driver's
+# binary directory and chart, e2e/peers/build.sh; empty when not built: the
+# upstream driver phase then fails, naming build.sh) and K8S_E2E_PEERS (0:
+# no upstream driver phase; only: that phase alone).
 #
 # Layout: every directory a daemon writes is a tmpfs mounted in this mount
 # namespace (the run dir, /var/lib/kubelet, containerd's, CNI's and the pod
@@ -97,8 +100,17 @@ setup_filesystems() {
     # Fixed paths the components use. Each is a tmpfs of this namespace;
     # directories created for them on the host are listed for removal.
     : >"$LOGS/created-dirs"
-    for d in /var/lib/kubelet /var/log/pods /var/log/containers /run/containerd /var/lib/cni /run/netns; do
-        if [ ! -d "$d" ]; then mkdir -p "$d"; echo "$d" >>"$LOGS/created-dirs"; fi
+    # The provider directories (the charts' hostPaths, where provider
+    # sockets are made) too, so that no socket is left on the host.
+    local d parent created i
+    for d in /var/lib/kubelet /var/log/pods /var/log/containers /run/containerd /var/lib/cni /run/netns \
+        /run/secrets-store-csi-providers /etc/kubernetes/secrets-store-csi-providers; do
+        # Every directory created, deepest first (the host removes them in order).
+        created=()
+        parent=$d
+        while [ ! -d "$parent" ]; do created=("$parent" "${created[@]}"); parent=$(dirname "$parent"); done
+        mkdir -p "$d"
+        for ((i = ${#created[@]} - 1; i >= 0; i--)); do echo "${created[i]}" >>"$LOGS/created-dirs"; done
         mount -t tmpfs -o mode=0755 k8s-e2e "$d"
     done
     # Kubelet's root is a shared mount: the node plugin's FUSE mounts, made in
@@ -266,7 +278,8 @@ push_images() {
         --pause "$EXTRA_BIN/pause" --secretfs "$SECRETFS_BIN" \
         --secretfs-repo secretfs --secretfs-tag e2e-1 --secretfs-tag e2e-2 \
         --registrar-tag "$(chart_value nodeDriverRegistrar.image.tag)" \
-        --livenessprobe-tag "$(chart_value livenessProbe.image.tag)"
+        --livenessprobe-tag "$(chart_value livenessProbe.image.tag)" \
+        ${PEERS_BIN:+--driver "$PEERS_BIN/secrets-store-csi-driver"}
 }
 
 chart_value() { # dotted key of charts/secretfs/values.yaml
@@ -423,6 +436,20 @@ teardown() {
 }
 
 # ---------------------------------------------------------------- main
+pytest_phase() { # junit-file marker-expression
+    local rc=0 extra=()
+    # Shell words, so that `-k "a or b"` stays one argument.
+    eval "extra=(${K8S_E2E_PYTEST_ARGS:-})"
+    (cd "$REPO" && K8S_E2E_RUN=$RUN K8S_E2E_NODE=$NODE K8S_E2E_NODE_IP=$NODE_IP K8S_E2E_ISSUER=$ISSUER \
+        PEERS_BIN=${PEERS_BIN:-} PEERS_CHART=${PEERS_CHART:-} \
+        "$VENV/bin/python" -m pytest -p no:cacheprovider -rA --junitxml="$LOGS/$1" -m "$2" \
+        "${extra[@]}" e2e/k8s/cluster/tests) || rc=$?
+    # 5: no test selected, which K8S_E2E_PYTEST_ARGS (say -k) may do to one
+    # of the two phases; without it every phase has tests.
+    if [ "$rc" = 5 ] && [ -n "${K8S_E2E_PYTEST_ARGS:-}" ]; then rc=0; fi
+    return $rc
+}
+
 run() {
     : "${K8S_BIN:?} ${EXTRA_BIN:?} ${SECRETFS_BIN:?} ${E2E_BIN:?} ${VENV:?} ${LOGS:?} ${REPO:?}"
     export KUBECONFIG=$RUN/admin.kubeconfig PATH=$K8S_BIN:$PATH
@@ -446,14 +473,19 @@ run() {
     start_emulator
     install_chart
     phase "emulator + chart install" "$s"
-    s=$(date +%s)
-    local rc=0 extra=()
-    # Shell words, so that `-k "a or b"` stays one argument.
-    eval "extra=(${K8S_E2E_PYTEST_ARGS:-})"
-    (cd "$REPO" && K8S_E2E_RUN=$RUN K8S_E2E_NODE=$NODE K8S_E2E_NODE_IP=$NODE_IP K8S_E2E_ISSUER=$ISSUER \
-        "$VENV/bin/python" -m pytest -p no:cacheprovider -rA --junitxml="$LOGS/junit.xml" \
-        "${extra[@]}" e2e/k8s/cluster/tests) || rc=$?
-    phase "tests" "$s"
+    local rc=0
+    if [ "${K8S_E2E_PEERS:-1}" != only ]; then
+        s=$(date +%s)
+        pytest_phase junit.xml "not upstream_driver" || rc=$?
+        phase "tests" "$s"
+    fi
+    # The upstream driver's chart in place of secretfs's (the two own the
+    # same CSI driver name): after every other test, in a phase of its own.
+    if [ "${K8S_E2E_PEERS:-1}" != 0 ]; then
+        s=$(date +%s)
+        pytest_phase junit-peers.xml upstream_driver || rc=$?
+        phase "peers (upstream driver)" "$s"
+    fi
     s=$(date +%s)
     trap - EXIT
     teardown

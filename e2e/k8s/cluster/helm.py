@@ -4,6 +4,13 @@ Go SDK (helm-python-sdk), as a user would with `helm install`/`helm upgrade`:
 
     helm.py install --tag e2e-1
     helm.py upgrade --tag e2e-2
+    helm.py uninstall
+
+and the upstream driver's own chart (release `secrets-store-csi-driver` in
+kube-system; e2e/peers/README.md, "On the real cluster"):
+
+    helm.py install-upstream --chart DIR --values e2e/peers/cluster/driver-values.yaml
+    helm.py uninstall-upstream
 
 The values are what a user of this cluster would set (cluster access from
 KUBECONFIG, release `secretfs` in kube-system):
@@ -22,9 +29,11 @@ import sys
 from pathlib import Path
 
 import helm_python as helm
+import yaml
 
 CHART = Path(__file__).resolve().parents[3] / "charts" / "secretfs"
 RELEASE = "secretfs"
+UPSTREAM_RELEASE = "secrets-store-csi-driver"
 NAMESPACE = "kube-system"
 
 
@@ -40,10 +49,29 @@ def values(tag):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("action", choices=["install", "upgrade"])
-    p.add_argument("--tag", required=True)
+    p.add_argument("action", choices=["install", "upgrade", "uninstall", "install-upstream", "uninstall-upstream"])
+    p.add_argument("--tag", help="install, upgrade: the secretfs image's tag")
+    p.add_argument("--chart", help="install-upstream: the upstream driver's chart directory")
+    p.add_argument("--values", help="install-upstream: its values file")
     args = p.parse_args()
     config = helm.Config(kubeconfig_path=os.environ["KUBECONFIG"], namespace=NAMESPACE)
+    if args.action in ("uninstall", "uninstall-upstream"):
+        name = RELEASE if args.action == "uninstall" else UPSTREAM_RELEASE
+        config.uninstall(name, timeout=120)
+        print(f"helm.py: uninstalled {name}", file=sys.stderr)
+        return
+    if args.action == "install-upstream":
+        if not args.chart or not args.values:
+            p.error("install-upstream needs --chart and --values")
+        with open(args.values) as f:
+            upstream_values = yaml.safe_load(f)
+        with helm.Chart.load(Path(args.chart)) as chart:
+            release = config.install(chart, UPSTREAM_RELEASE, upstream_values, namespace=NAMESPACE, timeout=120)
+        print(f"helm.py: install {UPSTREAM_RELEASE} from {args.chart}: revision {release.get('revision')} "
+              f"{release.get('status')}", file=sys.stderr)
+        return
+    if not args.tag:
+        p.error(f"{args.action} needs --tag")
     with helm.Chart.load(CHART) as chart:
         if args.action == "install":
             release = config.install(chart, RELEASE, values(args.tag), namespace=NAMESPACE, timeout=120)

@@ -21,7 +21,14 @@ Images:
 - secretfs at each --secretfs-tag: the release binary with the Dockerfile's
   entrypoint, command and user, plus what distroless/cc carries for it
   (glibc and the other libraries it links, CA certificates, /etc/passwd).
-  The Dockerfile stays the production recipe.
+  The Dockerfile stays the production recipe;
+- secrets-store-csi-driver at --driver-tag (with --driver, the binary of
+  e2e/peers/build.sh): the upstream driver's node plugin as its Dockerfile
+  lays it out (ENTRYPOINT /secrets-store-csi-driver) with `mount` and
+  `umount` from busybox-static, which the driver runs for its tmpfs
+  (k8s.io/mount-utils execs them), and /etc/mtab as a link to the kernel's
+  table. For the upstream driver phase (e2e/peers/README.md, "On the real
+  cluster").
 """
 
 import argparse
@@ -214,6 +221,8 @@ def main():
     p.add_argument("--secretfs-tag", action="append", required=True, help="one image per tag, each with a label naming it")
     p.add_argument("--registrar-tag", required=True)
     p.add_argument("--livenessprobe-tag", required=True)
+    p.add_argument("--driver", help="the upstream driver's binary (e2e/peers/build.sh)")
+    p.add_argument("--driver-tag", default="v1.6.1")
     args = p.parse_args()
     reg = Registry(args.registry)
 
@@ -270,6 +279,16 @@ def main():
             env=["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],
             labels={"org.opencontainers.image.title": "secretfs", "org.opencontainers.image.version": tag},
         )
+
+    if args.driver:
+        layer = Layer()
+        base_files(layer)
+        layer.file("/secrets-store-csi-driver", args.driver, 0o755)
+        layer.file("/bin/busybox", "/bin/busybox", 0o755)
+        for applet in ("sh", "mount", "umount"):
+            layer.symlink(f"/bin/{applet}", "busybox")
+        layer.symlink("/etc/mtab", "../proc/self/mounts")
+        push_image(reg, "secrets-store-csi-driver", [args.driver_tag], layer, ["/secrets-store-csi-driver"])
 
 
 if __name__ == "__main__":

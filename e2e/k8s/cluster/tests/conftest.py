@@ -245,3 +245,11 @@ def cleanup():
 
 
 KEEPER_LABELS = "app.kubernetes.io/name=secretfs-keeper,app.kubernetes.io/instance=secretfs"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "upstream_driver: runs with the upstream driver's chart in place of secretfs's (uninstalls it); "
+        "cluster.sh runs these in their own phase after the others",
+    )
