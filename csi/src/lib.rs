@@ -2,6 +2,8 @@
 //! ephemeral-volume plugin, over a [`VolumeManager`] trait, on a Unix
 //! socket. It knows nothing of FUSE, vaults or Kubernetes objects.
 
+#![forbid(unsafe_code)]
+
 pub mod authority;
 pub mod failures;
 pub mod manager;
@@ -25,7 +27,7 @@ pub mod proto {
 }
 
 pub use manager::{
-    ErrorCode, PublishRequest, Readiness, SecretMap, UnpublishRequest, VolumeContext, VolumeError,
+    ErrorCode, PublishRequest, Readiness, UnpublishRequest, VolumeContext, VolumeError,
     VolumeManager, keys,
 };
 pub use node::{IdentityService, NodeService};

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use secretfs_secrets::SecretMap;
 use tonic::{Request, Response, Status};
 
 use crate::manager::{
-    ErrorCode, PublishRequest, Readiness, SecretMap, UnpublishRequest, VolumeContext, VolumeError,
+    ErrorCode, PublishRequest, Readiness, UnpublishRequest, VolumeContext, VolumeError,
     VolumeManager,
 };
 use crate::proto::csi::{

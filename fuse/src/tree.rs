@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures::future::{BoxFuture, Shared};
+use secretfs_secrets::SecretBytes;
 
-use crate::bytes::SecretBytes;
 use crate::inode::{ROOT_INO, generation, inode_number, version_inode_number};
 use crate::spec::{Content, ContentSource, FileSpec, LoadError, TreeError, VolumeId, VolumeSpec};
 

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use fuser::{BackgroundSession, Config, Session, SessionACL};
 use rustix::mount::{MountFlags, UnmountFlags};
+use secretfs_secrets::SecretBytes;
 use thiserror::Error;
 use tokio::runtime::Handle;
 
 use crate::adapter::FuseAdapter;
-use crate::bytes::SecretBytes;
 use crate::config::{MountOptions, ReadMode};
 use crate::core::FsCore;
 use crate::relay::{self, Relay, RelayEnd};

@@ -50,13 +50,14 @@ use hyper_util::rt::TokioIo;
 use secretfs_csi::keys;
 use secretfs_csi::proto::provider as pb;
 use secretfs_csi::proto::provider::csi_driver_provider_client::CsiDriverProviderClient;
+use secretfs_secrets::SecretBytes;
 use tokio::net::UnixStream;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::{
     ErrorKind, FileMode, MountError, MountRequest, MountResponse, MountedFile, ObjectVersion,
-    Provider, SecretBytes, validate_relative_path,
+    Provider, validate_relative_path,
 };
 
 /// The API version the driver sends in `VersionRequest`.

@@ -4,8 +4,9 @@
 use std::path::{Component, Path};
 
 use secretfs_csi::{ErrorCode, PublishRequest, VolumeError, keys};
+use secretfs_secrets::SecretString;
 
-use crate::provider::{PodRef, SecretString};
+use crate::provider::PodRef;
 
 /// Volume-context keys a pod spec may set. Everything else is refused:
 /// provider parameters come only from the SecretProviderClass, so a pod
@@ -206,7 +207,8 @@ fn target_pod<'a>(target: &'a Path, whose: &str) -> Result<Option<&'a str>, Volu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secretfs_csi::{SecretMap, VolumeContext};
+    use secretfs_csi::VolumeContext;
+    use secretfs_secrets::SecretMap;
 
     const UID: &str = "0d5cb5a2-1f6b-4d8c-9a57-4f0c3e2b1a90";
 

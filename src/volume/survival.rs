@@ -20,18 +20,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
-use secretfs_csi::SecretMap;
 use secretfs_fuse::{
-    Content, FileSpec, MountOptions, MountedVolume, SecretBytes, SessionState, Volume, VolumeId,
-    VolumeSpec,
+    Content, FileSpec, MountOptions, MountedVolume, SessionState, Volume, VolumeId, VolumeSpec,
 };
+use secretfs_secrets::{SecretBytes, SecretMap, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{Driver, Published, cache_age, unmount_stale};
 use crate::keeper::{KeeperClient, Kept};
 use crate::provider::external::ProviderVolume;
-use crate::provider::{FileMode, MountRequest, MountedFile, ObjectVersion, PodRef, SecretString};
+use crate::provider::{FileMode, MountRequest, MountedFile, ObjectVersion, PodRef};
 use crate::spc::SecretObject;
 
 const RECORD_FORMAT: u32 = 1;

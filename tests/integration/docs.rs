@@ -161,7 +161,7 @@ fn sources() -> Vec<(PathBuf, String)> {
         }
     }
     let mut out = Vec::new();
-    for dir in ["src", "csi/src", "fuse/src"] {
+    for dir in ["src", "secrets/src", "csi/src", "fuse/src"] {
         walk(&root().join(dir), &mut out);
     }
     assert!(out.len() > 20, "too few sources found: {}", out.len());
