@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authority;
+pub mod error_types;
 pub mod failures;
 pub mod manager;
 pub mod node;

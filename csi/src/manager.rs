@@ -120,7 +120,11 @@ impl VolumeError {
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidArgument, "InvalidRequest", message)
+        Self::new(
+            ErrorCode::InvalidArgument,
+            crate::error_types::INVALID_REQUEST,
+            message,
+        )
     }
 }
 

@@ -181,7 +181,7 @@ pub fn validate_publish(req: NodePublishVolumeRequest) -> Result<PublishRequest,
     if !req.readonly {
         return Err(VolumeError::new(
             ErrorCode::InvalidArgument,
-            "InvalidRequest",
+            crate::error_types::INVALID_REQUEST,
             "Readonly is not true in request: set `readOnly: true` on the csi volume in the pod spec",
         ));
     }
