@@ -21,6 +21,6 @@ pub mod hygiene;
 mod map;
 mod string;
 
-pub use bytes::SecretBytes;
+pub use bytes::{SecretBytes, page_size};
 pub use map::SecretMap;
 pub use string::SecretString;
