@@ -11,11 +11,12 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 
-# The whole workspace: Cargo resolves every member (fuse, csi, e2e) and every
-# declared target (benches/) even when it builds one package.
+# The whole workspace: Cargo resolves every member (secrets, fuse, csi, e2e)
+# and every declared target (benches/) even when it builds one package.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY secrets ./secrets
 COPY fuse ./fuse
 COPY csi ./csi
 COPY e2e ./e2e

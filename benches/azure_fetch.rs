@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use secretfs::provider::azure::{AzureProvider, AzureProviderConfig, HostOverride};
 use secretfs::provider::{FileMode, MountRequest, PodRef, Provider};
-use secretfs_csi::SecretMap;
 use secretfs_e2e::{Emulator, EmulatorConfig, EmulatorHandle, FaultKind, FaultSpec, Seed};
+use secretfs_secrets::SecretMap;
 
 const LATENCY_MS: u64 = 25;
 const OBJECTS: usize = 10;

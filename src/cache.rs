@@ -590,7 +590,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_evicted_value_is_wiped_when_its_last_holder_drops_it() {
-        use secretfs_fuse::SecretBytes;
+        use secretfs_secrets::SecretBytes;
         struct Secret(SecretBytes);
         impl Weigh for Secret {
             fn weight(&self) -> usize {

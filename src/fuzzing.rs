@@ -32,14 +32,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use der::Decode as _;
 use secretfs_csi::proto::provider as pb;
-use secretfs_csi::{PublishRequest, SecretMap, VolumeContext, keys};
+use secretfs_csi::{PublishRequest, VolumeContext, keys};
+use secretfs_secrets::{SecretBytes, SecretMap};
 
 use crate::provider::azure::objects::{MAX_FILES, parse_objects, plan_objects};
 use crate::provider::azure::params::{AzureParameters, ParseOptions};
 use crate::provider::azure::pem;
 use crate::provider::azure::pfx::{canonical_pkcs8, pfx_to_pem};
 use crate::provider::azure::{CloudName, ObjectEncoding, decode_value};
-use crate::provider::{FileMode, MountedFile, SecretBytes, validate_relative_path};
+use crate::provider::{FileMode, MountedFile, validate_relative_path};
 use crate::spc::{SecretObject, SecretObjectData};
 
 /// What a parser made of one input: the seed tests assert it, so a parser

@@ -13,7 +13,6 @@ pub mod expiry;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;
-pub mod hygiene;
 pub mod keeper;
 pub mod logging;
 pub mod metrics;

@@ -206,7 +206,7 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     for warning in ignored_flags(args) {
         tracing::warn!("{warning}");
     }
-    if let Err(err) = crate::hygiene::harden() {
+    if let Err(err) = secretfs_secrets::hygiene::harden() {
         tracing::warn!(error = %err, "memory hygiene");
     }
     let driver = Arc::new(driver(args).await?);

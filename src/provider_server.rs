@@ -27,6 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secretfs_csi::keys;
 use secretfs_csi::proto::health::health_check_response::ServingStatus;
 use secretfs_csi::proto::health::health_server::{Health, HealthServer};
 use secretfs_csi::proto::health::{HealthCheckRequest, HealthCheckResponse};
@@ -34,7 +35,7 @@ use secretfs_csi::proto::provider as pb;
 use secretfs_csi::proto::provider::csi_driver_provider_server::{
     CsiDriverProvider, CsiDriverProviderServer,
 };
-use secretfs_csi::{SecretMap, keys};
+use secretfs_secrets::{SecretMap, SecretString};
 use thiserror::Error;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -43,9 +44,7 @@ use tonic::{Request, Response, Status};
 use crate::cli::ProviderArgs;
 use crate::node::{NodeError, VERSION};
 use crate::provider::external::API_VERSION;
-use crate::provider::{
-    ErrorKind, FileMode, MountRequest, ObjectVersion, PodRef, Provider, SecretString,
-};
+use crate::provider::{ErrorKind, FileMode, MountRequest, ObjectVersion, PodRef, Provider};
 
 /// `VersionResponse.runtime_name`.
 pub const RUNTIME_NAME: &str = "secretfs-provider-azure";
@@ -285,7 +284,7 @@ pub async fn serve(
 pub fn run(args: &ProviderArgs) -> Result<(), ProviderServerError> {
     let runtime = tokio::runtime::Runtime::new().map_err(ProviderServerError::Runtime)?;
     runtime.block_on(async {
-        if let Err(err) = crate::hygiene::harden() {
+        if let Err(err) = secretfs_secrets::hygiene::harden() {
             tracing::warn!(error = %err, "memory hygiene");
         }
         let config = crate::node::azure_config(&args.azure)?;

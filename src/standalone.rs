@@ -26,15 +26,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use secretfs_csi::SecretMap;
 use secretfs_fuse::{Content, FileSpec, MountOptions, MountedVolume, VolumeId, VolumeSpec};
+use secretfs_secrets::{SecretMap, SecretString};
 use thiserror::Error;
 
 use crate::cli::MountArgs;
 use crate::provider::azure::{
     AzureParameters, AzureProvider, AzureProviderConfig, ParseOptions, params::read_cloud_env_file,
 };
-use crate::provider::{FileMode, MountRequest, PodRef, Provider, SecretString};
+use crate::provider::{FileMode, MountRequest, PodRef, Provider};
 use crate::spc::parse_manifests;
 
 /// How long IMDS has to answer the managed-identity probe.
@@ -254,7 +254,7 @@ async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
     let stop = crate::node::shutdown_signal();
     tokio::pin!(stop);
     // As `secretfs node`: no swap, no core dumps, no ptrace by the user.
-    if let Err(err) = crate::hygiene::harden() {
+    if let Err(err) = secretfs_secrets::hygiene::harden() {
         tracing::warn!(error = %err, "memory hygiene");
     }
     let text = std::fs::read_to_string(&args.spc).map_err(|source| StandaloneError::Read {

@@ -2,7 +2,10 @@
 //! ephemeral-volume plugin, over a [`VolumeManager`] trait, on a Unix
 //! socket. It knows nothing of FUSE, vaults or Kubernetes objects.
 
+#![forbid(unsafe_code)]
+
 pub mod authority;
+pub mod error_types;
 pub mod failures;
 pub mod manager;
 pub mod node;
@@ -25,7 +28,7 @@ pub mod proto {
 }
 
 pub use manager::{
-    ErrorCode, PublishRequest, Readiness, SecretMap, UnpublishRequest, VolumeContext, VolumeError,
+    ErrorCode, PublishRequest, Readiness, UnpublishRequest, VolumeContext, VolumeError,
     VolumeManager, keys,
 };
 pub use node::{IdentityService, NodeService};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use zeroize::Zeroizing;
+use secretfs_secrets::SecretMap;
 
 /// Kubelet's volume-context keys (CSIDriver `podInfoOnMount` and
 /// `tokenRequests`).
@@ -18,54 +18,6 @@ pub mod keys {
     pub const EPHEMERAL: &str = "csi.storage.k8s.io/ephemeral";
     /// The pod's `volumeAttributes` key naming the SecretProviderClass.
     pub const SECRET_PROVIDER_CLASS: &str = "secretProviderClass";
-}
-
-/// Values that must never be printed: request secrets (nodePublishSecretRef
-/// data, and service-account tokens on Kubernetes ≥ 1.35). Wiped on drop.
-#[derive(Default, Clone)]
-pub struct SecretMap(BTreeMap<String, Zeroizing<String>>);
-
-impl SecretMap {
-    pub fn new(map: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self(
-            map.into_iter()
-                .map(|(k, v)| (k, Zeroizing::new(v)))
-                .collect(),
-        )
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|v| v.as_str())
-    }
-
-    /// Case-insensitive lookup (upstream matches `clientid` that way).
-    pub fn get_ignore_case(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Key → value pairs, for handing on to a provider (never for logging).
-    pub fn expose(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-}
-
-impl fmt::Debug for SecretMap {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.keys().map(|k| (k, "<redacted>")))
-            .finish()
-    }
 }
 
 /// The volume context with values that carry credentials redacted in
@@ -168,7 +120,11 @@ impl VolumeError {
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidArgument, "InvalidRequest", message)
+        Self::new(
+            ErrorCode::InvalidArgument,
+            crate::error_types::INVALID_REQUEST,
+            message,
+        )
     }
 }
 

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use secretfs_secrets::SecretMap;
 use tonic::{Request, Response, Status};
 
 use crate::manager::{
-    ErrorCode, PublishRequest, Readiness, SecretMap, UnpublishRequest, VolumeContext, VolumeError,
+    ErrorCode, PublishRequest, Readiness, UnpublishRequest, VolumeContext, VolumeError,
     VolumeManager,
 };
 use crate::proto::csi::{
@@ -180,7 +181,7 @@ pub fn validate_publish(req: NodePublishVolumeRequest) -> Result<PublishRequest,
     if !req.readonly {
         return Err(VolumeError::new(
             ErrorCode::InvalidArgument,
-            "InvalidRequest",
+            crate::error_types::INVALID_REQUEST,
             "Readonly is not true in request: set `readOnly: true` on the csi volume in the pod spec",
         ));
     }

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use secretfs_fuse::{
-    Content, FileSpec, MountOptions, MountedVolume, ReadMode, SecretBytes, VolumeId, VolumeSpec,
+    Content, FileSpec, MountOptions, MountedVolume, ReadMode, VolumeId, VolumeSpec,
 };
+use secretfs_secrets::SecretBytes;
 
 const SIZES: [(&str, usize); 2] = [("1k", 1024), ("64k", 64 * 1024)];
 

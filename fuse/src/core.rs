@@ -32,8 +32,8 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::SystemTime;
 
 use futures::FutureExt;
+use secretfs_secrets::SecretBytes;
 
-use crate::bytes::SecretBytes;
 use crate::error::FsError;
 use crate::inode::ROOT_INO;
 use crate::spec::{FileSpec, TreeError, VolumeId};

@@ -10,7 +10,8 @@
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use secretfs_fuse::{Content, FileSpec, MountOptions, MountedVolume, SecretBytes, VolumeId, VolumeSpec};
+//! use secretfs_fuse::{Content, FileSpec, MountOptions, MountedVolume, VolumeId, VolumeSpec};
+//! use secretfs_secrets::SecretBytes;
 //!
 //! let runtime = tokio::runtime::Runtime::new()?;
 //! let spec = VolumeSpec {
@@ -25,13 +26,11 @@
 //! # Ok(()) }
 //! ```
 
-// Unsafe code only in `bytes`: the locked, non-dumped mappings of secret
-// bytes (mmap, madvise, mlock) have no safe interface.
-#![deny(unsafe_code)]
+// No unsafe code: the locked, non-dumped mappings of secret bytes live in
+// `secretfs-secrets` (`SecretBytes`).
+#![forbid(unsafe_code)]
 
 mod adapter;
-#[allow(unsafe_code)]
-mod bytes;
 mod config;
 mod core;
 mod error;
@@ -43,7 +42,6 @@ mod tree;
 mod volume;
 mod wire;
 
-pub use bytes::SecretBytes;
 pub use config::{CachePolicy, MountOptions, ReadMode};
 pub use core::{Attr, DirEntry, FsCore, Kind, OpCounters, ReadData, StatFs};
 pub use error::FsError;

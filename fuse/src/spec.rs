@@ -4,9 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use secretfs_secrets::SecretBytes;
 use thiserror::Error;
 
-use crate::bytes::SecretBytes;
 use crate::path::{PathError, VolumePath};
 
 /// Identifies a volume; inode numbers are derived from it, so it must be the

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::{BoxFuture, Shared};
+use secretfs_secrets::SecretBytes;
 
-use crate::bytes::SecretBytes;
 use crate::inode::{ROOT_INO, generation, inode_number, version_inode_number};
 use crate::spec::{Content, ContentSource, FileSpec, LoadError, TreeError, VolumeId, VolumeSpec};
 

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use fuser::{BackgroundSession, Config, Session, SessionACL};
 use rustix::mount::{MountFlags, UnmountFlags};
+use secretfs_secrets::SecretBytes;
 use thiserror::Error;
 use tokio::runtime::Handle;
 
 use crate::adapter::FuseAdapter;
-use crate::bytes::SecretBytes;
 use crate::config::{MountOptions, ReadMode};
 use crate::core::FsCore;
 use crate::relay::{self, Relay, RelayEnd};
@@ -313,7 +313,7 @@ impl Volume {
             // Whole pages from the second on (MAX_READ is a multiple of the
             // page size): page 0 stays for the READ that shows the first read.
             let bytes = bytes.expose();
-            let first = crate::bytes::page_size().min(bytes.len());
+            let first = secretfs_secrets::page_size().min(bytes.len());
             for (index, chunk) in bytes[first..].chunks(relay::MAX_READ).enumerate() {
                 let offset = (first + index * relay::MAX_READ) as u64;
                 if let Err(e) = link.notifier.store(ino, offset, chunk) {

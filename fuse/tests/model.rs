@@ -13,9 +13,9 @@ use std::sync::Arc;
 use futures::executor::block_on;
 use proptest::prelude::*;
 use secretfs_fuse::{
-    Content, FileSpec, FsError, Kind, ROOT_INO, SecretBytes, Volume, VolumeError, VolumeId,
-    VolumeSpec,
+    Content, FileSpec, FsError, Kind, ROOT_INO, Volume, VolumeError, VolumeId, VolumeSpec,
 };
+use secretfs_secrets::SecretBytes;
 
 #[derive(Debug, Clone)]
 enum Op {

@@ -5,9 +5,9 @@
 //! long as some process holds its `/dev/fuse` fd; the node plugin hands each
 //! fd to the keeper when it mounts, and takes duplicates back when it starts.
 //!
-//! The keeper's memory is locked ([`crate::hygiene::harden`]) because the
-//! blobs hold secret bytes; they are never logged, and are wiped when
-//! replaced, removed or released.
+//! The keeper's memory is locked ([`secretfs_secrets::hygiene::harden`])
+//! because the blobs hold secret bytes; they are never logged, and are wiped
+//! when replaced, removed or released.
 //!
 //! # Wire protocol
 //!
@@ -326,7 +326,7 @@ fn raise_fd_limit() {
 
 /// `secretfs keeper`: serves on `--socket` until SIGTERM or SIGINT.
 pub fn run(args: &KeeperArgs) -> Result<(), KeeperError> {
-    if let Err(err) = crate::hygiene::harden() {
+    if let Err(err) = secretfs_secrets::hygiene::harden() {
         tracing::warn!(error = %err, "memory hygiene");
     }
     raise_fd_limit();

@@ -261,3 +261,261 @@ impl<'s> Body<'s> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Round trips of every frame of the protocol table (module
+    //! documentation of [`super`]) through [`send`], [`recv_header`] and
+    //! [`Body`], on a socket pair; and damaged frames (every truncation, any
+    //! bit flip) refused with an error, never a panic.
+
+    use std::io::{Read as _, Write as _};
+    use std::os::fd::AsFd as _;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A frame as the protocol table describes it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Frame {
+        Put {
+            key: String,
+            has_fd: bool,
+            blob: Vec<u8>,
+        },
+        Remove {
+            key: String,
+        },
+        List,
+        Ok,
+        Entry {
+            key: String,
+            blob: Vec<u8>,
+        },
+        End,
+        Err {
+            message: String,
+        },
+    }
+
+    impl Frame {
+        fn op(&self) -> u8 {
+            match self {
+                Frame::Put { .. } => PUT,
+                Frame::Remove { .. } => REMOVE,
+                Frame::List => LIST,
+                Frame::Ok => OK,
+                Frame::Entry { .. } => ENTRY,
+                Frame::End => END,
+                Frame::Err { .. } => ERR,
+            }
+        }
+
+        /// Whether an fd travels with the frame.
+        fn carries_fd(&self) -> bool {
+            matches!(self, Frame::Put { has_fd: true, .. } | Frame::Entry { .. })
+        }
+    }
+
+    /// Lays `frame` out as the client and the keeper do, and sends it.
+    fn encode(stream: &UnixStream, frame: &Frame, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        let fd = fd.filter(|_| frame.carries_fd());
+        match frame {
+            Frame::Put { key, has_fd, blob } => send(
+                stream,
+                PUT,
+                fd,
+                &[
+                    &len32(key.len()),
+                    key.as_bytes(),
+                    &[u8::from(*has_fd)],
+                    &len32(blob.len()),
+                    blob,
+                ],
+            ),
+            Frame::Remove { key } => send(stream, REMOVE, fd, &[&len32(key.len()), key.as_bytes()]),
+            Frame::Entry { key, blob } => send(
+                stream,
+                ENTRY,
+                fd,
+                &[&len32(key.len()), key.as_bytes(), &len32(blob.len()), blob],
+            ),
+            Frame::Err { message } => send(
+                stream,
+                ERR,
+                fd,
+                &[&len32(message.len()), message.as_bytes()],
+            ),
+            Frame::List | Frame::Ok | Frame::End => send(stream, frame.op(), fd, &[]),
+        }
+    }
+
+    /// Reads one frame as the keeper (requests) and the client (answers)
+    /// do; `None` when the peer closed between frames.
+    fn decode(stream: &UnixStream) -> io::Result<Option<(Frame, bool)>> {
+        let Some(header) = recv_header(stream)? else {
+            return Ok(None);
+        };
+        let with_fd = header.fd.is_some();
+        let mut body = Body::new(stream, &header);
+        let frame = match header.op {
+            PUT => {
+                let key = body.text("key", MAX_KEY)?;
+                let has_fd = match body.u8("fd flag")? {
+                    0 => false,
+                    1 => true,
+                    other => return Err(invalid(format!("PUT fd flag {other} is not 0 or 1"))),
+                };
+                let blob = body.secret("blob")?.to_vec();
+                Frame::Put { key, has_fd, blob }
+            }
+            REMOVE => Frame::Remove {
+                key: body.text("key", MAX_KEY)?,
+            },
+            LIST => Frame::List,
+            OK => Frame::Ok,
+            ENTRY => Frame::Entry {
+                key: body.text("key", MAX_KEY)?,
+                blob: body.secret("blob")?.to_vec(),
+            },
+            END => Frame::End,
+            ERR => Frame::Err {
+                message: body.text("error message", MAX_MESSAGE)?,
+            },
+            other => return Err(invalid(format!("unknown op {}", op_name(other)))),
+        };
+        body.end()?;
+        Ok(Some((frame, with_fd)))
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        // Any UTF-8, up to the key limit (multi-byte characters included).
+        proptest::string::string_regex("(?s).{0,64}")
+            .unwrap()
+            .prop_filter("at most MAX_KEY bytes", |k| k.len() <= MAX_KEY)
+    }
+
+    fn blob() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 0..256),
+            1 => proptest::collection::vec(any::<u8>(), 0..70_000),
+        ]
+    }
+
+    fn frame() -> impl Strategy<Value = Frame> {
+        prop_oneof![
+            (key(), any::<bool>(), blob()).prop_map(|(key, has_fd, blob)| Frame::Put {
+                key,
+                has_fd,
+                blob
+            }),
+            key().prop_map(|key| Frame::Remove { key }),
+            Just(Frame::List),
+            Just(Frame::Ok),
+            (key(), blob()).prop_map(|(key, blob)| Frame::Entry { key, blob }),
+            Just(Frame::End),
+            "(?s).{0,200}".prop_map(|message| Frame::Err { message }),
+        ]
+    }
+
+    /// The bytes `send` writes for `frame` (no fd).
+    fn bytes_of(frame: &Frame) -> Vec<u8> {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let sender = {
+            let frame = frame.clone();
+            std::thread::spawn(move || encode(&a, &frame, None))
+        };
+        let mut bytes = Vec::new();
+        b.read_to_end(&mut bytes).unwrap();
+        sender.join().unwrap().unwrap();
+        bytes
+    }
+
+    /// Decodes `bytes` written by a peer that then closes.
+    fn decode_bytes(bytes: &[u8]) -> io::Result<Option<(Frame, bool)>> {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let bytes = bytes.to_vec();
+        let writer = std::thread::spawn(move || {
+            // The reader may stop early (an error); a broken pipe then is fine.
+            let _ = a.write_all(&bytes);
+        });
+        let decoded = decode(&b);
+        drop(b);
+        writer.join().unwrap();
+        decoded
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Every frame of the table, encoded then decoded, is itself, its
+        /// fd included; the next frame on the stream is read after it.
+        #[test]
+        fn any_frame_round_trips(frames in proptest::collection::vec(frame(), 1..4)) {
+            let (a, b) = UnixStream::pair().unwrap();
+            let file = std::fs::File::open("/dev/null").unwrap();
+            let sender = {
+                let frames = frames.clone();
+                std::thread::spawn(move || -> io::Result<()> {
+                    for frame in &frames {
+                        encode(&a, frame, Some(file.as_fd()))?;
+                    }
+                    Ok(())
+                })
+            };
+            for frame in &frames {
+                let (decoded, with_fd) = decode(&b).unwrap().expect("a frame");
+                prop_assert_eq!(&decoded, frame);
+                prop_assert_eq!(with_fd, frame.carries_fd());
+            }
+            sender.join().unwrap().unwrap();
+            prop_assert!(decode(&b).unwrap().is_none(), "nothing after the frames");
+        }
+
+        /// A frame cut anywhere is refused (a cut before its first byte is
+        /// a closed connection, not a frame).
+        #[test]
+        fn every_truncation_is_refused(frame in frame(), cut in any::<prop::sample::Index>()) {
+            let bytes = bytes_of(&frame);
+            let cut = cut.index(bytes.len());
+            match decode_bytes(&bytes[..cut]) {
+                Err(_) => {}
+                Ok(None) => prop_assert_eq!(cut, 0),
+                Ok(Some(decoded)) => {
+                    return Err(TestCaseError::fail(format!(
+                        "{cut} of {} bytes decoded as {decoded:?}",
+                        bytes.len()
+                    )));
+                }
+            }
+        }
+
+        /// A bit flipped anywhere gives an error or another well-formed
+        /// frame, never a panic or a read past the frame; a flip in the
+        /// length prefix is always refused.
+        #[test]
+        fn a_flipped_bit_is_refused_cleanly(frame in frame(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let mut bytes = bytes_of(&frame);
+            let at = at.index(bytes.len());
+            bytes[at] ^= 1 << bit;
+            let decoded = decode_bytes(&bytes);
+            if at < 4 {
+                prop_assert!(decoded.is_err(), "length flipped at byte {at}: {decoded:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_ops_and_oversized_frames_are_refused() {
+        let mut unknown = 1u32.to_le_bytes().to_vec();
+        unknown.push(0x42);
+        assert!(decode_bytes(&unknown).is_err());
+        let mut huge = u32::try_from(MAX_FRAME + 1).unwrap().to_le_bytes().to_vec();
+        huge.push(PUT);
+        let err = decode_bytes(&huge).unwrap_err();
+        assert!(err.to_string().contains("over the 64 MiB limit"), "{err}");
+        let empty = 0u32.to_le_bytes();
+        assert!(decode_bytes(&empty).is_err());
+    }
+}

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use secretfs_csi::SecretMap;
+use secretfs_secrets::{SecretBytes, SecretMap, SecretString};
 
-use super::{ErrorKind, FileMode, ObjectErrors, SecretBytes, SecretString};
+use super::{ErrorKind, FileMode, ObjectErrors};
 
 /// The pod a volume is for (kubelet's `podInfoOnMount` keys).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -47,16 +47,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
-use secretfs_csi::keys;
 use secretfs_csi::proto::provider as pb;
 use secretfs_csi::proto::provider::csi_driver_provider_client::CsiDriverProviderClient;
+use secretfs_csi::{error_types, keys};
+use secretfs_secrets::SecretBytes;
 use tokio::net::UnixStream;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::{
     ErrorKind, FileMode, MountError, MountRequest, MountResponse, MountedFile, ObjectVersion,
-    Provider, SecretBytes, validate_relative_path,
+    Provider, validate_relative_path,
 };
 
 /// The API version the driver sends in `VersionRequest`.
@@ -299,7 +300,7 @@ impl ExternalClient {
     fn deadline_error(&self, timeout: Duration) -> MountError {
         MountError::External {
             kind: ErrorKind::Transient,
-            error_type: "GRPCProviderError",
+            error_type: error_types::GRPC_PROVIDER_ERROR,
             message: format!(
                 "provider {:?} (socket {}) did not answer Mount within {timeout:?}: check the provider's \
                  logs and health, or raise --provider-timeout (keep it below kubelet's ~2 m)",
@@ -345,7 +346,7 @@ impl ExternalClient {
             // `Unknown`): final, answered `Unknown` as upstream does.
             _ => {
                 return MountError::Provider {
-                    error_type: "GRPCProviderError",
+                    error_type: error_types::GRPC_PROVIDER_ERROR,
                     message: format!(
                         "provider {:?} (socket {}) failed: {:?}: {}",
                         self.name,
@@ -358,7 +359,7 @@ impl ExternalClient {
         };
         MountError::External {
             kind,
-            error_type: "GRPCProviderError",
+            error_type: error_types::GRPC_PROVIDER_ERROR,
             message: format!(
                 "provider {:?} (socket {}) failed: {:?}: {}{hint}",
                 self.name,
@@ -520,7 +521,7 @@ pub fn check_response(
     let who = format!("provider {name:?} (socket {})", socket.display());
     let invalid = |message: String| MountError::External {
         kind: ErrorKind::Invalid,
-        error_type: "InvalidProviderResponse",
+        error_type: error_types::INVALID_PROVIDER_RESPONSE,
         message,
     };
     if let Some(code) = response.error.as_ref().map(|e| e.code.as_str())
@@ -656,7 +657,7 @@ pub fn error_type_label(code: &str) -> &'static str {
     const MAX_CODES: usize = 64;
     static CODES: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
     if !plain_code(code) {
-        return "ProviderErrorOther";
+        return error_types::PROVIDER_ERROR_OTHER;
     }
     let mut codes = CODES
         .get_or_init(Default::default)
@@ -666,7 +667,7 @@ pub fn error_type_label(code: &str) -> &'static str {
         return known;
     }
     if codes.len() >= MAX_CODES {
-        return "ProviderErrorOther";
+        return error_types::PROVIDER_ERROR_OTHER;
     }
     let leaked: &'static str = Box::leak(code.to_owned().into_boxed_str());
     codes.insert(leaked);

@@ -7,8 +7,9 @@
 //!   failing objects are reported together.
 //! - [`Plan`]: the validated list of files a volume will show, checked with the
 //!   upstream atomic writer's path rules.
-//! - [`SecretString`]/[`SecretBytes`]: zeroizing holders with a redacting `Debug`
-//!   for tokens, client secrets and file contents.
+//!
+//! Tokens, client secrets and file contents are held in `secretfs_secrets`'s
+//! `SecretString` and `SecretBytes` (zeroizing, redacted in `Debug`).
 //!
 //! - [`Provider`] (in `api.rs`): what the volume manager asks of a provider.
 //! - [`registry`]: built-in providers by name, else an [`external`] provider
@@ -20,7 +21,6 @@ mod error;
 pub mod external;
 mod plan;
 pub mod registry;
-mod secret;
 
 pub use api::{
     MountError, MountRequest, MountResponse, MountedFile, ObjectVersion, PodRef, Provider,
@@ -32,4 +32,3 @@ pub use plan::{
     validate_relative_path,
 };
 pub use registry::{LookupError, ProviderRegistry};
-pub use secret::{SecretBytes, SecretString};

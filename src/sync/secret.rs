@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use secretfs_fuse::SecretBytes;
+use secretfs_secrets::SecretBytes;
 
 use super::tls;
 use crate::provider::MountedFile;

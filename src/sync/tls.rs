@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use der::{Decode, Encode};
-use secretfs_fuse::SecretBytes;
+use secretfs_secrets::SecretBytes;
 use zeroize::Zeroizing;
 
 use crate::provider::azure::pem;

@@ -3,9 +3,10 @@
 
 use std::path::{Component, Path};
 
-use secretfs_csi::{ErrorCode, PublishRequest, VolumeError, keys};
+use secretfs_csi::{ErrorCode, PublishRequest, VolumeError, error_types, keys};
+use secretfs_secrets::SecretString;
 
-use crate::provider::{PodRef, SecretString};
+use crate::provider::PodRef;
 
 /// Volume-context keys a pod spec may set. Everything else is refused:
 /// provider parameters come only from the SecretProviderClass, so a pod
@@ -24,7 +25,7 @@ pub struct PublishContext {
 fn missing(key: &str, fix: &str) -> VolumeError {
     VolumeError::new(
         ErrorCode::InvalidArgument,
-        "PodInfoMissing",
+        error_types::POD_INFO_MISSING,
         format!("{key} is missing from the volume context: {fix}"),
     )
 }
@@ -36,7 +37,7 @@ pub fn read(request: &PublishRequest) -> Result<PublishContext, VolumeError> {
         if !key.starts_with("csi.storage.k8s.io/") && !POD_KEYS.contains(&key) {
             return Err(VolumeError::new(
                 ErrorCode::InvalidArgument,
-                "VolumeAttributeNotAllowed",
+                error_types::VOLUME_ATTRIBUTE_NOT_ALLOWED,
                 format!(
                     "volume attribute {key:?} is not allowed: provider parameters come only from the \
                      SecretProviderClass; move it to spec.parameters of the class and keep only \
@@ -120,7 +121,7 @@ pub fn check_target(target: &Path, pod_uid: &str) -> Result<(), VolumeError> {
     let expected = |target: &Path| {
         VolumeError::new(
             ErrorCode::InvalidArgument,
-            "UnexpectedTargetPath",
+            error_types::UNEXPECTED_TARGET_PATH,
             format!(
                 "target path {target:?} is not a volume of pod {pod_uid}: expected \
                  <kubelet dir>/pods/{pod_uid}/volumes/kubernetes.io~csi/<volume>/mount"
@@ -140,7 +141,7 @@ pub fn check_unpublish_target(target: &Path) -> Result<(), VolumeError> {
         Some(_) => Ok(()),
         None => Err(VolumeError::new(
             ErrorCode::InvalidArgument,
-            "UnexpectedTargetPath",
+            error_types::UNEXPECTED_TARGET_PATH,
             format!(
                 "target path {:?} is not a kubelet volume path: expected \
                  <kubelet dir>/pods/<pod uid>/volumes/kubernetes.io~csi/<volume>/mount; nothing was \
@@ -162,7 +163,7 @@ fn target_pod<'a>(target: &'a Path, whose: &str) -> Result<Option<&'a str>, Volu
     if too_long {
         return Err(VolumeError::new(
             ErrorCode::InvalidArgument,
-            "UnexpectedTargetPath",
+            error_types::UNEXPECTED_TARGET_PATH,
             format!(
                 "target path {:?} ({} bytes) is longer than a path kubelet creates (at most {MAX_TARGET_LEN} \
                  bytes, {MAX_TARGET_NAME_LEN} per name): it is not a volume of {whose}",
@@ -206,7 +207,8 @@ fn target_pod<'a>(target: &'a Path, whose: &str) -> Result<Option<&'a str>, Volu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secretfs_csi::{SecretMap, VolumeContext};
+    use secretfs_csi::VolumeContext;
+    use secretfs_secrets::SecretMap;
 
     const UID: &str = "0d5cb5a2-1f6b-4d8c-9a57-4f0c3e2b1a90";
 

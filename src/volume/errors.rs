@@ -1,14 +1,14 @@
 //! The publish errors users see in `kubectl describe pod`: each names the
 //! object or field and the fix, with a deliberate gRPC code.
 
-use secretfs_csi::{ErrorCode, VolumeError};
+use secretfs_csi::{ErrorCode, VolumeError, error_types};
 
 use crate::provider::{ErrorKind, LookupError, MountError};
 
 pub fn class_not_found(namespace: &str, name: &str) -> VolumeError {
     VolumeError::new(
         ErrorCode::NotFound,
-        "SecretProviderClassNotFound",
+        error_types::SECRET_PROVIDER_CLASS_NOT_FOUND,
         format!(
             "SecretProviderClass {namespace}/{name} not found: create it in namespace {namespace}, \
              or fix volumeAttributes.secretProviderClass in the pod spec"
@@ -19,7 +19,7 @@ pub fn class_not_found(namespace: &str, name: &str) -> VolumeError {
 pub fn unknown_provider(namespace: &str, class: &str, err: &LookupError) -> VolumeError {
     VolumeError::new(
         ErrorCode::InvalidArgument,
-        "FailedToLookupProviderGRPCClient",
+        error_types::FAILED_TO_LOOKUP_PROVIDER_GRPC_CLIENT,
         format!("SecretProviderClass {namespace}/{class}: {err}"),
     )
 }
@@ -40,7 +40,7 @@ pub fn provider_failed(namespace: &str, class: &str, err: &MountError) -> Volume
         MountError::External { error_type, .. } | MountError::Provider { error_type, .. } => {
             error_type
         }
-        _ => "ProviderError",
+        _ => error_types::PROVIDER_ERROR,
     };
     VolumeError::new(
         code,

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use secretfs_fuse::{ContentSource, LoadError, SecretBytes};
+use secretfs_fuse::{ContentSource, LoadError};
+use secretfs_secrets::SecretBytes;
 
 use crate::provider::{MountRequest, Provider};
 

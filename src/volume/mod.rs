@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secretfs_csi::{
-    ErrorCode, PublishRequest, Readiness, UnpublishRequest, VolumeError, VolumeManager,
+    ErrorCode, PublishRequest, Readiness, UnpublishRequest, VolumeError, VolumeManager, error_types,
 };
 use secretfs_fuse::{
     Content, FS_TYPE, FileSpec, MountOptions, MountedVolume, ReadMode, VolumeId, VolumeSpec,
@@ -519,7 +519,7 @@ impl Driver {
         let Some(published) = guard.as_mut() else {
             return Err(VolumeError::new(
                 ErrorCode::NotFound,
-                "VolumeNotFound",
+                error_types::VOLUME_NOT_FOUND,
                 format!("no volume is published at {target:?}"),
             )
             .into());
@@ -540,7 +540,7 @@ impl Driver {
             .map_err(|e| {
                 VolumeError::new(
                     ErrorCode::Internal,
-                    "FailedToRotate",
+                    error_types::FAILED_TO_ROTATE,
                     format!("refresh task failed: {e}"),
                 )
             })?;
@@ -603,7 +603,7 @@ impl Driver {
             .map_err(|e| {
                 VolumeError::new(
                     ErrorCode::Internal,
-                    "FailedToRotate",
+                    error_types::FAILED_TO_ROTATE,
                     format!("refresh task failed: {e}"),
                 )
             })??;
@@ -656,7 +656,7 @@ impl Driver {
             .map_err(|e| {
                 VolumeError::new(
                     ErrorCode::Unavailable,
-                    "SecretProviderClassUnavailable",
+                    error_types::SECRET_PROVIDER_CLASS_UNAVAILABLE,
                     e.to_string(),
                 )
             })?
@@ -739,7 +739,14 @@ impl Driver {
                 let files = response
                     .files
                     .iter()
-                    .map(|f| file_spec(f, gid, ErrorCode::InvalidArgument, "FileWriteError"))
+                    .map(|f| {
+                        file_spec(
+                            f,
+                            gid,
+                            ErrorCode::InvalidArgument,
+                            error_types::FILE_WRITE_ERROR,
+                        )
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 (response, files)
             }
@@ -781,7 +788,7 @@ impl Driver {
                 created.undo();
                 VolumeError::new(
                     ErrorCode::Internal,
-                    "FailedToMount",
+                    error_types::FAILED_TO_MOUNT,
                     format!("mounting {target:?} failed: {e}"),
                 )
             })
@@ -790,7 +797,7 @@ impl Driver {
         .map_err(|e| {
             VolumeError::new(
                 ErrorCode::Internal,
-                "FailedToMount",
+                error_types::FAILED_TO_MOUNT,
                 format!("mount task failed: {e}"),
             )
         })??;
@@ -991,7 +998,7 @@ fn republish_matches(
     let mismatch = |what: String| {
         Err(VolumeError::new(
             ErrorCode::AlreadyExists,
-            "VolumeMismatch",
+            error_types::VOLUME_MISMATCH,
             format!(
                 "target path {:?} is already published with {what}; nothing was changed: a volume keeps \
                  its class while it is mounted (delete and recreate the pod to change it)",
@@ -1056,7 +1063,7 @@ impl VolumeManager for Driver {
             if existing.request.pod.uid != ctx.pod.uid {
                 return Err(VolumeError::new(
                     ErrorCode::FailedPrecondition,
-                    "UnexpectedTargetPath",
+                    error_types::UNEXPECTED_TARGET_PATH,
                     format!(
                         "target path {:?} is already mounted for another pod",
                         request.target_path
@@ -1124,7 +1131,7 @@ impl VolumeManager for Driver {
             Err(err) if err.code == ErrorCode::InvalidArgument => {
                 return Err(VolumeError::new(
                     ErrorCode::FailedPrecondition,
-                    "UnexpectedTargetPath",
+                    error_types::UNEXPECTED_TARGET_PATH,
                     format!(
                         "{}; a volume is mounted there and stays until the path is restored",
                         err.message
@@ -1149,7 +1156,7 @@ impl VolumeManager for Driver {
                 Some(p) => p.mounted.unmount().map_err(|e| {
                     VolumeError::new(
                         ErrorCode::Internal,
-                        "FailedToUnmount",
+                        error_types::FAILED_TO_UNMOUNT,
                         format!("unmounting {target:?} failed: {e}"),
                     )
                 })?,
@@ -1163,7 +1170,7 @@ impl VolumeManager for Driver {
         .map_err(|e| {
             VolumeError::new(
                 ErrorCode::Internal,
-                "FailedToUnmount",
+                error_types::FAILED_TO_UNMOUNT,
                 format!("unmount task failed: {e}"),
             )
         })?;
@@ -1389,7 +1396,7 @@ fn lazy_specs(
         .map_err(|e| {
             VolumeError::new(
                 ErrorCode::Unavailable,
-                "ProviderError",
+                error_types::PROVIDER_ERROR,
                 format!(
                     "restored volume of pod {}/{}: {e}",
                     request.pod.namespace, request.pod.name
@@ -1423,7 +1430,11 @@ pub(crate) fn apply(
     files: &[crate::provider::MountedFile],
 ) -> Result<RefreshOutcome, VolumeError> {
     let rotate_error = |e: secretfs_fuse::VolumeError| {
-        VolumeError::new(ErrorCode::Internal, "FailedToRotate", e.to_string())
+        VolumeError::new(
+            ErrorCode::Internal,
+            error_types::FAILED_TO_ROTATE,
+            e.to_string(),
+        )
     };
     let mut outcome = RefreshOutcome::default();
     let wanted: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
@@ -1445,7 +1456,12 @@ pub(crate) fn apply(
             // Not loaded yet (lazy): it loads fresh on first access.
             None if volume.file_paths().iter().any(|p| p == &file.path) => {}
             None => {
-                let spec = file_spec(file, gid, ErrorCode::Internal, "FailedToRotate")?;
+                let spec = file_spec(
+                    file,
+                    gid,
+                    ErrorCode::Internal,
+                    error_types::FAILED_TO_ROTATE,
+                )?;
                 volume.add(spec).map_err(rotate_error)?;
                 outcome.added += 1;
             }
@@ -1469,7 +1485,7 @@ fn unmount_stale(target: &Path) -> Result<(), VolumeError> {
     rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH).map_err(|e| {
         VolumeError::new(
             ErrorCode::Internal,
-            "FailedToUnmount",
+            error_types::FAILED_TO_UNMOUNT,
             format!("unmounting stale {target:?} failed: {e}"),
         )
     })

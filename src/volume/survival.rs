@@ -20,18 +20,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
-use secretfs_csi::SecretMap;
 use secretfs_fuse::{
-    Content, FileSpec, MountOptions, MountedVolume, SecretBytes, SessionState, Volume, VolumeId,
-    VolumeSpec,
+    Content, FileSpec, MountOptions, MountedVolume, SessionState, Volume, VolumeId, VolumeSpec,
 };
+use secretfs_secrets::{SecretBytes, SecretMap, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{Driver, Published, cache_age, unmount_stale};
 use crate::keeper::{KeeperClient, Kept};
 use crate::provider::external::ProviderVolume;
-use crate::provider::{FileMode, MountRequest, MountedFile, ObjectVersion, PodRef, SecretString};
+use crate::provider::{FileMode, MountRequest, MountedFile, ObjectVersion, PodRef};
 use crate::spc::SecretObject;
 
 const RECORD_FORMAT: u32 = 1;
@@ -321,10 +320,7 @@ impl std::fmt::Debug for Secrets {
     }
 }
 
-/// Encodes the secret half into one buffer allocated at its final size
-/// (no reallocation leaves a copy behind): magic, tokens (`u32::MAX` length
-/// when absent), secrets as key/value pairs, files as path/bytes pairs;
-/// every field a little-endian `u32` length and its bytes.
+/// Encodes the secret half of a published volume (see [`encode_blob`]).
 fn encode_secrets(p: &Published) -> Zeroizing<Vec<u8>> {
     let tokens = p
         .request
@@ -337,6 +333,18 @@ fn encode_secrets(p: &Published) -> Zeroizing<Vec<u8>> {
         .iter()
         .map(|f| (f.path.as_str(), f.contents.expose()))
         .collect();
+    encode_blob(tokens, &secrets, &files)
+}
+
+/// Encodes the secret half into one buffer allocated at its final size
+/// (no reallocation leaves a copy behind): magic, tokens (`u32::MAX` length
+/// when absent), secrets as key/value pairs, files as path/bytes pairs;
+/// every field a little-endian `u32` length and its bytes.
+fn encode_blob(
+    tokens: Option<&[u8]>,
+    secrets: &[(&str, &str)],
+    files: &[(&str, &[u8])],
+) -> Zeroizing<Vec<u8>> {
     let size = 4
         + 4
         + tokens.map_or(0, <[u8]>::len)
@@ -361,12 +369,12 @@ fn encode_secrets(p: &Published) -> Zeroizing<Vec<u8>> {
         None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
     }
     out.extend_from_slice(&(secrets.len() as u32).to_le_bytes());
-    for (k, v) in &secrets {
+    for (k, v) in secrets {
         field(&mut out, k.as_bytes());
         field(&mut out, v.as_bytes());
     }
     out.extend_from_slice(&(files.len() as u32).to_le_bytes());
-    for (k, v) in &files {
+    for (k, v) in files {
         field(&mut out, k.as_bytes());
         field(&mut out, v);
     }
@@ -866,5 +874,91 @@ mod tests {
         assert!(decoded.tokens.is_none() && decoded.files.is_empty());
         ok.push(0);
         assert_eq!(decode_secrets(&ok).unwrap_err(), "trailing bytes");
+    }
+
+    /// Arbitrary secret halves: tokens or none, publish secrets, files.
+    #[allow(clippy::type_complexity)]
+    fn secret_half() -> impl proptest::strategy::Strategy<
+        Value = (
+            Option<String>,
+            BTreeMap<String, String>,
+            BTreeMap<String, Vec<u8>>,
+        ),
+    > {
+        use proptest::prelude::*;
+        let text = || proptest::string::string_regex("(?s).{0,24}").unwrap();
+        (
+            proptest::option::of(proptest::string::string_regex("(?s).{0,300}").unwrap()),
+            proptest::collection::btree_map(text(), text(), 0..6),
+            proptest::collection::btree_map(
+                text(),
+                prop_oneof![
+                    4 => proptest::collection::vec(any::<u8>(), 0..128),
+                    1 => proptest::collection::vec(any::<u8>(), 0..20_000),
+                ],
+                0..6,
+            ),
+        )
+    }
+
+    fn blob_of(
+        tokens: &Option<String>,
+        secrets: &BTreeMap<String, String>,
+        files: &BTreeMap<String, Vec<u8>>,
+    ) -> Zeroizing<Vec<u8>> {
+        let secrets: Vec<(&str, &str)> = secrets
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let files: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        encode_blob(tokens.as_deref().map(str::as_bytes), &secrets, &files)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        /// Encode then decode is the identity: tokens, secrets and files.
+        #[test]
+        fn any_secret_half_round_trips((tokens, secrets, files) in secret_half()) {
+            let blob = blob_of(&tokens, &secrets, &files);
+            let decoded = decode_secrets(&blob).unwrap();
+            proptest::prop_assert_eq!(decoded.tokens.as_ref().map(SecretString::expose), tokens.as_deref());
+            let pairs: BTreeMap<String, String> = decoded
+                .secrets
+                .expose()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            proptest::prop_assert_eq!(&pairs, &secrets);
+            let got: BTreeMap<String, Vec<u8>> = decoded
+                .files
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_vec()))
+                .collect();
+            proptest::prop_assert_eq!(&got, &files);
+        }
+
+        /// Every truncation of a blob is refused.
+        #[test]
+        fn every_truncation_is_refused((tokens, secrets, files) in secret_half(), cut in proptest::prelude::any::<proptest::sample::Index>()) {
+            let blob = blob_of(&tokens, &secrets, &files);
+            let cut = cut.index(blob.len());
+            proptest::prop_assert!(decode_secrets(&blob[..cut]).is_err(), "{} of {} bytes accepted", cut, blob.len());
+        }
+
+        /// A flipped bit gives an error or another well-formed half, never
+        /// a panic; in the magic it is always refused.
+        #[test]
+        fn a_flipped_bit_is_refused_cleanly((tokens, secrets, files) in secret_half(), at in proptest::prelude::any::<proptest::sample::Index>(), bit in 0u8..8) {
+            let mut blob = blob_of(&tokens, &secrets, &files);
+            let at = at.index(blob.len());
+            blob[at] ^= 1 << bit;
+            let decoded = decode_secrets(&blob);
+            if at < 4 {
+                proptest::prop_assert_eq!(decoded.unwrap_err(), "unknown format");
+            }
+        }
     }
 }

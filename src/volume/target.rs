@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
-use secretfs_csi::{ErrorCode, VolumeError};
+use secretfs_csi::{ErrorCode, VolumeError, error_types};
 
 /// Names from `pods` to `mount`: the part of a target that must hold no
 /// symbolic link.
@@ -64,7 +64,7 @@ pub(crate) enum Found {
 fn refused(target: &Path, component: &Path, what: &str) -> VolumeError {
     VolumeError::new(
         ErrorCode::InvalidArgument,
-        "UnexpectedTargetPath",
+        error_types::UNEXPECTED_TARGET_PATH,
         format!(
             "target path {target:?}: {component:?} is {what}: every name from pods/ on must be a real \
              directory that kubelet made (nothing was mounted or removed); remove it and let kubelet \
@@ -192,13 +192,13 @@ fn walk(
 /// Makes sure the target directory exists for a publish, with no symbolic
 /// link from `pods/` on; returns what was created, for [`Created::undo`].
 pub(crate) fn ensure(target: &Path) -> Result<Created, VolumeError> {
-    walk(target, true, "FailedToEnsureMountPoint").map(|(_, created)| created)
+    walk(target, true, error_types::FAILED_TO_ENSURE_MOUNT_POINT).map(|(_, created)| created)
 }
 
 /// Finds the target directory for an unpublish, with no symbolic link from
 /// `pods/` on; creates nothing.
 pub(crate) fn find(target: &Path) -> Result<Found, VolumeError> {
-    walk(target, false, "FailedToCleanupMountPoint").map(|(found, _)| found)
+    walk(target, false, error_types::FAILED_TO_CLEANUP_MOUNT_POINT).map(|(found, _)| found)
 }
 
 /// Removes the target directory found by [`find`] (it must be empty and
@@ -211,7 +211,7 @@ pub(crate) fn remove(target: &Path, found: Found) -> Result<(), VolumeError> {
         Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
         Err(e) => Err(VolumeError::new(
             ErrorCode::Internal,
-            "FailedToCleanupMountPoint",
+            error_types::FAILED_TO_CLEANUP_MOUNT_POINT,
             format!("cannot remove target path {target:?}: {e}"),
         )),
     }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use secretfs::provider::ErrorKind;
 use secretfs::provider::FileMode;
 use secretfs::provider::azure::chain::{ChainWarning, order_chain};
 use secretfs::provider::azure::content::{CONTENT_TYPE_PEM, CONTENT_TYPE_PFX};
@@ -16,7 +17,7 @@ use secretfs::provider::azure::{
     IdentityKey, IdentityKeySalt, JsonWebKey, ObjectEncoding, ObjectFormat, ParseOptions, PodInfo,
     cert_content, key_content, object_content, resolve_identity, secret_content,
 };
-use secretfs::provider::{ErrorKind, SecretString};
+use secretfs_secrets::SecretString;
 
 fn fixture(rel: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -4,7 +4,10 @@
 //!   docs/CONFIGURATION.md;
 //! - every row of a message table in docs/TROUBLESHOOTING.md quotes a
 //!   message that the code really produces, so changing a message without
-//!   the table fails here.
+//!   the table fails here;
+//! - docs/FAULTS.md's "Error types" table lists exactly the `error_type`
+//!   labels of `secretfs_csi::error_types`, and no source spells a label
+//!   outside that module (tests aside).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -161,7 +164,7 @@ fn sources() -> Vec<(PathBuf, String)> {
         }
     }
     let mut out = Vec::new();
-    for dir in ["src", "csi/src", "fuse/src"] {
+    for dir in ["src", "secrets/src", "csi/src", "fuse/src"] {
         walk(&root().join(dir), &mut out);
     }
     assert!(out.len() > 20, "too few sources found: {}", out.len());
@@ -464,4 +467,60 @@ fn every_document_the_repository_cites_is_in_it() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The `error_type` labels that docs/FAULTS.md's "Error types" table lists.
+fn documented_error_types() -> BTreeSet<String> {
+    let faults = read("docs/FAULTS.md");
+    section(&faults, "## Error types")
+        .lines()
+        // The rows below the header.
+        .skip_while(|row| !row.starts_with("|---"))
+        .filter_map(|row| row.strip_prefix("| `"))
+        .filter_map(|row| row.split_once('`'))
+        .map(|(label, _)| label.to_owned())
+        .collect()
+}
+
+#[test]
+fn every_error_type_is_in_faults_md() {
+    let documented = documented_error_types();
+    let labels: BTreeSet<String> = secretfs_csi::error_types::ALL
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect();
+    let missing: Vec<_> = labels.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "error types not in docs/FAULTS.md: {missing:?}"
+    );
+    let stale: Vec<_> = documented.difference(&labels).collect();
+    assert!(
+        stale.is_empty(),
+        "docs/FAULTS.md lists error types the code does not have: {stale:?}"
+    );
+}
+
+#[test]
+fn error_type_labels_are_spelled_only_in_their_module() {
+    let mut spelled = Vec::new();
+    for (path, text) in sources() {
+        if path.ends_with("csi/src/error_types.rs") {
+            continue;
+        }
+        // Tests may check a label's value by its text.
+        let code = text
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or(&text);
+        for label in secretfs_csi::error_types::ALL {
+            if code.contains(&format!("\"{label}\"")) {
+                spelled.push(format!("{}: {label}", path.display()));
+            }
+        }
+    }
+    assert!(
+        spelled.is_empty(),
+        "use secretfs_csi::error_types, not a string literal: {spelled:?}"
+    );
 }

@@ -19,12 +19,11 @@ use secretfs::provider::azure::AzureProvider;
 use secretfs::spc::SpcDir;
 use secretfs::sync::Syncer;
 use secretfs::volume::{Driver, DriverConfig, Persistence, VolumeStatus};
-use secretfs_csi::{
-    PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeManager, keys,
-};
+use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::{Emulator, EmulatorHandle, NewSecretVersion, Seed, VersionAttributesSeed};
 use secretfs_fuse::ReadMode;
+use secretfs_secrets::SecretMap;
 
 use crate::faults::common::{NODE_MI, azure_config, metric_in};
 use crate::real_kube::RealKube;

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use self::harness::*;
 use base64::Engine as _;
 use secretfs::provider::{FileMode, MountRequest, PodRef, Provider};
-use secretfs_csi::SecretMap;
 use secretfs_csi::proto::csi::{NodePublishVolumeRequest, volume_capability};
 use secretfs_csi::proto::provider as pb;
 use secretfs_e2e::NewSecretVersion;
+use secretfs_secrets::SecretMap;
 use serde_json::{Value, json};
 use tonic::Code;
 

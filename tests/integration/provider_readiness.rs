@@ -14,10 +14,11 @@ use secretfs::spc::SpcDir;
 use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::proto::csi::{ProbeRequest, identity_client::IdentityClient};
 use secretfs_csi::{
-    PublishRequest, Readiness, SecretMap, UnpublishRequest, VolumeContext, VolumeManager, keys,
+    PublishRequest, Readiness, UnpublishRequest, VolumeContext, VolumeManager, keys,
 };
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::test_provider::TestProvider;
+use secretfs_secrets::SecretMap;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 

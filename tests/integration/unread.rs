@@ -13,12 +13,11 @@ use secretfs::provider::Provider;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::spc::SpcDir;
 use secretfs::volume::{Driver, DriverConfig, FileStatus, Persistence, UNUSED_HINT};
-use secretfs_csi::{
-    PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeManager, keys,
-};
+use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::{Emulator, EmulatorHandle, NewSecretVersion, Seed};
 use secretfs_fuse::ReadMode;
+use secretfs_secrets::SecretMap;
 
 use crate::faults::common::{NODE_MI, azure_config, metric_in};
 

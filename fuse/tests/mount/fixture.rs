@@ -6,9 +6,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use secretfs_fuse::{
-    Content, FileSpec, MountOptions, MountedVolume, ReadMode, SecretBytes, Volume, VolumeId,
-    VolumeSpec,
+    Content, FileSpec, MountOptions, MountedVolume, ReadMode, Volume, VolumeId, VolumeSpec,
 };
+use secretfs_secrets::SecretBytes;
 
 /// Whether real-mount tests can run here; panics with instructions when
 /// they cannot and skipping was not asked for.

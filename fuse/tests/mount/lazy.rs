@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use secretfs_fuse::{Content, ContentSource, FileSpec, LoadError, SecretBytes};
+use secretfs_fuse::{Content, ContentSource, FileSpec, LoadError};
+use secretfs_secrets::SecretBytes;
 
 use super::fixture::*;
 

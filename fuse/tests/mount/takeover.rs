@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use secretfs_fuse::{
-    Content, ContentSource, FileSpec, LoadError, MountOptions, MountedVolume, SecretBytes, Volume,
+    Content, ContentSource, FileSpec, LoadError, MountOptions, MountedVolume, Volume,
 };
+use secretfs_secrets::SecretBytes;
 
 use super::fixture::*;
 

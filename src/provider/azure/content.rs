@@ -17,12 +17,13 @@
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use secretfs_secrets::{SecretBytes, SecretString};
 
 use super::jwk::{JsonWebKey, public_key_pem};
 use super::objects::{KeyVaultObject, ObjectEncoding, ObjectFormat, ObjectType};
 use super::pem;
 use super::pfx::pfx_to_pem;
-use crate::provider::{ErrorKind, ObjectError, SecretBytes, SecretString};
+use crate::provider::{ErrorKind, ObjectError};
 
 /// `contentType` of a PEM certificate-backed secret.
 pub const CONTENT_TYPE_PEM: &str = "application/x-pem-file";

@@ -21,10 +21,10 @@ use azure_identity::{
     ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
     ClientSecretCredential, ClientSecretCredentialOptions,
 };
+use secretfs_secrets::SecretString;
 
 use super::identity::IdentityConfig;
 use super::imds::{ImdsCredential, NmiCredential};
-use crate::provider::SecretString;
 
 /// Tokens are refreshed this long before they expire.
 pub const REFRESH_MARGIN_SECS: i64 = 300;

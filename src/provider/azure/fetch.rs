@@ -14,6 +14,7 @@ use azure_security_keyvault_keys::models::KeyClientGetKeyOptions;
 use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use base64::Engine as _;
 use futures::TryStreamExt as _;
+use secretfs_secrets::SecretString;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -26,7 +27,7 @@ use super::objects::{KeyVaultObject, ObjectType};
 use super::retry::{Failure, classify, secs, with_retry};
 use super::validity::{Attributes, validity};
 use crate::expiry::Validity;
-use crate::provider::{ErrorKind, FileMode, MountedFile, ObjectError, ObjectVersion, SecretString};
+use crate::provider::{ErrorKind, FileMode, MountedFile, ObjectError, ObjectVersion};
 
 /// What one mount's fetches share.
 #[derive(Debug, Clone, Copy)]

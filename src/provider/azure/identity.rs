@@ -23,10 +23,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use aws_lc_rs::hmac;
+use secretfs_secrets::SecretString;
 use serde::Deserialize;
 
 use super::params::AzureParameters;
-use crate::provider::{ErrorKind, SecretString};
+use crate::provider::ErrorKind;
 
 /// Volume-context (or, on Kubernetes ≥ 1.35, secrets) key of the service
 /// account tokens kubelet requested for the CSIDriver's `tokenRequests`.

@@ -1,10 +1,11 @@
 //! Tests of identity selection, identity keys, and redaction.
 
+use secretfs_secrets::SecretString;
 use std::collections::BTreeMap;
 
 use super::identity::*;
 use super::params::{AzureParameters, ParseOptions};
-use crate::provider::{ErrorKind, SecretString};
+use crate::provider::ErrorKind;
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YXBwOndlYiJ9.c2lnbmF0dXJlLXRva2Vu";
 const OTHER_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.b3RoZXItdG9rZW4.c2ln-from-secrets";

@@ -13,10 +13,10 @@ use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequest
 use azure_core::error::{Error, ErrorKind as AzErrorKind};
 use azure_core::http::StatusCode;
 use azure_core::time::{Duration as AzDuration, OffsetDateTime};
+use secretfs_secrets::SecretString;
 use serde::Deserialize;
 
 use super::credentials::TokenCache;
-use crate::provider::SecretString;
 
 /// IMDS api-version for managed identity tokens.
 pub const IMDS_API_VERSION: &str = "2018-02-01";

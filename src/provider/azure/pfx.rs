@@ -21,13 +21,13 @@ use der::asn1::{AnyRef, ObjectIdentifier, OctetStringRef};
 use der::{Decode as _, Encode as _};
 use p12_keystore::Pkcs12Archive;
 use pkcs8::PrivateKeyInfoRef;
+use secretfs_secrets::SecretBytes;
 use spki::AlgorithmIdentifierRef;
 use zeroize::Zeroizing;
 
 use super::chain::{ChainWarning, order_chain};
 use super::content::{ContentError, go_std_base64};
 use super::pem;
-use crate::provider::SecretBytes;
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");

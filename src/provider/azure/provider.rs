@@ -22,6 +22,7 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::Transport;
 use futures::StreamExt as _;
 use lru::LruCache;
+use secretfs_secrets::SecretString;
 use tokio::time::Instant;
 
 use super::clients::{Endpoints, VaultClients, http_client, vault_url};
@@ -36,7 +37,6 @@ use super::params::{AzureParameters, ParseOptions, read_cloud_env_file};
 use crate::cache::Fresh;
 use crate::provider::{
     ErrorKind, MountError, MountRequest, MountResponse, MountedFile, ObjectErrors, Plan, Provider,
-    SecretString,
 };
 
 /// Pods remembered per workload identity as authenticated (least recently

@@ -136,8 +136,9 @@ fn unix(d: std::time::Duration) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use secretfs_secrets::SecretString;
+
     use super::*;
-    use crate::provider::SecretString;
     use crate::provider::azure::content::FetchedSecret;
 
     // tests/fixtures/azure/pki: root → intermediate → leaves, each made a

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use secretfs::provider::azure::{AzureProvider, AzureProviderConfig, HostOverride, RetryConfig};
 use secretfs::provider::{
-    FileMode, MountError, MountRequest, MountResponse, ObjectError, PodRef, Provider, SecretString,
+    FileMode, MountError, MountRequest, MountResponse, ObjectError, PodRef, Provider,
 };
-use secretfs_csi::SecretMap;
 use secretfs_e2e::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
+use secretfs_secrets::{SecretMap, SecretString};
 
 pub const TENANT: &str = "9c0d2e7b-1a3f-4b6c-8d5e-7f1a2b3c4d5e";
 pub const NODE_MI: &str = "5a1d3e0c-6f0e-4c55-9a57-3c2f1b7d9e21";

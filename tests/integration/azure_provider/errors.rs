@@ -3,7 +3,7 @@
 
 use secretfs::provider::azure::{AzureProvider, AzureProviderConfig, ConfigError};
 use secretfs::provider::{ErrorKind, MountError, Provider};
-use secretfs_csi::SecretMap;
+use secretfs_secrets::SecretMap;
 
 use crate::azure_provider::common::*;
 

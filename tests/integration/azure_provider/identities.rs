@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use secretfs::provider::{ErrorKind, Provider};
-use secretfs_csi::SecretMap;
 use secretfs_e2e::{CounterFilter, EmulatorConfig, Route, Seed, ServiceAccountTokenRequest};
+use secretfs_secrets::SecretMap;
 
 use crate::azure_provider::common::*;
 

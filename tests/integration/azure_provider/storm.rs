@@ -15,12 +15,11 @@ use secretfs::rate::RateLimit;
 use secretfs::rotation::{self, RotationConfig};
 use secretfs::spc::SpcDir;
 use secretfs::volume::{Driver, DriverConfig};
-use secretfs_csi::{
-    PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeManager, keys,
-};
+use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::{CounterFilter, EmulatorHandle, FaultKind, FaultSpec, Route};
 use secretfs_fuse::ReadMode;
+use secretfs_secrets::SecretMap;
 
 use crate::azure_provider::common::*;
 

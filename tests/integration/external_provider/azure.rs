@@ -12,11 +12,12 @@ use secretfs::provider::external::{ExternalClient, ExternalProvider, ProviderVol
 use secretfs::provider::{FileMode, MountRequest, PodRef, Provider};
 use secretfs::provider_server::ProviderService;
 use secretfs::spc::{SpcDir, SpcSource};
+use secretfs_csi::ErrorCode;
 use secretfs_csi::proto::health::health_client::HealthClient;
 use secretfs_csi::proto::health::{HealthCheckRequest, health_check_response::ServingStatus};
-use secretfs_csi::{ErrorCode, SecretMap};
 use secretfs_e2e::test_provider::TestProvider;
 use secretfs_e2e::{CounterFilter, Emulator, EmulatorConfig, EmulatorHandle, Route, Seed};
+use secretfs_secrets::SecretMap;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tonic::transport::{Endpoint, Uri};

@@ -11,9 +11,9 @@ use secretfs::provider::azure::AzureProvider;
 use secretfs::provider::external::{ExternalClient, ExternalProvider, ProviderVolume};
 use secretfs::provider::{FileMode, MountRequest, PodRef, Provider};
 use secretfs::spc::{SpcDir, SpcSource};
-use secretfs_csi::SecretMap;
 use secretfs_e2e::secrets_seen::LeakScanner;
 use secretfs_e2e::{Emulator, EmulatorConfig, Seed};
+use secretfs_secrets::SecretMap;
 
 use super::common::config;
 

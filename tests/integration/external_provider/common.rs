@@ -12,10 +12,11 @@ use secretfs::spc::SpcDir;
 use secretfs::sync::Syncer;
 use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{
-    PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeError, VolumeManager, keys,
+    PublishRequest, UnpublishRequest, VolumeContext, VolumeError, VolumeManager, keys,
 };
 use secretfs_e2e::test_provider::TestProvider;
 use secretfs_fuse::ReadMode;
+use secretfs_secrets::SecretMap;
 
 pub use secretfs_e2e::prereq::fuse_available;
 

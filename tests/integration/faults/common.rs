@@ -14,12 +14,12 @@ use secretfs::spc::{KubeSpcs, SpcDir, SpcSource};
 use secretfs::sync::Syncer;
 use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{
-    PublishRequest, Readiness, SecretMap, UnpublishRequest, VolumeContext, VolumeError,
-    VolumeManager, keys,
+    PublishRequest, Readiness, UnpublishRequest, VolumeContext, VolumeError, VolumeManager, keys,
 };
 use secretfs_e2e::fake_apiserver::{FakeApiServer, object_path};
 use secretfs_e2e::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
 use secretfs_fuse::ReadMode;
+use secretfs_secrets::SecretMap;
 use serde_json::{Value, json};
 
 pub use secretfs_e2e::prereq::fuse_available;

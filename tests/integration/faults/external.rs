@@ -13,10 +13,11 @@ use secretfs::provider::external::{ExternalConfig, ExternalRetry};
 use secretfs::spc::SpcDir;
 use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{
-    ErrorCode, PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeManager, keys,
+    ErrorCode, PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys,
 };
 use secretfs_e2e::test_provider::{Behavior, TestProvider};
 use secretfs_fuse::ReadMode;
+use secretfs_secrets::SecretMap;
 
 use super::common::{assert_mentions, fuse_available, is_mounted, metric_in};
 

@@ -23,7 +23,7 @@ use secretfs::provider::azure::{
 use secretfs::provider::external::{ExternalConfig, ExternalRetry};
 use secretfs::provider::{
     MountError, MountRequest, MountResponse, MountedFile, ObjectErrors, ObjectVersion, Provider,
-    ProviderRegistry, SecretString,
+    ProviderRegistry,
 };
 use secretfs::spc::KubeSpcs;
 use secretfs::volume::{Driver, DriverConfig};
@@ -39,6 +39,7 @@ use secretfs_csi::proto::provider::csi_driver_provider_server::{
 use secretfs_e2e::fake_apiserver::{FakeApiServer, object_path};
 use secretfs_e2e::{Emulator, EmulatorConfig, EmulatorHandle, Seed};
 use secretfs_fuse::ReadMode;
+use secretfs_secrets::SecretString;
 use serde_json::{Value, json};
 
 pub use secretfs_e2e::prereq::fuse_available;

@@ -257,7 +257,7 @@ async fn metrics_health_and_memory_hygiene_of_the_node() {
     assert_eq!(env.http_get("/readyz").0, 200);
     assert_eq!(env.http_get("/nope").0, 404);
 
-    let locked = secretfs::hygiene::locked_kb(env.pid()).unwrap();
+    let locked = secretfs_secrets::hygiene::locked_kb(env.pid()).unwrap();
     assert!(
         locked > 0,
         "the node's memory is locked (VmLck {locked} kB)"

@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secretfs::provider::{
-    MountError, MountRequest, MountResponse, MountedFile, ObjectVersion, Provider, SecretBytes,
+    MountError, MountRequest, MountResponse, MountedFile, ObjectVersion, Provider,
 };
 use secretfs::spc::SpcDir;
 use secretfs::sync::Syncer;
 use secretfs::volume::{Driver, DriverConfig};
-use secretfs_csi::{
-    PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeManager, keys,
-};
+use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_fuse::ReadMode;
+use secretfs_secrets::{SecretBytes, SecretMap};
 
 use crate::real_kube::RealKube;
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
-use secretfs::provider::{FileMode, MountedFile, SecretBytes};
+use secretfs::provider::{FileMode, MountedFile};
 use secretfs::spc::{SecretObject, SecretObjectData};
 use secretfs::sync::{SyncError, Syncer};
+use secretfs_secrets::SecretBytes;
 use serde_json::json;
 use tower_test::mock::pair;
 

@@ -7,14 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use secretfs::provider::{
     ErrorKind, MountError, MountRequest, MountResponse, MountedFile, ObjectError, ObjectErrors,
-    ObjectVersion, Provider, SecretBytes,
+    ObjectVersion, Provider,
 };
 use secretfs::spc::SpcDir;
 use secretfs::volume::{Driver, DriverConfig};
-use secretfs_csi::{
-    PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeManager, keys,
-};
+use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
 use secretfs_fuse::ReadMode;
+use secretfs_secrets::{SecretBytes, SecretMap};
 
 pub use secretfs_e2e::prereq::fuse_available;
 

@@ -10,11 +10,10 @@ use secretfs::provider::Provider;
 use secretfs::provider::azure::{AzureProvider, AzureProviderConfig, HostOverride};
 use secretfs::spc::SpcDir;
 use secretfs::volume::{Driver, DriverConfig};
-use secretfs_csi::{
-    PublishRequest, SecretMap, UnpublishRequest, VolumeContext, VolumeManager, keys,
-};
+use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
 use secretfs_e2e::{CounterFilter, Emulator, EmulatorConfig, EmulatorHandle, Route, Seed};
 use secretfs_fuse::ReadMode;
+use secretfs_secrets::SecretMap;
 
 use super::fake::{class, fuse_available};
 

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::mm::{Advice, MapFlags, ProtFlags, madvise, mlock, mmap_anonymous, munmap};
 use zeroize::Zeroize;
 
-pub(crate) fn page_size() -> usize {
+/// The system's page size: the granularity of a value's mapping (4096 when
+/// `sysconf` gives nothing usable). For crates that forbid `unsafe`.
+pub fn page_size() -> usize {
     static PAGE: OnceLock<usize> = OnceLock::new();
     *PAGE.get_or_init(|| {
         // SAFETY: sysconf has no memory-safety preconditions.

@@ -8,7 +8,7 @@
 //! - `PR_SET_DUMPABLE 0`: no core dump is written and other processes of
 //!   the same user cannot ptrace it or read `/proc/<pid>/mem`.
 //!
-//! Secret bytes themselves ([`secretfs_fuse::SecretBytes`]) also live in
+//! Secret bytes themselves ([`crate::SecretBytes`]) also live in
 //! mappings of their own that are `mlock`ed and marked `MADV_DONTDUMP`, so
 //! they stay out of swap and out of any core dump (a root-owned one written
 //! under `fs.suid_dumpable=2` included) even where `harden` could not apply.
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn secret_bytes_are_locked_and_not_dumped() {
         harden().unwrap();
-        let value = secretfs_fuse::SecretBytes::from_slice(b"not-in-any-core-dump");
+        let value = crate::SecretBytes::from_slice(b"not-in-any-core-dump");
         let addr = value.expose().as_ptr() as usize;
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut inside = false;

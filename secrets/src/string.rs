@@ -1,11 +1,13 @@
-//! Holders for sensitive values: zeroized on drop, redacted in `Debug`.
+//! `SecretString`: sensitive text, zeroized on drop, redacted in `Debug`.
 //!
-//! Neither type implements `Display`, so a secret cannot end up in a log line
+//! It does not implement `Display`, so a secret cannot end up in a log line
 //! or an error message by accident; reading it takes an explicit `expose`.
 
 use std::fmt;
 
 use zeroize::Zeroizing;
+
+use crate::SecretBytes;
 
 /// A token, client secret or secret value as text.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -51,10 +53,6 @@ impl fmt::Debug for SecretString {
         f.write_str("SecretString(<redacted>)")
     }
 }
-
-/// File contents or other secret bytes: the file system's own type, so
-/// fetched bytes reach a volume without another copy.
-pub use secretfs_fuse::SecretBytes;
 
 impl From<SecretString> for SecretBytes {
     fn from(value: SecretString) -> Self {
