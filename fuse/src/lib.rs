@@ -30,6 +30,7 @@
 #![deny(unsafe_code)]
 
 mod adapter;
+mod audit;
 #[allow(unsafe_code)]
 mod bytes;
 mod config;
@@ -43,6 +44,7 @@ mod tree;
 mod volume;
 mod wire;
 
+pub use audit::{OpenAudit, OpenEvent, OpenObserver, parse_start_time, start_time};
 pub use bytes::SecretBytes;
 pub use config::{CachePolicy, MountOptions, ReadMode};
 pub use core::{Attr, DirEntry, FsCore, Kind, OpCounters, ReadData, StatFs};
