@@ -1249,6 +1249,13 @@ impl VolumeManager for Driver {
         };
         let taken = published.take();
         let had_volume = taken.is_some();
+        // The pod's container names are not needed once its audited volume
+        // is gone (a pod with two audited volumes reads them again once).
+        if let (Some(p), Some(auditor)) = (&taken, &self.auditor)
+            && p.audit.is_some()
+        {
+            auditor.forget_pod(&p.request.pod.uid);
+        }
         {
             let mut tally = self.fuse.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(tracked) = tally.live.remove(&request.target_path) {

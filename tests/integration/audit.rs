@@ -350,3 +350,73 @@ async fn reads_are_attributed_to_the_volumes_pod_and_others_are_refused() {
     drop(theirs);
     drop(ours);
 }
+
+/// The container names the driver reads for audit lines: from the pod's
+/// status on a real API server (init and ephemeral containers included),
+/// keyed by the id without its runtime prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_names_come_from_the_pods_status() {
+    use kube::api::{Patch, PatchParams};
+    let kube = crate::real_kube::RealKube::namespace("audit").await;
+    kube.create_pod(
+        "apiVersion: v1
+kind: Pod
+metadata: {}
+spec:
+  initContainers:
+    - name: setup
+      image: registry.example/setup:1
+  containers:
+    - name: web
+      image: registry.example/web:1
+    - name: sidecar
+      image: registry.example/sidecar:1
+",
+        "audited",
+    )
+    .await;
+    let status = serde_json::json!({
+        "status": {
+            "initContainerStatuses": [{
+                "name": "setup", "image": "registry.example/setup:1", "imageID": "",
+                "ready": false, "restartCount": 0,
+                "containerID": format!("cri-o://{OTHER_CONTAINER}"),
+            }],
+            "containerStatuses": [
+                {
+                    "name": "web", "image": "registry.example/web:1", "imageID": "",
+                    "ready": true, "restartCount": 0,
+                    "containerID": format!("containerd://{CONTAINER}"),
+                },
+                {
+                    "name": "sidecar", "image": "registry.example/sidecar:1", "imageID": "",
+                    "ready": false, "restartCount": 0,
+                },
+            ],
+        }
+    });
+    kube.pods()
+        .patch_status("audited", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let names = secretfs::audit::KubeContainerNames(kube.client.clone())
+        .names(&kube.namespace, "audited")
+        .await
+        .unwrap();
+    assert_eq!(
+        names,
+        [
+            (CONTAINER.to_owned(), "web".to_owned()),
+            (OTHER_CONTAINER.to_owned(), "setup".to_owned()),
+        ]
+        .into()
+    );
+    // A pod that does not exist: an error, not an empty answer.
+    assert!(
+        secretfs::audit::KubeContainerNames(kube.client.clone())
+            .names(&kube.namespace, "absent")
+            .await
+            .is_err()
+    );
+    kube.delete().await;
+}
