@@ -336,13 +336,16 @@ impl AuditSink {
     }
 }
 
+/// A pod's container names by id, and when they were read.
+type KnownNames = (Instant, HashMap<String, String>);
+
 /// The node's auditor: one sink, one container-name cache, the node's
 /// ability to attribute.
 pub struct Auditor {
     sink: Mutex<AuditSink>,
     names: Option<Arc<dyn ContainerNames>>,
     /// By pod uid: container names, and when they were read.
-    cache: Mutex<HashMap<String, (Instant, HashMap<String, String>)>>,
+    cache: Mutex<HashMap<String, KnownNames>>,
     proc_root: PathBuf,
     /// Why this node cannot attribute reads, if it cannot (found at start,
     /// or by a read whose pid the kernel could not map).
