@@ -156,6 +156,7 @@ fn driver(
     classes: &Path,
     metrics: &'static secretfs::metrics::Metrics,
     log: Arc<Mutex<Vec<u8>>>,
+    persist: Option<(&Path, &Path)>,
 ) -> Driver {
     let mut config = azure_config(emu);
     config.metrics = metrics;
@@ -168,7 +169,7 @@ fn driver(
         metrics,
         tokio::runtime::Handle::current(),
     );
-    Driver::new(
+    let driver = Driver::new(
         DriverConfig {
             node_name: "node-1".into(),
             read_mode: ReadMode::PageCache,
@@ -178,7 +179,12 @@ fn driver(
         [Arc::new(AzureProvider::new(config).unwrap()) as Arc<dyn Provider>],
     )
     .with_metrics(metrics)
-    .with_auditor(auditor)
+    .with_auditor(auditor);
+    match persist {
+        Some((state, keeper)) => driver
+            .with_persistence(secretfs::volume::Persistence::new(state, Some(keeper)).unwrap()),
+        None => driver,
+    }
 }
 
 fn request(target: &Path, class: &str) -> PublishRequest {
@@ -240,7 +246,7 @@ async fn reads_are_attributed_to_the_volumes_pod_and_others_are_refused() {
     .unwrap();
     let metrics = secretfs::metrics::Metrics::isolated();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let driver = driver(&emu, classes.path(), metrics, log.clone());
+    let driver = driver(&emu, classes.path(), metrics, log.clone(), None);
     let kubelet = tempfile::tempdir().unwrap();
     let target = crate::kubelet::target_path(kubelet.path(), UID);
 
@@ -348,6 +354,79 @@ async fn reads_are_attributed_to_the_volumes_pod_and_others_are_refused() {
         .unwrap();
     // Inner cgroups first: the second made only its own pod's.
     drop(theirs);
+    drop(ours);
+}
+
+/// A node plugin restarted (handed over, taken over with the keeper) keeps
+/// auditing the volume: the kernel still sends its opens, and the new
+/// process reports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_auditing() {
+    if !fuse_available() {
+        return;
+    }
+    let seed = Seed::from_yaml(&SEED.replace("NODE_MI", NODE_MI)).unwrap();
+    let emu = Emulator::start(secretfs_e2e::EmulatorConfig::with_seed(seed))
+        .await
+        .unwrap();
+    let classes = tempfile::tempdir().unwrap();
+    std::fs::write(
+        classes.path().join("classes.yaml"),
+        class("audited", "reads"),
+    )
+    .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("state");
+    let keeper_socket = scratch.path().join("keeper.sock");
+    let keeper = secretfs::keeper::KeeperServer::bind(&keeper_socket).unwrap();
+    let stop_keeper = keeper.stopper();
+    let keeper_thread = std::thread::spawn(move || keeper.serve());
+    let persist = Some((state.as_path(), keeper_socket.as_path()));
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let before = driver(
+        &emu,
+        classes.path(),
+        secretfs::metrics::Metrics::isolated(),
+        log.clone(),
+        persist,
+    );
+    let kubelet = tempfile::tempdir().unwrap();
+    let target = crate::kubelet::target_path(kubelet.path(), UID);
+    before.publish(request(&target, "audited")).await.unwrap();
+    let file = target.join("watched");
+    let ours = PodCgroup::new(UID, CONTAINER);
+    assert_eq!(ours.read(&file), VALUE.as_bytes());
+    assert_eq!(wait_for(&log, 1).await[0]["attributed"], true);
+    assert_eq!(before.hand_over(Duration::from_secs(2)).await, 1);
+
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let after = driver(
+        &emu,
+        classes.path(),
+        secretfs::metrics::Metrics::isolated(),
+        log.clone(),
+        persist,
+    );
+    let report = after.restore().await;
+    assert_eq!(report.adopted, 1, "{report:?}");
+    assert!(after.status().await[0].audit.is_some());
+    assert_eq!(ours.read(&file), VALUE.as_bytes());
+    let got = wait_for(&log, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["attributed"], true, "{got:?}");
+    assert_eq!(got[0]["pod_uid"], UID);
+    assert_eq!(got[0]["container"], "web");
+
+    after
+        .unpublish(UnpublishRequest {
+            volume_id: "csi-audited".into(),
+            target_path: target.clone(),
+        })
+        .await
+        .unwrap();
+    stop_keeper.stop();
+    let _ = keeper_thread.join();
     drop(ours);
 }
 
