@@ -92,8 +92,9 @@ impl ContainerNames for Names {
 }
 
 /// A cgroup of the pids hierarchy, as kubelet's cgroupfs driver names a
-/// container's: kubepods/besteffort/pod<uid>/<container id>. Removed on
-/// drop (with its parents made here).
+/// container's: kubepods/besteffort/pod<uid>/<container id> (under a
+/// directory of the test's own). Removed on drop (with its parents made
+/// here).
 struct PodCgroup {
     dirs: Vec<PathBuf>,
 }
@@ -103,7 +104,10 @@ impl PodCgroup {
         let root = Path::new("/sys/fs/cgroup/pids");
         let mut dirs = Vec::new();
         let mut dir = root.to_owned();
+        // Under a directory of this test process's own: tests run in
+        // parallel, each in a process, and each removes what it made.
         for part in [
+            format!("secretfs-test-{}", std::process::id()),
             "kubepods".to_owned(),
             "besteffort".to_owned(),
             format!("pod{pod_uid}"),
