@@ -286,6 +286,20 @@ fn render_status_at(volumes: &[VolumeStatus], now: u64) -> String {
         if let Some(err) = &v.last_error {
             let _ = writeln!(out, "  last error: {err}");
         }
+        match &v.audit {
+            None => {}
+            Some(audit) => match &audit.problem {
+                None => {
+                    let _ = writeln!(out, "  reads audited (secretfs.io/audit: reads)");
+                }
+                Some(problem) => {
+                    let _ = writeln!(
+                        out,
+                        "  reads audited, but auditing cannot attribute reads on this node: {problem}"
+                    );
+                }
+            },
+        }
         for f in &v.files {
             let _ = writeln!(
                 out,
@@ -431,6 +445,7 @@ mod tests {
             synced: true,
             last_error: (failures > 0).then(|| "secret/sql-password: 429".to_owned()),
             unread_threshold_seconds: Some(86_400),
+            audit: None,
         }
     }
 

@@ -144,6 +144,13 @@ pub struct NodeArgs {
     /// this since it was mounted or rotated (Go duration).
     #[arg(long, default_value = "24h", value_parser = crate::duration::parse)]
     pub unread_threshold: std::time::Duration,
+    /// Where audit lines go for classes annotated `secretfs.io/audit:
+    /// reads` (one JSON line per first open of a file version by a process):
+    /// `-` for standard output (the driver's logs go to standard error), or
+    /// a file, appended to (created 0600). Attribution to pods needs the
+    /// host PID namespace (hostPID: true; Helm value audit.enabled).
+    #[arg(long, value_name = "PATH|-", default_value = "-")]
+    pub audit_log: String,
     /// Directory of external provider sockets (`<name>.sock`), tried first.
     #[arg(long, value_name = "DIR", default_value = crate::provider::external::DEFAULT_PROVIDER_VOLUME)]
     pub provider_volume: PathBuf,

@@ -3,6 +3,7 @@
 //! line and calls [`run`].
 
 pub mod admin;
+pub mod audit;
 pub mod cache;
 pub mod cli;
 #[cfg(feature = "demo")]

@@ -43,6 +43,22 @@ pub struct UnreadLabels {
     pub class: String,
 }
 
+/// The labels of `secretfs_audited_reads_total`: a file of a pod's volume
+/// (audited classes only, `secretfs.io/audit: reads`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuditLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub file: String,
+}
+
+/// Why an audited read was not attributed (a bounded set, see
+/// [`crate::audit::Unattributed::code`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
@@ -95,6 +111,14 @@ pub struct Metrics {
     /// Files of the node's volumes never read for longer than
     /// `--unread-threshold`, per class.
     pub unread_files: Family<UnreadLabels, Gauge>,
+    /// First opens of a file version by a process of the volume's pod
+    /// (audited classes).
+    pub audited_reads: Family<AuditLabels, Counter>,
+    /// Audited first opens that could not be attributed, by reason.
+    pub audit_unattributed: Family<ReasonLabels, Counter>,
+    /// 1 when this node can attribute audited reads to pods, 0 when it
+    /// cannot (not in the host PID namespace).
+    pub audit_can_attribute: Gauge,
 }
 
 fn histogram() -> Histogram {
@@ -130,6 +154,9 @@ impl Metrics {
             restored_volumes: Family::default(),
             object_expiry: Family::default(),
             unread_files: Family::default(),
+            audited_reads: Family::default(),
+            audit_unattributed: Family::default(),
+            audit_can_attribute: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -226,6 +253,21 @@ impl Metrics {
             "secretfs_unread_files",
             "Files of the node's volumes not read since they were mounted or rotated, for longer than --unread-threshold (mounted but unused: consider removing them from the class), by class",
             metrics.unread_files.clone(),
+        );
+        registry.register(
+            "secretfs_audited_reads",
+            "First opens of a file version by a process of the volume's own pod, for classes annotated secretfs.io/audit: reads (one JSON line each on the audit log)",
+            metrics.audited_reads.clone(),
+        );
+        registry.register(
+            "secretfs_audit_unattributed_reads",
+            "Audited first opens that could not be attributed to the volume's pod, by reason (pid-not-visible: run the node in the host PID namespace)",
+            metrics.audit_unattributed.clone(),
+        );
+        registry.register(
+            "secretfs_audit_can_attribute",
+            "1 when this node can attribute audited reads to pods; 0 when it cannot (the driver does not see readers' pids: hostPID is not set)",
+            metrics.audit_can_attribute.clone(),
         );
         Self {
             registry,

@@ -25,3 +25,8 @@ pub const PARAM_PREFIX: &str = "secretfs.io/";
 /// each file is fetched on its first access. Default `eager`: a missing
 /// object fails the pod's start, as upstream.
 pub const PARAM_FETCH: &str = "secretfs.io/fetch";
+
+/// SecretProviderClass annotation: `reads` logs each first open of each
+/// file version by each process of the class's volumes (who reads what;
+/// see `crate::audit`). Any other value is refused at publish.
+pub const ANNOTATION_AUDIT: &str = "secretfs.io/audit";

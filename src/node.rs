@@ -51,6 +51,12 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open --audit-log {path:?}: {source}")]
+    AuditLog {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -167,6 +173,22 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
     )
     .with_expiry_warning(args.expiry_warning)
     .with_unread_threshold(args.unread_threshold);
+    let sink =
+        crate::audit::AuditSink::open(&args.audit_log).map_err(|source| NodeError::AuditLog {
+            path: args.audit_log.clone().into(),
+            source,
+        })?;
+    let names = client.clone().map(|c| {
+        Arc::new(crate::audit::KubeContainerNames(c)) as Arc<dyn crate::audit::ContainerNames>
+    });
+    let auditor = crate::audit::Auditor::new(
+        sink,
+        names,
+        "/proc",
+        driver.metrics(),
+        tokio::runtime::Handle::current(),
+    );
+    let driver = driver.with_auditor(auditor);
     let driver = match client {
         Some(client) => driver.with_syncer(Arc::new(
             crate::sync::Syncer::new(client, &args.node_id)

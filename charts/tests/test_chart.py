@@ -42,6 +42,9 @@ METRICS = [
     "secretfs_fuse_errors_total",
     "secretfs_object_expiry_timestamp_seconds",
     "secretfs_unread_files",
+    "secretfs_audited_reads_total",
+    "secretfs_audit_unattributed_reads_total",
+    "secretfs_audit_can_attribute",
 ]
 
 
@@ -165,12 +168,28 @@ def test_driver_args_with_defaults(default_docs):
     ]
 
 
+def test_audit_runs_the_node_in_the_host_pid_namespace(default_docs, all_docs):
+    # Off by default: no host PID namespace, and no --audit-log (the
+    # binary's default, standard output, applies).
+    assert "hostPID" not in pod_spec(default_docs)
+    assert "--audit-log" not in args_dict(container(default_docs, "secrets-store"))
+    assert pod_spec(all_docs)["hostPID"] is True
+    only_audit = manifests({"audit": {"enabled": True, "log": "-"}})
+    assert pod_spec(only_audit)["hostPID"] is True
+    assert args_dict(container(only_audit, "secrets-store"))["--audit-log"] == "-"
+    # The keeper never needs it.
+    keeper = [d for d in only_audit if d.get("kind") == "DaemonSet" and d is not daemonset(only_audit)]
+    for d in keeper:
+        assert "hostPID" not in d["spec"]["template"]["spec"]
+
+
 def test_driver_args_follow_values(all_docs):
     args = args_dict(container(all_docs, "secrets-store"))
     assert args["--metrics-addr"] == ":9095"
     assert args["--rotation-poll-interval"] == "90s"
     assert args["--expiry-warning"] == "72h"
     assert args["--unread-threshold"] == "168h"
+    assert args["--audit-log"] == "/var/run/secretfs/audit.log"
     assert args["--log"] == "secretfs=debug,info"
     assert "--log-format-json" in args and args["--log-format-json"] is None
     assert args["--read-mode"] == "atomic"

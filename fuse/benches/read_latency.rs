@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use secretfs_fuse::{
-    Content, FileSpec, MountOptions, MountedVolume, ReadMode, VolumeId, VolumeSpec,
+    Content, FileSpec, MountOptions, MountedVolume, OpenAudit, OpenEvent, OpenObserver, ReadMode,
+    VolumeId, VolumeSpec,
 };
 use secretfs_secrets::SecretBytes;
 
@@ -72,7 +73,25 @@ impl Fs {
     }
 }
 
-fn secretfs(name: &'static str, dir: PathBuf, mode: ReadMode, rt: &tokio::runtime::Runtime) -> Fs {
+/// Counts the first opens an audited volume reports (what the driver's
+/// auditor does after that, reading /proc and writing a line, happens once
+/// per process and version, not per read).
+#[derive(Default)]
+struct CountOpens(AtomicUsize);
+
+impl OpenObserver for CountOpens {
+    fn first_open(&self, _event: OpenEvent) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn secretfs(
+    name: &'static str,
+    dir: PathBuf,
+    mode: ReadMode,
+    audit: Option<OpenAudit>,
+    rt: &tokio::runtime::Runtime,
+) -> Fs {
     std::fs::create_dir(&dir).unwrap();
     let files = SIZES
         .iter()
@@ -88,6 +107,7 @@ fn secretfs(name: &'static str, dir: PathBuf, mode: ReadMode, rt: &tokio::runtim
     };
     let options = MountOptions {
         read_mode: mode,
+        audit,
         ..MountOptions::default()
     };
     let mounted = MountedVolume::mount(spec, &dir, &options, rt.handle().clone()).unwrap();
@@ -174,6 +194,7 @@ fn main() {
         .build()
         .unwrap();
     let root = tempfile::tempdir().unwrap();
+    let opens = Arc::new(CountOpens::default());
 
     let tmpfs_dir = root.path().join("tmpfs");
     std::fs::create_dir(&tmpfs_dir).unwrap();
@@ -198,12 +219,23 @@ fn main() {
             "secretfs page-cache",
             root.path().join("pc"),
             ReadMode::PageCache,
+            None,
             &rt,
         ),
         secretfs(
             "secretfs atomic",
             root.path().join("atomic"),
             ReadMode::Atomic,
+            None,
+            &rt,
+        ),
+        // Opt-in auditing (`secretfs.io/audit: reads`): page-cache reads,
+        // but every open is sent to the server (FOPEN_KEEP_CACHE).
+        secretfs(
+            "secretfs audited",
+            root.path().join("audited"),
+            ReadMode::PageCache,
+            Some(OpenAudit(opens.clone())),
             &rt,
         ),
     ];
@@ -344,6 +376,10 @@ fn main() {
         );
     }
 
+    println!(
+        "\naudited volume: {} first opens reported (one per process and version)",
+        opens.0.load(Ordering::Relaxed)
+    );
     println!("\nsecretfs / tmpfs (same run):");
     for line in ratios {
         println!("  {line}");

@@ -14,6 +14,11 @@
 //!   version.
 //! - FORGET and BATCH_FORGET tell the core which older versions the kernel
 //!   let go: their bytes are dropped.
+//! - A volume with an open observer (`MountOptions::audit`, opt-in) answers
+//!   OPEN in page-cache mode with `FOPEN_KEEP_CACHE` (reads stay in the
+//!   page cache; each open costs one round trip) and reports each first
+//!   open of a version by a process (`audit.rs`); in atomic mode it keeps
+//!   `FOPEN_DIRECT_IO`. RELEASE is answered by fuser's default (ok).
 //! - OPENDIR answers `ENOSYS` in both modes (listings are cached with
 //!   `FOPEN_CACHE_DIR` and invalidated on change).
 //! - FLUSH answers `ENOSYS`: the kernel stops sending it on close.
@@ -46,6 +51,7 @@ pub(crate) struct FuseAdapter {
     runtime: Handle,
     cache: CachePolicy,
     read_mode: ReadMode,
+    audit: Option<(crate::audit::OpenAudit, crate::audit::SeenOpens)>,
 }
 
 impl FuseAdapter {
@@ -55,6 +61,10 @@ impl FuseAdapter {
             runtime,
             cache: options.cache,
             read_mode: options.read_mode,
+            audit: options
+                .audit
+                .clone()
+                .map(|audit| (audit, crate::audit::SeenOpens::default())),
         }
     }
 
@@ -169,9 +179,32 @@ impl Filesystem for FuseAdapter {
         );
     }
 
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let Some((audit, seen)) = &self.audit else {
+            match self.read_mode {
+                ReadMode::PageCache => reply.error(Errno::ENOSYS),
+                ReadMode::Atomic => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            }
+            return;
+        };
+        // Reported before the answer: the opener is still in open(2), so
+        // its /proc entry can be read.
+        let tid = req.pid();
+        if let Some(pid) = seen.first(tid, ino.0)
+            && let Some((path, current)) = self.core.version_of(ino.0)
+        {
+            audit.0.first_open(crate::audit::OpenEvent {
+                pid,
+                tid,
+                uid: req.uid(),
+                gid: req.gid(),
+                ino: ino.0,
+                path,
+                current,
+            });
+        }
         match self.read_mode {
-            ReadMode::PageCache => reply.error(Errno::ENOSYS),
+            ReadMode::PageCache => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             ReadMode::Atomic => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
         }
     }

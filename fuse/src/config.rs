@@ -70,6 +70,10 @@ pub struct MountOptions {
     /// Threads reading requests from the kernel. One is enough: no request
     /// blocks a thread (loads run on the async runtime).
     pub threads: usize,
+    /// Opt-in open auditing (see `audit.rs`): OPEN is answered and each
+    /// first open of a version by a process is reported here. `None` (the
+    /// default): OPEN answers as the read mode says and is never sent again.
+    pub audit: Option<crate::audit::OpenAudit>,
 }
 
 impl Default for MountOptions {
@@ -79,6 +83,7 @@ impl Default for MountOptions {
             cache: CachePolicy::default(),
             read_mode: ReadMode::default(),
             threads: 1,
+            audit: None,
         }
     }
 }

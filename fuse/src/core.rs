@@ -510,6 +510,15 @@ impl FsCore {
         self.write_tree().remove_file(path)
     }
 
+    /// The path `ino` is a version of, and whether it is the current
+    /// version (for open auditing); `None` for a directory or an unknown
+    /// inode.
+    pub fn version_of(&self, ino: u64) -> Option<(String, bool)> {
+        let tree = self.read_tree();
+        let file = tree.node(ino)?.file()?;
+        Some((file.path.clone(), tree.ino_of(&file.path) == Some(ino)))
+    }
+
     /// The root inode, for callers that walk the tree.
     pub fn root(&self) -> u64 {
         ROOT_INO

@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 mod adapter;
+mod audit;
 mod config;
 mod core;
 mod error;
@@ -42,6 +43,7 @@ mod tree;
 mod volume;
 mod wire;
 
+pub use audit::{OpenAudit, OpenEvent, OpenObserver, parse_start_time, start_time};
 pub use config::{CachePolicy, MountOptions, ReadMode};
 pub use core::{Attr, DirEntry, FsCore, Kind, OpCounters, ReadData, StatFs};
 pub use error::FsError;

@@ -5,6 +5,7 @@
 mod mount {
     pub mod fixture;
 
+    mod audit;
     mod errors;
     mod files;
     mod lazy;

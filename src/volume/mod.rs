@@ -93,6 +93,36 @@ struct Published {
     /// The expiry warnings this pod got: (path, version, reason), so each
     /// is posted once per object version.
     warned: std::collections::BTreeSet<(String, String, String)>,
+    /// Audited volumes (`secretfs.io/audit: reads`): each file's object and
+    /// version, as the audit lines name them (kept current at each refresh).
+    audit: Option<AuditVersions>,
+}
+
+/// The object and version of each file of an audited volume, by path.
+type AuditVersions = Arc<std::sync::Mutex<HashMap<String, crate::audit::FileVersion>>>;
+
+/// Each file's object and version, for the audit lines.
+fn file_versions(
+    files: &[MountedFile],
+    versions: &[ObjectVersion],
+) -> HashMap<String, crate::audit::FileVersion> {
+    files
+        .iter()
+        .map(|f| {
+            let version = versions
+                .iter()
+                .find(|v| v.id == f.object_id)
+                .map(|v| v.version.clone())
+                .unwrap_or_default();
+            (
+                f.path.clone(),
+                crate::audit::FileVersion {
+                    object: f.object_id.clone(),
+                    version,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Per-target slot: operations on one target run one at a time; different
@@ -123,6 +153,8 @@ pub struct Driver {
     /// A file not read for longer than this since it was mounted or
     /// rotated is "mounted but unused" (`--unread-threshold`).
     unread_threshold: Duration,
+    /// Who reads what, for classes that ask (`secretfs.io/audit: reads`).
+    auditor: Option<Arc<crate::audit::Auditor>>,
 }
 
 /// The rotation scheduler's plan for one volume.
@@ -217,7 +249,40 @@ impl Driver {
             expiry_warning: crate::expiry::DEFAULT_WARNING,
             expiry: std::sync::Mutex::new(crate::expiry::ExpiryBoard::default()),
             unread_threshold: DEFAULT_UNREAD_THRESHOLD,
+            auditor: None,
         }
+    }
+
+    /// Audits the reads of classes annotated `secretfs.io/audit: reads`
+    /// (without an auditor such a class is refused at publish).
+    pub fn with_auditor(mut self, auditor: Arc<crate::audit::Auditor>) -> Self {
+        self.auditor = Some(auditor);
+        self
+    }
+
+    /// The mount option that audits a volume, and the versions it names.
+    fn audit_option(
+        &self,
+        pod: &crate::provider::PodRef,
+        class: &str,
+        files: &[MountedFile],
+        versions: &[ObjectVersion],
+    ) -> Option<(secretfs_fuse::OpenAudit, AuditVersions)> {
+        let auditor = self.auditor.as_ref()?;
+        let table: AuditVersions = Arc::new(std::sync::Mutex::new(file_versions(files, versions)));
+        let observer = auditor.observer(
+            crate::audit::AuditedVolume {
+                namespace: pod.namespace.clone(),
+                pod: pod.name.clone(),
+                pod_uid: pod.uid.clone(),
+                class: class.to_owned(),
+            },
+            table.clone(),
+        );
+        if let Some(problem) = auditor.problem() {
+            tracing::warn!(pod = %pod.name, namespace = %pod.namespace, class = %class, "audited volume, but auditing cannot attribute reads on this node: {problem}");
+        }
+        Some((secretfs_fuse::OpenAudit(observer), table))
     }
 
     /// Reports files not read for longer than `threshold` since they were
@@ -441,6 +506,13 @@ impl Driver {
                 synced: p.synced,
                 last_error: p.last_error.clone(),
                 unread_threshold_seconds: Some(self.unread_threshold.as_secs()),
+                audit: p.audit.as_ref().map(|_| {
+                    let problem = self.auditor.as_ref().and_then(|a| a.problem());
+                    AuditStatus {
+                        can_attribute: problem.is_none(),
+                        problem,
+                    }
+                }),
             });
         }
         out.sort_by(|a, b| a.target.cmp(&b.target));
@@ -609,6 +681,10 @@ impl Driver {
             })??;
         published.versions = response.versions;
         published.files = response.files;
+        if let Some(audit) = &published.audit {
+            *audit.lock().unwrap_or_else(|e| e.into_inner()) =
+                file_versions(&published.files, &published.versions);
+        }
         // Attributes can change without the bytes (a new `exp` on the same
         // version): the record must follow.
         let validity_changed = published.validity != response.validity;
@@ -661,6 +737,32 @@ impl Driver {
                 )
             })?
             .ok_or_else(|| errors::class_not_found(&ctx.pod.namespace, &ctx.class))?;
+        let audited = match class
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(names::ANNOTATION_AUDIT))
+            .map(String::as_str)
+        {
+            None => false,
+            Some(crate::audit::AUDIT_READS) if self.auditor.is_some() => true,
+            Some(crate::audit::AUDIT_READS) => {
+                return Err(VolumeError::invalid(format!(
+                    "SecretProviderClass {}/{}: annotation {} is set but this node has no audit log: remove the annotation, or run the node with --audit-log",
+                    ctx.pod.namespace,
+                    ctx.class,
+                    names::ANNOTATION_AUDIT
+                )));
+            }
+            Some(other) => {
+                return Err(VolumeError::invalid(format!(
+                    "SecretProviderClass {}/{}: annotation {} is {other:?}: use reads, or remove it",
+                    ctx.pod.namespace,
+                    ctx.class,
+                    names::ANNOTATION_AUDIT
+                )));
+            }
+        };
         let spec = class.spec;
         if !spec.provider.is_empty() {
             provider_label.clone_from(&spec.provider);
@@ -775,8 +877,19 @@ impl Driver {
             files,
         };
         let target = request.target_path.clone();
+        let audit = if audited {
+            self.audit_option(
+                &mount_request.pod,
+                &ctx.class,
+                &response.files,
+                &response.versions,
+            )
+        } else {
+            None
+        };
         let options = MountOptions {
             read_mode: self.config.read_mode,
+            audit: audit.as_ref().map(|(option, _)| option.clone()),
             ..MountOptions::default()
         };
         let runtime = tokio::runtime::Handle::current();
@@ -818,6 +931,7 @@ impl Driver {
             last_error: None,
             live,
             kubelet_keys,
+            audit: audit.map(|(_, table)| table),
         })
     }
 
@@ -1142,6 +1256,13 @@ impl VolumeManager for Driver {
         };
         let taken = published.take();
         let had_volume = taken.is_some();
+        // The pod's container names are not needed once its audited volume
+        // is gone (a pod with two audited volumes reads them again once).
+        if let (Some(p), Some(auditor)) = (&taken, &self.auditor)
+            && p.audit.is_some()
+        {
+            auditor.forget_pod(&p.request.pod.uid);
+        }
         {
             let mut tally = self.fuse.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(tracked) = tally.live.remove(&request.target_path) {
@@ -1234,6 +1355,19 @@ pub struct VolumeStatus {
     /// too old to say.
     #[serde(default)]
     pub unread_threshold_seconds: Option<u64>,
+    /// Set for a volume whose class audits its reads
+    /// (`secretfs.io/audit: reads`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditStatus>,
+}
+
+/// Auditing of one volume in `secretfs status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditStatus {
+    /// Whether this node can attribute reads to pods.
+    pub can_attribute: bool,
+    /// Why it cannot, and what to do.
+    pub problem: Option<String>,
 }
 
 /// One file in `secretfs status`: where it comes from, never its bytes.

@@ -212,6 +212,10 @@ struct Record {
     /// from records of older builds: the files count from the takeover.
     #[serde(default)]
     reads: Vec<ReadRecord>,
+    /// Whether the class asked for its reads to be audited (the kernel
+    /// sends this connection's opens). Absent from older records: no.
+    #[serde(default)]
+    audited: bool,
 }
 
 /// One file's read record: Unix milliseconds since when its contents are
@@ -295,6 +299,7 @@ fn record_of(target: &Path, p: &Published) -> Record {
         fuse_versions: b64().encode(&state.versions),
         validity: p.validity.clone(),
         expiry_warned: p.warned.iter().cloned().collect(),
+        audited: p.audit.is_some(),
         reads: p
             .mounted
             .volume()
@@ -752,8 +757,21 @@ impl Driver {
                 .decode(&record.fuse_versions)
                 .map_err(|e| e.to_string())?,
         };
+        // An audited volume stays audited (its kernel connection still
+        // sends opens); without an auditor now, its opens are answered as
+        // any volume's and the kernel stops sending them.
+        let audit = if record.audited {
+            let audit = self.audit_option(&record.pod, &record.class, &files, &record.versions);
+            if audit.is_none() {
+                tracing::warn!(target = ?record.target, "an audited volume taken over without --audit-log: its reads are no longer audited");
+            }
+            audit
+        } else {
+            None
+        };
         let options = MountOptions {
             read_mode: self.config.read_mode,
+            audit: audit.as_ref().map(|(option, _)| option.clone()),
             ..MountOptions::default()
         };
         let runtime = tokio::runtime::Handle::current();
@@ -783,6 +801,7 @@ impl Driver {
             kubelet_keys: record.kubelet_keys.clone(),
             validity: record.validity.clone(),
             warned: record.expiry_warned.iter().cloned().collect(),
+            audit: audit.map(|(_, table)| table),
         };
         // The process after this one must know the inode numbers this one
         // gave the files (every name moved to a new version at the takeover).

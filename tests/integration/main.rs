@@ -5,6 +5,7 @@
 //! so `cargo nextest run -p secretfs --test integration faults::` runs one
 //! area.
 
+mod audit;
 mod azure_formats;
 mod azure_provider;
 mod docs;
