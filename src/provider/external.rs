@@ -619,12 +619,47 @@ pub fn check_response(
             contents: Arc::new(SecretBytes::new(file.contents)),
         });
     }
+    out.validity = certificate_validity(&out.files, &out.versions);
     if total > SYNC_SIZE_HINT {
         out.warnings.push(format!(
             "{who} returned {total} bytes of files (over 1 MiB): syncing them into a Kubernetes Secret may fail"
         ));
     }
     Ok(out)
+}
+
+/// The validity of each file that holds PEM certificates (the protocol
+/// carries no attributes: a certificate's `notAfter`/`notBefore` are all
+/// that is known), by path. Its version is the provider's version of the
+/// object named as the file (else the only object's, else none). Only
+/// timestamps come out; no content is logged or kept.
+fn certificate_validity(
+    files: &[MountedFile],
+    versions: &[ObjectVersion],
+) -> BTreeMap<String, crate::expiry::Validity> {
+    files
+        .iter()
+        .filter_map(|file| {
+            let certificate = super::azure::validity::pem_file_validity(file.contents.expose())?;
+            let version = versions
+                .iter()
+                .find(|v| v.id == file.object_id)
+                .or(match versions {
+                    [only] => Some(only),
+                    _ => None,
+                })
+                .map(|v| v.version.clone())
+                .unwrap_or_default();
+            Some((
+                file.path.clone(),
+                crate::expiry::Validity {
+                    version,
+                    certificate: Some(certificate),
+                    ..Default::default()
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Whether `status` says the connection broke under the call, rather than

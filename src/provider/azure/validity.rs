@@ -68,6 +68,20 @@ pub fn certificate_validity(fetched: &Fetched) -> Option<CertificateValidity> {
     }
 }
 
+/// The chain validity of a file whose content is PEM with one or more
+/// `CERTIFICATE` blocks (a bundle with a private key too), for providers
+/// that report no attributes; `None` for anything else. Only the
+/// certificates are decoded; nothing of the content is kept.
+pub fn pem_file_validity(contents: &[u8]) -> Option<CertificateValidity> {
+    let text = std::str::from_utf8(contents).ok()?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return None;
+    }
+    let certs = pem_certificates(text);
+    let refs: Vec<&[u8]> = certs.iter().map(Vec::as_slice).collect();
+    chain_validity(&refs)
+}
+
 /// The DER of every `CERTIFICATE` block of a PEM text (private keys and
 /// other blocks are skipped, never copied).
 pub fn pem_certificates(text: &str) -> Vec<Vec<u8>> {
