@@ -774,6 +774,38 @@ mod tests {
     }
 
     #[test]
+    fn pem_certificate_files_report_their_validity_and_others_none() {
+        const PEM: &str = include_str!("../../tests/fixtures/azure/input/pem-file-rsa.pem");
+        let pem = |path: &str| pb::File {
+            path: path.into(),
+            mode: 0o400,
+            contents: PEM.as_bytes().to_vec(),
+        };
+        // "secret/a" names an object: its version; "tls.pem" none of the
+        // two: no version.
+        let out = check(vec![pem("secret/a"), pem("tls.pem"), file("plain", 420)]).unwrap();
+        assert_eq!(
+            out.validity.keys().collect::<Vec<_>>(),
+            ["secret/a", "tls.pem"]
+        );
+        let a = &out.validity["secret/a"];
+        assert_eq!(a.version, "2");
+        assert_eq!((a.not_before, a.expires), (None, None));
+        let until = a.expires_at().unwrap();
+        assert!(
+            until.source.starts_with("certificate notAfter ("),
+            "{}",
+            until.source
+        );
+        assert_eq!(out.validity["tls.pem"].version, "");
+        // One object: its version.
+        let mut one = response(vec![pem("tls.pem")]);
+        one.object_version.truncate(1);
+        let out = check_response("vault", Path::new("/s"), one).unwrap();
+        assert_eq!(out.validity["tls.pem"].version, "1");
+    }
+
+    #[test]
     fn error_codes_become_bounded_labels() {
         assert_eq!(error_type_label("AccessDenied"), "AccessDenied");
         assert_eq!(error_type_label("has space"), "ProviderErrorOther");

@@ -236,4 +236,38 @@ mod tests {
         assert_eq!(chain_validity(&[]), None);
         assert_eq!(certificate_validity(&Fetched::Cert(Vec::new())), None);
     }
+
+    #[test]
+    fn a_pem_file_gives_its_chains_validity_and_other_files_none() {
+        // Key and three certificates: the key is skipped.
+        let pem = pem_file_validity(PEM_FILE.as_bytes()).unwrap();
+        assert_eq!(
+            Some(pem.clone()),
+            certificate_validity(&backed(PEM_FILE, CONTENT_TYPE_PEM, KID))
+        );
+        assert_eq!(
+            (pem.not_before, pem.not_before_of.as_str()),
+            (LEAF_NOT_BEFORE, "leaf")
+        );
+        // The leaf alone.
+        let start = PEM_FILE.find("-----BEGIN CERTIFICATE-----").unwrap();
+        let end = PEM_FILE[start..].find("-----END CERTIFICATE-----").unwrap()
+            + start
+            + "-----END CERTIFICATE-----".len();
+        let leaf = pem_file_validity(PEM_FILE[start..end].as_bytes()).unwrap();
+        assert_eq!(
+            (leaf.not_after, leaf.not_after_of.as_str()),
+            (LEAF_NOT_AFTER, "leaf")
+        );
+        // Not certificates: a key alone, text, binary, a broken block.
+        assert_eq!(pem_file_validity(PEM_FILE[..start].as_bytes()), None);
+        assert_eq!(pem_file_validity(b"password"), None);
+        assert_eq!(pem_file_validity(LEAF_RSA), None);
+        assert_eq!(
+            pem_file_validity(
+                b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+            ),
+            None
+        );
+    }
 }
