@@ -631,7 +631,7 @@ pub fn check_response(
 /// The validity of each file that holds PEM certificates (the protocol
 /// carries no attributes: a certificate's `notAfter`/`notBefore` are all
 /// that is known), by path. Its version is the provider's version of the
-/// object named as the file (else the only object's, else none). Only
+/// object of the file ([`object_version`]; none if unknown). Only
 /// timestamps come out; no content is logged or kept.
 fn certificate_validity(
     files: &[MountedFile],
@@ -641,13 +641,7 @@ fn certificate_validity(
         .iter()
         .filter_map(|file| {
             let certificate = super::azure::validity::pem_file_validity(file.contents.expose())?;
-            let version = versions
-                .iter()
-                .find(|v| v.id == file.object_id)
-                .or(match versions {
-                    [only] => Some(only),
-                    _ => None,
-                })
+            let version = object_version(versions, &file.path)
                 .map(|v| v.version.clone())
                 .unwrap_or_default();
             Some((
@@ -660,6 +654,25 @@ fn certificate_validity(
             ))
         })
         .collect()
+}
+
+/// The object version of the file at `path`: the one with that id, else
+/// the only one whose id ends in `/<path>` (`secret/<path>`, as providers
+/// commonly name them), else the only object's.
+fn object_version<'a>(versions: &'a [ObjectVersion], path: &str) -> Option<&'a ObjectVersion> {
+    if let Some(exact) = versions.iter().find(|v| v.id == path) {
+        return Some(exact);
+    }
+    let suffix = format!("/{path}");
+    let mut ending = versions.iter().filter(|v| v.id.ends_with(&suffix));
+    match (ending.next(), ending.next()) {
+        (Some(one), None) => Some(one),
+        (Some(_), Some(_)) => None,
+        (None, _) => match versions {
+            [only] => Some(only),
+            _ => None,
+        },
+    }
 }
 
 /// Whether `status` says the connection broke under the call, rather than
@@ -781,13 +794,20 @@ mod tests {
             mode: 0o400,
             contents: PEM.as_bytes().to_vec(),
         };
-        // "secret/a" names an object: its version; "tls.pem" none of the
-        // two: no version.
-        let out = check(vec![pem("secret/a"), pem("tls.pem"), file("plain", 420)]).unwrap();
+        // "secret/a" is an object's id, "b" the end of one: their
+        // versions; "tls.pem" neither: no version.
+        let out = check(vec![
+            pem("secret/a"),
+            pem("b"),
+            pem("tls.pem"),
+            file("plain", 420),
+        ])
+        .unwrap();
         assert_eq!(
             out.validity.keys().collect::<Vec<_>>(),
-            ["secret/a", "tls.pem"]
+            ["b", "secret/a", "tls.pem"]
         );
+        assert_eq!(out.validity["b"].version, "1");
         let a = &out.validity["secret/a"];
         assert_eq!(a.version, "2");
         assert_eq!((a.not_before, a.expires), (None, None));
