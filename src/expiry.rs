@@ -13,8 +13,11 @@
 //!   (namespace, class, object, type), the soonest expiry among the volumes
 //!   that show it, removed with the last of them.
 //!
-//! Only the built-in Azure provider reports validity: an external provider's
-//! protocol carries no attributes.
+//! The built-in Azure provider reports validity from Key Vault's attributes
+//! and certificates; an external provider's protocol carries no attributes,
+//! so its files report one only when they hold PEM certificates
+//! (`provider::external`). Lazy volumes report each file's once it loaded
+//! (`volume::lazy`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -1462,8 +1462,9 @@ pub struct FileStatus {
     pub object: String,
     pub version: String,
     pub bytes: usize,
-    /// When its object version is valid, if the provider said (the
-    /// built-in Azure provider does; external providers cannot).
+    /// When its object version is valid, if known (the built-in Azure
+    /// provider's attributes and certificates; an external provider's PEM
+    /// certificate files; a lazy file's once it loaded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<FileExpiry>,
     /// Unix milliseconds since when its contents are shown: the mount, or
