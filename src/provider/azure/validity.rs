@@ -254,13 +254,13 @@ mod tests {
         let end = PEM_FILE[start..].find("-----END CERTIFICATE-----").unwrap()
             + start
             + "-----END CERTIFICATE-----".len();
-        let leaf = pem_file_validity(PEM_FILE[start..end].as_bytes()).unwrap();
+        let leaf = pem_file_validity(&PEM_FILE.as_bytes()[start..end]).unwrap();
         assert_eq!(
             (leaf.not_after, leaf.not_after_of.as_str()),
             (LEAF_NOT_AFTER, "leaf")
         );
         // Not certificates: a key alone, text, binary, a broken block.
-        assert_eq!(pem_file_validity(PEM_FILE[..start].as_bytes()), None);
+        assert_eq!(pem_file_validity(&PEM_FILE.as_bytes()[..start]), None);
         assert_eq!(pem_file_validity(b"password"), None);
         assert_eq!(pem_file_validity(LEAF_RSA), None);
         assert_eq!(
