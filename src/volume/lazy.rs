@@ -49,6 +49,18 @@ impl LazyLoads {
         self.notify.notify_one();
     }
 
+    /// Reports taken but not used yet (their volume was busy), in front of
+    /// any newer ones; the rotation scheduler is woken to take them (it
+    /// waits for the volume).
+    pub fn put_back(&self, reports: impl IntoIterator<Item = (PathBuf, String, Option<Validity>)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = std::mem::take(&mut *pending);
+        pending.extend(reports);
+        pending.extend(newer);
+        drop(pending);
+        self.notify.notify_one();
+    }
+
     /// Everything reported since the last call.
     pub fn take(&self) -> Vec<(PathBuf, String, Option<Validity>)> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))

@@ -442,7 +442,7 @@ impl Driver {
 
     /// What every volume shows now, for `secretfs status` (never a value).
     pub async fn status(&self) -> Vec<VolumeStatus> {
-        self.take_lazy_loads().await;
+        self.take_lazy_loads_of(false).await;
         self.update_unread_files();
         let slots = self.slots();
         let now = std::time::SystemTime::now();
@@ -611,7 +611,7 @@ impl Driver {
         target: &Path,
         freshness: Freshness,
     ) -> Result<RefreshOutcome, RefreshError> {
-        self.take_lazy_loads().await;
+        self.take_lazy_loads_of(false).await;
         let slot = self.slot(target);
         let mut guard = slot.lock().await;
         let Some(published) = guard.as_mut() else {
@@ -1098,8 +1098,15 @@ impl Driver {
     /// Takes into their volumes what lazy files' loads learnt of their
     /// objects' validity (the expiry series, warnings and status follow, as
     /// for an eager volume's fetch). Run by the rotation scheduler as loads
-    /// report, and before a refresh and `secretfs status`.
+    /// report; it waits for a volume that is busy.
     pub async fn take_lazy_loads(&self) {
+        self.take_lazy_loads_of(true).await;
+    }
+
+    /// [`Driver::take_lazy_loads`]; without `wait`, a busy volume's reports
+    /// are left for the next time (before a refresh and `secretfs status`,
+    /// which must not wait for another volume's publish).
+    async fn take_lazy_loads_of(&self, wait: bool) {
         let mut by_target: std::collections::BTreeMap<
             PathBuf,
             Vec<(String, Option<crate::expiry::Validity>)>,
@@ -1115,7 +1122,18 @@ impl Driver {
                     None => continue,
                 }
             };
-            let mut guard = slot.lock().await;
+            let mut guard = if wait {
+                slot.lock().await
+            } else if let Ok(guard) = slot.try_lock() {
+                guard
+            } else {
+                self.lazy_loads.put_back(
+                    loads
+                        .into_iter()
+                        .map(|(path, validity)| (target.clone(), path, validity)),
+                );
+                continue;
+            };
             let Some(published) = guard.as_mut() else {
                 continue;
             };
