@@ -13,8 +13,11 @@
 //!   (namespace, class, object, type), the soonest expiry among the volumes
 //!   that show it, removed with the last of them.
 //!
-//! Only the built-in Azure provider reports validity: an external provider's
-//! protocol carries no attributes.
+//! The built-in Azure provider reports validity from Key Vault's attributes
+//! and certificates; an external provider's protocol carries no attributes,
+//! so its files report one only when they hold PEM certificates
+//! (`provider::external`). Lazy volumes report each file's once it loaded
+//! (`volume::lazy`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -246,7 +249,8 @@ pub struct ExpiryLabels {
     /// The file the object is mounted as: its alias, else its name (a
     /// version-history slot: `<alias>/<n>`).
     pub object: String,
-    /// `secret`, `key` or `cert`.
+    /// `secret`, `key` or `cert`; `file` for an external provider's file
+    /// (its object id is the file's path: no type).
     pub r#type: String,
 }
 
@@ -254,14 +258,15 @@ impl ExpiryLabels {
     /// The labels of the file `path` showing object `object_id`
     /// (`secret/db`) of `class` in `namespace`.
     pub fn new(namespace: &str, class: &str, path: &str, object_id: &str) -> Self {
+        let r#type = match object_id.split_once('/') {
+            Some((t @ ("secret" | "key" | "cert"), _)) => t,
+            _ => "file",
+        };
         ExpiryLabels {
             namespace: namespace.to_owned(),
             class: class.to_owned(),
             object: path.to_owned(),
-            r#type: object_id
-                .split_once('/')
-                .map_or(object_id, |(t, _)| t)
-                .to_owned(),
+            r#type: r#type.to_owned(),
         }
     }
 }
@@ -446,6 +451,10 @@ mod tests {
         let (a, b) = (Path::new("/a"), Path::new("/b"));
         let db = labels("default", "DB");
         assert_eq!(db.r#type, "secret");
+        // An external provider's file: its id is its path, of no type.
+        for path in ["tls.pem", "certs/tls.pem"] {
+            assert_eq!(ExpiryLabels::new("ns", "c", path, path).r#type, "file");
+        }
         let changes = board.set(a, [(db.clone(), 500)].into());
         assert_eq!(changes, vec![(db.clone(), Some(500))]);
         // A second pod with the same object, rotated later to an older

@@ -113,6 +113,14 @@ async fn run(driver: Arc<Driver>, config: RotationConfig) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // A lazy file loaded: its object's validity feeds the expiry
+            // series and warnings now, not at the volume's next refresh.
+            // (Apart: it waits for the volume, which a publish may hold.)
+            _ = driver.lazy_loaded() => {
+                let driver = driver.clone();
+                tokio::spawn(async move { driver.take_lazy_loads().await });
+                continue;
+            }
             Some((target, result)) = done_rx.recv() => {
                 if let Some(entry) = due.get_mut(&target) {
                     entry.running = false;

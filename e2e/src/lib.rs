@@ -59,6 +59,7 @@ pub use directory::{Directory, Federation, Identity};
 pub use emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 pub use error::EmulatorError;
 pub use faults::{ActiveFault, FaultKind, FaultScope, FaultSpec};
+pub use pki::{CertificateMaterial, Curve, KeySpec};
 pub use route::Route;
 pub use seed::*;
 pub use store::{NewSecretVersion, ObjectKind};

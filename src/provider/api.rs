@@ -125,7 +125,8 @@ pub struct MountResponse {
     pub warnings: Vec<String>,
     /// When each file's object version is valid, by file path: Key Vault's
     /// `nbf`/`exp` and a certificate chain's dates (the built-in Azure
-    /// provider; external providers report none). Timestamps only.
+    /// provider; an external provider's client: the chain dates of files
+    /// that are PEM certificates). Timestamps only.
     pub validity: BTreeMap<String, crate::expiry::Validity>,
 }
 

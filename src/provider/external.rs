@@ -619,12 +619,60 @@ pub fn check_response(
             contents: Arc::new(SecretBytes::new(file.contents)),
         });
     }
+    out.validity = certificate_validity(&out.files, &out.versions);
     if total > SYNC_SIZE_HINT {
         out.warnings.push(format!(
             "{who} returned {total} bytes of files (over 1 MiB): syncing them into a Kubernetes Secret may fail"
         ));
     }
     Ok(out)
+}
+
+/// The validity of each file that holds PEM certificates (the protocol
+/// carries no attributes: a certificate's `notAfter`/`notBefore` are all
+/// that is known), by path. Its version is the provider's version of the
+/// object of the file ([`object_version`]; none if unknown). Only
+/// timestamps come out; no content is logged or kept.
+fn certificate_validity(
+    files: &[MountedFile],
+    versions: &[ObjectVersion],
+) -> BTreeMap<String, crate::expiry::Validity> {
+    files
+        .iter()
+        .filter_map(|file| {
+            let certificate = super::azure::validity::pem_file_validity(file.contents.expose())?;
+            let version = object_version(versions, &file.path)
+                .map(|v| v.version.clone())
+                .unwrap_or_default();
+            Some((
+                file.path.clone(),
+                crate::expiry::Validity {
+                    version,
+                    certificate: Some(certificate),
+                    ..Default::default()
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The object version of the file at `path`: the one with that id, else
+/// the only one whose id ends in `/<path>` (`secret/<path>`, as providers
+/// commonly name them), else the only object's.
+fn object_version<'a>(versions: &'a [ObjectVersion], path: &str) -> Option<&'a ObjectVersion> {
+    if let Some(exact) = versions.iter().find(|v| v.id == path) {
+        return Some(exact);
+    }
+    let suffix = format!("/{path}");
+    let mut ending = versions.iter().filter(|v| v.id.ends_with(&suffix));
+    match (ending.next(), ending.next()) {
+        (Some(one), None) => Some(one),
+        (Some(_), Some(_)) => None,
+        (None, _) => match versions {
+            [only] => Some(only),
+            _ => None,
+        },
+    }
 }
 
 /// Whether `status` says the connection broke under the call, rather than
@@ -736,6 +784,45 @@ mod tests {
             err.to_string().contains("both a file and a directory"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pem_certificate_files_report_their_validity_and_others_none() {
+        const PEM: &str = include_str!("../../tests/fixtures/azure/input/pem-file-rsa.pem");
+        let pem = |path: &str| pb::File {
+            path: path.into(),
+            mode: 0o400,
+            contents: PEM.as_bytes().to_vec(),
+        };
+        // "secret/a" is an object's id, "b" the end of one: their
+        // versions; "tls.pem" neither: no version.
+        let out = check(vec![
+            pem("secret/a"),
+            pem("b"),
+            pem("tls.pem"),
+            file("plain", 420),
+        ])
+        .unwrap();
+        assert_eq!(
+            out.validity.keys().collect::<Vec<_>>(),
+            ["b", "secret/a", "tls.pem"]
+        );
+        assert_eq!(out.validity["b"].version, "1");
+        let a = &out.validity["secret/a"];
+        assert_eq!(a.version, "2");
+        assert_eq!((a.not_before, a.expires), (None, None));
+        let until = a.expires_at().unwrap();
+        assert!(
+            until.source.starts_with("certificate notAfter ("),
+            "{}",
+            until.source
+        );
+        assert_eq!(out.validity["tls.pem"].version, "");
+        // One object: its version.
+        let mut one = response(vec![pem("tls.pem")]);
+        one.object_version.truncate(1);
+        let out = check_response("vault", Path::new("/s"), one).unwrap();
+        assert_eq!(out.validity["tls.pem"].version, "1");
     }
 
     #[test]

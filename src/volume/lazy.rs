@@ -13,7 +13,12 @@
 //! `optional: true` object is left out by the provider, and its file, listed
 //! since the mount (listing happens before anything is fetched), answers
 //! `ENOENT`. See docs/SEMANTICS.md.
+//!
+//! A load reports the validity of the object version it got (timestamps
+//! only) to [`LazyLoads`]; the driver takes it into the volume's expiry
+//! (series, warnings, status) and keeps it when a refresh drops the bytes.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
@@ -21,24 +26,80 @@ use futures::future::BoxFuture;
 use secretfs_fuse::{ContentSource, LoadError};
 use secretfs_secrets::SecretBytes;
 
+use crate::expiry::Validity;
 use crate::provider::{MountRequest, Provider};
 
 /// The parameter listing a class's objects (`array:` of YAML strings).
 const OBJECTS: &str = "objects";
+
+/// The validities lazy loads learnt, not yet taken by the driver: (target,
+/// path, validity of the version loaded), timestamps only.
+#[derive(Default)]
+pub struct LazyLoads {
+    pending: Mutex<Vec<(PathBuf, String, Option<Validity>)>>,
+    notify: tokio::sync::Notify,
+}
+
+impl LazyLoads {
+    fn push(&self, target: PathBuf, path: String, validity: Option<Validity>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((target, path, validity));
+        self.notify.notify_one();
+    }
+
+    /// Reports taken but not used yet (their volume was busy), in front of
+    /// any newer ones; the rotation scheduler is woken to take them (it
+    /// waits for the volume).
+    pub fn put_back(&self, reports: impl IntoIterator<Item = (PathBuf, String, Option<Validity>)>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = std::mem::take(&mut *pending);
+        pending.extend(reports);
+        pending.extend(newer);
+        drop(pending);
+        self.notify.notify_one();
+    }
+
+    /// Everything reported since the last call.
+    pub fn take(&self) -> Vec<(PathBuf, String, Option<Validity>)> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Resolves once a load reported something (or already had).
+    pub async fn reported(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// Where a lazy file's loads report: the node's [`LazyLoads`] and the
+/// volume's target.
+#[derive(Clone)]
+pub struct LoadSink {
+    pub loads: Arc<LazyLoads>,
+    pub target: PathBuf,
+}
 
 /// The content source of one lazy file.
 pub struct LazyFile {
     provider: Arc<dyn Provider>,
     request: Arc<Mutex<MountRequest>>,
     path: String,
+    sink: LoadSink,
 }
 
 impl LazyFile {
-    pub fn new(provider: Arc<dyn Provider>, request: Arc<Mutex<MountRequest>>, path: &str) -> Self {
+    pub fn new(
+        provider: Arc<dyn Provider>,
+        request: Arc<Mutex<MountRequest>>,
+        path: &str,
+        sink: LoadSink,
+    ) -> Self {
         Self {
             provider,
             request,
             path: path.to_owned(),
+            sink,
         }
     }
 }
@@ -80,12 +141,19 @@ impl ContentSource for LazyFile {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let path = self.path.clone();
+        let sink = self.sink.clone();
         async move {
             let request = one_object_request(&*provider, &request, &path).unwrap_or(request);
             let response = provider.mount(&request).await.map_err(|e| {
                 tracing::warn!(file = %path, error = %e, "loading a lazy file failed; the next access retries");
                 LoadError::new(e.to_string())
             })?;
+            if response.files.iter().any(|f| f.path == path) {
+                // `None`: this version has no known validity (an earlier
+                // version's is dropped).
+                let validity = response.validity.get(&path).cloned();
+                sink.loads.push(sink.target, path.clone(), validity);
+            }
             match response.files.into_iter().find(|f| f.path == path) {
                 Some(file) => Ok(file.contents),
                 // The provider left the file out: an optional object that is

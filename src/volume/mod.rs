@@ -88,8 +88,11 @@ struct Published {
     /// external provider after a restart.
     kubelet_keys: std::collections::BTreeMap<String, String>,
     /// When each file's object version is valid (by path), as the provider
-    /// last reported it.
+    /// last reported it (lazy volumes: as the file's last load did; a
+    /// refresh that drops the bytes keeps it).
     validity: std::collections::BTreeMap<String, crate::expiry::Validity>,
+    /// Lazy volumes: each file's object (by path), from the provider's plan.
+    lazy_objects: std::collections::BTreeMap<String, String>,
     /// The expiry warnings this pod got: (path, version, reason), so each
     /// is posted once per object version.
     warned: std::collections::BTreeSet<(String, String, String)>,
@@ -155,6 +158,8 @@ pub struct Driver {
     unread_threshold: Duration,
     /// Who reads what, for classes that ask (`secretfs.io/audit: reads`).
     auditor: Option<Arc<crate::audit::Auditor>>,
+    /// The validities lazy files' loads learnt, for [`Driver::take_lazy_loads`].
+    lazy_loads: Arc<lazy::LazyLoads>,
 }
 
 /// The rotation scheduler's plan for one volume.
@@ -250,6 +255,7 @@ impl Driver {
             expiry: std::sync::Mutex::new(crate::expiry::ExpiryBoard::default()),
             unread_threshold: DEFAULT_UNREAD_THRESHOLD,
             auditor: None,
+            lazy_loads: Arc::default(),
         }
     }
 
@@ -436,6 +442,7 @@ impl Driver {
 
     /// What every volume shows now, for `secretfs status` (never a value).
     pub async fn status(&self) -> Vec<VolumeStatus> {
+        self.take_lazy_loads_of(false).await;
         self.update_unread_files();
         let slots = self.slots();
         let now = std::time::SystemTime::now();
@@ -474,21 +481,39 @@ impl Driver {
                             .find(|v| v.id == f.object_id)
                             .map(|v| v.version.clone())
                             .unwrap_or_default();
-                        FileStatus {
-                            path: f.path.clone(),
-                            object: f.object_id.clone(),
+                        (
+                            f.path.as_str(),
+                            f.object_id.as_str(),
                             version,
-                            bytes: f.contents.len(),
-                            expiry: p.validity.get(&f.path).and_then(FileExpiry::of),
-                            shown_since_ms: reads.get(&f.path).map(|r| millis(r.since)),
-                            first_read_ms: reads
-                                .get(&f.path)
-                                .and_then(|r| r.first_read)
-                                .map(millis),
-                            unused: reads
-                                .get(&f.path)
-                                .is_some_and(|r| unused(r, now, self.unread_threshold)),
+                            f.contents.len(),
+                        )
+                    })
+                    // A lazy volume's file shows once it has loaded (its
+                    // validity stays known when a refresh drops the bytes).
+                    .chain(p.lazy_objects.iter().filter_map(|(path, object)| {
+                        let loaded = p.mounted.volume().contents(path).map(|c| c.len());
+                        let validity = p.validity.get(path);
+                        if loaded.is_none() && validity.is_none() {
+                            return None;
                         }
+                        Some((
+                            path.as_str(),
+                            object.as_str(),
+                            validity.map(|v| v.version.clone()).unwrap_or_default(),
+                            loaded.unwrap_or(0),
+                        ))
+                    }))
+                    .map(|(path, object, version, bytes)| FileStatus {
+                        path: path.to_owned(),
+                        object: object.to_owned(),
+                        version,
+                        bytes,
+                        expiry: p.validity.get(path).and_then(FileExpiry::of),
+                        shown_since_ms: reads.get(path).map(|r| millis(r.since)),
+                        first_read_ms: reads.get(path).and_then(|r| r.first_read).map(millis),
+                        unused: reads
+                            .get(path)
+                            .is_some_and(|r| unused(r, now, self.unread_threshold)),
                     })
                     .collect(),
                 objects: p
@@ -586,6 +611,7 @@ impl Driver {
         target: &Path,
         freshness: Freshness,
     ) -> Result<RefreshOutcome, RefreshError> {
+        self.take_lazy_loads_of(false).await;
         let slot = self.slot(target);
         let mut guard = slot.lock().await;
         let Some(published) = guard.as_mut() else {
@@ -623,6 +649,11 @@ impl Driver {
             // Its pod status is still re-checked (a lazy volume writes no
             // Secrets).
             self.sync_if_due(target, published, false).await;
+            // The last known validity of each loaded file is kept: time
+            // passes for it (it may expire now).
+            if self.check_expiry(target, published).await {
+                self.persist(target, published, true).await;
+            }
             return Ok(RefreshOutcome::default());
         }
         let mut request = published.request.clone();
@@ -830,6 +861,7 @@ impl Driver {
             }
         };
         let live = lazy.then(|| Arc::new(std::sync::Mutex::new(mount_request.clone())));
+        let mut lazy_objects = std::collections::BTreeMap::new();
         let (response, files) = match &live {
             None => {
                 let response = provider.mount(&mount_request).await.map_err(|e| {
@@ -866,7 +898,12 @@ impl Driver {
                         ))
                     })?
                     .map_err(|e| errors::provider_failed(&mount_request.pod.namespace, &ctx.class, &e))?;
-                let files = lazy_file_specs(&provider, live, &planned, gid)?;
+                let sink = lazy::LoadSink {
+                    loads: self.lazy_loads.clone(),
+                    target: request.target_path.clone(),
+                };
+                let files = lazy_file_specs(&provider, live, &planned, gid, &sink)?;
+                lazy_objects = planned_objects(&planned);
                 (crate::provider::MountResponse::default(), files)
             }
         };
@@ -924,6 +961,7 @@ impl Driver {
             versions: response.versions,
             files: response.files,
             validity: response.validity,
+            lazy_objects,
             warned: Default::default(),
             secret_objects,
             synced: false,
@@ -1013,19 +1051,18 @@ impl Driver {
         self.set_expiry_series(target, published);
         let pod = &published.request.pod;
         let mut due = Vec::new();
-        for file in &published.files {
-            let Some(validity) = published.validity.get(&file.path) else {
+        for (path, object_id) in shown_objects(published) {
+            let Some(validity) = published.validity.get(path) else {
                 continue;
             };
             if let Some(condition) = validity.condition(now, self.expiry_warning) {
                 let key = (
-                    file.path.clone(),
+                    path.to_owned(),
                     validity.version.clone(),
                     condition.reason().to_owned(),
                 );
                 if !published.warned.contains(&key) {
-                    let message =
-                        condition.message(&file.path, &file.object_id, &validity.version, now);
+                    let message = condition.message(path, object_id, &validity.version, now);
                     due.push((key, condition.reason(), message));
                 }
             }
@@ -1058,20 +1095,86 @@ impl Driver {
         warned
     }
 
+    /// Takes into their volumes what lazy files' loads learnt of their
+    /// objects' validity (the expiry series, warnings and status follow, as
+    /// for an eager volume's fetch). Run by the rotation scheduler as loads
+    /// report; it waits for a volume that is busy.
+    pub async fn take_lazy_loads(&self) {
+        self.take_lazy_loads_of(true).await;
+    }
+
+    /// [`Driver::take_lazy_loads`]; without `wait`, a busy volume's reports
+    /// are left for the next time (before a refresh and `secretfs status`,
+    /// which must not wait for another volume's publish).
+    async fn take_lazy_loads_of(&self, wait: bool) {
+        let mut by_target: std::collections::BTreeMap<
+            PathBuf,
+            Vec<(String, Option<crate::expiry::Validity>)>,
+        > = std::collections::BTreeMap::new();
+        for (target, path, validity) in self.lazy_loads.take() {
+            by_target.entry(target).or_default().push((path, validity));
+        }
+        for (target, loads) in by_target {
+            let slot = {
+                let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+                match targets.get(&target) {
+                    Some(slot) => slot.clone(),
+                    None => continue,
+                }
+            };
+            let mut guard = if wait {
+                slot.lock().await
+            } else if let Ok(guard) = slot.try_lock() {
+                guard
+            } else {
+                self.lazy_loads.put_back(
+                    loads
+                        .into_iter()
+                        .map(|(path, validity)| (target.clone(), path, validity)),
+                );
+                continue;
+            };
+            let Some(published) = guard.as_mut() else {
+                continue;
+            };
+            if published.live.is_none() {
+                continue;
+            }
+            let mut changed = false;
+            for (path, validity) in loads {
+                if !published.lazy_objects.contains_key(&path) {
+                    continue;
+                }
+                changed |= match validity {
+                    Some(v) => published.validity.insert(path, v.clone()) != Some(v),
+                    None => published.validity.remove(&path).is_some(),
+                };
+            }
+            let warned = self.check_expiry(&target, published).await;
+            if changed || warned {
+                self.persist(&target, published, true).await;
+            }
+        }
+    }
+
+    /// Resolves once a lazy file's load learnt something for
+    /// [`Driver::take_lazy_loads`].
+    pub async fn lazy_loaded(&self) {
+        self.lazy_loads.reported().await;
+    }
+
     /// Sets the node's expiry series of the volume at `target`: one per
     /// file whose object has an expiry.
     fn set_expiry_series(&self, target: &Path, published: &Published) {
         let pod = &published.request.pod;
-        let series = published
-            .files
-            .iter()
-            .filter_map(|file| {
-                let until = published.validity.get(&file.path)?.expires_at()?;
+        let series = shown_objects(published)
+            .filter_map(|(path, object_id)| {
+                let until = published.validity.get(path)?.expires_at()?;
                 let labels = crate::expiry::ExpiryLabels::new(
                     &pod.namespace,
                     &published.class,
-                    &file.path,
-                    &file.object_id,
+                    path,
+                    object_id,
                 );
                 Some((labels, until.at))
             })
@@ -1377,8 +1480,9 @@ pub struct FileStatus {
     pub object: String,
     pub version: String,
     pub bytes: usize,
-    /// When its object version is valid, if the provider said (the
-    /// built-in Azure provider does; external providers cannot).
+    /// When its object version is valid, if known (the built-in Azure
+    /// provider's attributes and certificates; an external provider's PEM
+    /// certificate files; a lazy file's once it loaded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<FileExpiry>,
     /// Unix milliseconds since when its contents are shown: the mount, or
@@ -1489,17 +1593,39 @@ impl RefreshOutcome {
     }
 }
 
+/// The files a volume shows, as (path, object): an eager volume's fetched
+/// files; a lazy volume's planned files (each one's validity is known once
+/// it loaded).
+fn shown_objects(published: &Published) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+    if published.live.is_some() {
+        Box::new(
+            published
+                .lazy_objects
+                .iter()
+                .map(|(path, object)| (path.as_str(), object.as_str())),
+        )
+    } else {
+        Box::new(
+            published
+                .files
+                .iter()
+                .map(|f| (f.path.as_str(), f.object_id.as_str())),
+        )
+    }
+}
+
 /// The entries of a lazy volume: each loads on first access.
 fn lazy_file_specs(
     provider: &Arc<dyn Provider>,
     live: &Arc<std::sync::Mutex<MountRequest>>,
     planned: &[crate::provider::PlannedFile],
     gid: u32,
+    sink: &lazy::LoadSink,
 ) -> Result<Vec<FileSpec>, VolumeError> {
     planned
         .iter()
         .map(|f| {
-            let source = lazy::LazyFile::new(provider.clone(), live.clone(), &f.path);
+            let source = lazy::LazyFile::new(provider.clone(), live.clone(), &f.path, sink.clone());
             FileSpec::new(
                 &f.path,
                 f.mode.bits(),
@@ -1512,13 +1638,25 @@ fn lazy_file_specs(
         .collect()
 }
 
-/// [`lazy_file_specs`] from the provider's plan for `request`.
+/// Each planned file's object, by path.
+fn planned_objects(
+    planned: &[crate::provider::PlannedFile],
+) -> std::collections::BTreeMap<String, String> {
+    planned
+        .iter()
+        .map(|f| (f.path.clone(), f.object_id.clone()))
+        .collect()
+}
+
+/// [`lazy_file_specs`] from the provider's plan for `request`, and each
+/// file's object ([`planned_objects`]).
 fn lazy_specs(
     provider: &Arc<dyn Provider>,
     live: &Arc<std::sync::Mutex<MountRequest>>,
     request: &MountRequest,
     gid: u32,
-) -> Result<Vec<FileSpec>, VolumeError> {
+    sink: &lazy::LoadSink,
+) -> Result<(Vec<FileSpec>, std::collections::BTreeMap<String, String>), VolumeError> {
     let planned = provider
         .plan(request)
         .ok_or_else(|| {
@@ -1537,7 +1675,10 @@ fn lazy_specs(
                 ),
             )
         })?;
-    lazy_file_specs(provider, live, &planned, gid)
+    Ok((
+        lazy_file_specs(provider, live, &planned, gid, sink)?,
+        planned_objects(&planned),
+    ))
 }
 
 /// The file-system entry of a provider's file: owned by root, group `gid`.

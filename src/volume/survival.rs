@@ -700,10 +700,17 @@ impl Driver {
             }
             Err(e) => return Err(format!("its provider is not available ({e})")),
         };
+        let mut lazy_objects = BTreeMap::new();
         let (specs, files, live) = if record.lazy {
             let live = Arc::new(std::sync::Mutex::new(request.clone()));
-            let specs =
-                super::lazy_specs(&provider, &live, &request, record.gid).map_err(|e| e.message)?;
+            let sink = super::lazy::LoadSink {
+                loads: self.lazy_loads.clone(),
+                target: record.target.clone(),
+            };
+            let specs;
+            (specs, lazy_objects) =
+                super::lazy_specs(&provider, &live, &request, record.gid, &sink)
+                    .map_err(|e| e.message)?;
             (specs, Vec::new(), Some(live))
         } else {
             let mut files = Vec::new();
@@ -800,6 +807,7 @@ impl Driver {
             live,
             kubelet_keys: record.kubelet_keys.clone(),
             validity: record.validity.clone(),
+            lazy_objects,
             warned: record.expiry_warned.iter().cloned().collect(),
             audit: audit.map(|(_, table)| table),
         };

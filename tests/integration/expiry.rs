@@ -136,7 +136,7 @@ spec:
 
 struct Node {
     emu: EmulatorHandle,
-    driver: Driver,
+    driver: Arc<Driver>,
     kube: RealKube,
     kubelet: tempfile::TempDir,
     metrics: &'static secretfs::metrics::Metrics,
@@ -155,6 +155,10 @@ impl Node {
     }
 
     async fn publish(&self, pod: &str) {
+        self.publish_class(pod, CLASS).await;
+    }
+
+    async fn publish_class(&self, pod: &str, class: &str) {
         self.driver
             .publish(PublishRequest {
                 volume_id: format!("csi-{pod}"),
@@ -165,7 +169,7 @@ impl Node {
                         (keys::POD_NAMESPACE, &self.kube.namespace),
                         (keys::POD_UID, &Self::uid(pod)),
                         (keys::SERVICE_ACCOUNT_NAME, "default"),
-                        (keys::SECRET_PROVIDER_CLASS, CLASS),
+                        (keys::SECRET_PROVIDER_CLASS, class),
                     ]
                     .map(|(k, v)| (k.to_owned(), v.to_owned())),
                 ),
@@ -216,6 +220,11 @@ impl Node {
 
     /// The node's expiry series: `object/type` → value.
     fn series(&self) -> std::collections::BTreeMap<String, i64> {
+        self.series_of(CLASS)
+    }
+
+    /// The node's expiry series, all of `class`: `object/type` → value.
+    fn series_of(&self, class: &str) -> std::collections::BTreeMap<String, i64> {
         self.metrics
             .render()
             .lines()
@@ -224,7 +233,7 @@ impl Node {
                 let (labels, value) = l.rsplit_once(' ').unwrap();
                 assert!(
                     labels.contains(&format!("namespace=\"{}\"", self.kube.namespace))
-                        && labels.contains(&format!("class=\"{CLASS}\"")),
+                        && labels.contains(&format!("class=\"{class}\"")),
                     "{l}"
                 );
                 let label = |name: &str| {
@@ -285,7 +294,7 @@ fn driver(
     classes: &Path,
     metrics: &'static secretfs::metrics::Metrics,
     persist: Option<(&Path, &Path)>,
-) -> Driver {
+) -> Arc<Driver> {
     let mut config = azure_config(emu);
     config.metrics = metrics;
     config.deadline = Duration::from_secs(20);
@@ -301,12 +310,12 @@ fn driver(
     )
     .with_metrics(metrics)
     .with_syncer(Arc::new(Syncer::new(kube.client.clone(), "node-1")));
-    match persist {
+    Arc::new(match persist {
         Some((state, keeper)) => {
             driver.with_persistence(Persistence::new(state, Some(keeper)).unwrap())
         }
         None => driver,
-    }
+    })
 }
 
 fn assert_no_value(what: &str, text: &str) {
@@ -638,4 +647,291 @@ vaults:
         // The second round is answered from the shared cache.
         request.max_age = Duration::from_secs(600);
     }
+}
+
+/// A lazy class on the same vault: `soon` (expiring in a day) and `plain`.
+fn lazy_class(namespace: &str) -> String {
+    format!(
+        "apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata:
+  name: {LAZY_CLASS}
+  namespace: {namespace}
+spec:
+  provider: azure
+  parameters:
+    secretfs.io/fetch: lazy
+    useVMManagedIdentity: \"true\"
+    userAssignedIdentityID: {NODE_MI}
+    keyvaultName: {VAULT}
+    tenantId: 9c0d2e7b-1a3f-4b6c-8d5e-7f1a2b3c4d5e
+    objects: |
+      array:
+        - |
+          objectName: soon
+          objectType: secret
+        - |
+          objectName: plain
+          objectType: secret
+"
+    )
+}
+
+const LAZY_CLASS: &str = "expiring-lazy";
+
+/// Waits (up to 20 s) until `pod` has `n` Warning events.
+async fn wait_for_events(node: &Node, pod: &str, n: usize) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = node.events(pod).await;
+        if events.len() >= n || std::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A lazy volume reports nothing before its files load; once `soon` loads,
+/// its validity warns the pod (through the rotation scheduler, not waiting
+/// for a refresh), sets the series and shows in the status; a refresh
+/// drops the bytes but keeps the validity, and a reload of the same
+/// version warns no one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_volume_reports_the_expiry_of_the_objects_it_loaded() {
+    if !fuse_available() {
+        return;
+    }
+    let node = start().await;
+    std::fs::write(
+        node.classes.path().join("lazy.yaml"),
+        lazy_class(&node.kube.namespace),
+    )
+    .unwrap();
+    let soon_exp = node.seeded_at + DAY;
+    let scheduler = secretfs::rotation::spawn(node.driver.clone(), Default::default());
+
+    node.publish_class("lazy-a", LAZY_CLASS).await;
+    // Nothing loaded: nothing known.
+    assert!(node.series_of(LAZY_CLASS).is_empty());
+    assert!(node.status("lazy-a").await.files.is_empty());
+    assert!(node.events("lazy-a").await.is_empty());
+
+    let read = |path: &str| {
+        let path = node.target("lazy-a").join(path);
+        tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
+    };
+    assert_eq!(read("soon").await.unwrap().unwrap(), "soon-value-1");
+
+    // The load warns the pod at once: no refresh, no status call.
+    let events = wait_for_events(&node, "lazy-a", 1).await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let (reason, note) = &events[0];
+    assert_eq!(reason, "SecretExpiringSoon");
+    assert!(
+        note.contains("secret/soon (file soon, version ")
+            && note.contains(") expires at ")
+            && note.contains("Key Vault exp)"),
+        "{note}"
+    );
+    assert_no_value("an event", note);
+    assert_eq!(
+        node.series_of(LAZY_CLASS),
+        [("soon/secret".to_owned(), soon_exp)].into()
+    );
+    assert_no_value("the metrics", &node.metrics.render());
+
+    let status = node.status("lazy-a").await;
+    assert_eq!(
+        status
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect::<Vec<_>>(),
+        ["soon"],
+        "only the loaded file: {status:?}"
+    );
+    let soon = status.files[0].expiry.clone().unwrap();
+    assert_eq!(
+        (soon.expires_at, soon.expires_by.as_deref()),
+        (Some(soon_exp), Some("Key Vault exp"))
+    );
+    assert!(!status.files[0].version.is_empty());
+    assert_no_value("the status", &serde_json::to_string(&status).unwrap());
+
+    // `plain` has no attributes: loaded, listed, no expiry, no series.
+    assert_eq!(read("plain").await.unwrap().unwrap(), "plain-value");
+    let status = node.status("lazy-a").await;
+    let plain = status.files.iter().find(|f| f.path == "plain").unwrap();
+    assert_eq!(plain.expiry, None);
+    assert_eq!(node.series_of(LAZY_CLASS).len(), 1);
+
+    // A refresh drops the bytes: the last known validity stays.
+    assert!(!node.refresh("lazy-a").await);
+    let status = node.status("lazy-a").await;
+    let soon = status.files.iter().find(|f| f.path == "soon").unwrap();
+    assert_eq!(soon.bytes, 0, "{status:?}");
+    assert_eq!(soon.expiry.as_ref().unwrap().expires_at, Some(soon_exp));
+    assert_eq!(node.series_of(LAZY_CLASS)["soon/secret"], soon_exp);
+
+    // The same version loads again: no second warning.
+    assert_eq!(read("soon").await.unwrap().unwrap(), "soon-value-1");
+    node.status("lazy-a").await;
+    assert_eq!(node.events("lazy-a").await.len(), 1);
+
+    node.unpublish("lazy-a").await;
+    assert!(node.series_of(LAZY_CLASS).is_empty());
+    scheduler.abort();
+    node.kube.delete().await;
+}
+
+/// An external provider (the test provider, over the provider protocol)
+/// serving a PEM bundle (key and certificate) valid for a day: the
+/// certificate's `notAfter` warns the pod, sets the series and shows in the
+/// status, named as the leaf; a file that is no certificate has no expiry.
+/// A new certificate (a new version) warns again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_providers_pem_certificate_reports_its_expiry() {
+    use secretfs_e2e::{CertificateMaterial, KeySpec};
+    if !fuse_available() {
+        return;
+    }
+    const EXTERNAL_CLASS: &str = "external-cert";
+    let kube = RealKube::namespace("expiry-ext").await;
+    let sockets = tempfile::tempdir().unwrap();
+    let provider =
+        secretfs_e2e::test_provider::TestProvider::start(&sockets.path().join("vault.sock"))
+            .await
+            .unwrap();
+    let short = CertificateMaterial::self_signed_for_days(
+        "CN=short.example",
+        &["short.example".to_owned()],
+        KeySpec::Rsa { bits: 2048 },
+        1,
+    )
+    .unwrap();
+    let bundle = short.pem_bundle();
+    provider.set_file("tls.pem", bundle.as_bytes(), "c1");
+    provider.set_file("password", b"not-a-certificate-value", "p1");
+
+    let classes = tempfile::tempdir().unwrap();
+    std::fs::write(
+        classes.path().join("classes.yaml"),
+        format!(
+            "apiVersion: secrets-store.csi.x-k8s.io/v1
+kind: SecretProviderClass
+metadata:
+  name: {EXTERNAL_CLASS}
+  namespace: {namespace}
+spec:
+  provider: vault
+  parameters:
+    roleName: app
+",
+            namespace = kube.namespace
+        ),
+    )
+    .unwrap();
+    let metrics = secretfs::metrics::Metrics::isolated();
+    let external = secretfs::provider::external::ExternalConfig {
+        dirs: vec![sockets.path().to_owned()],
+        ..Default::default()
+    };
+    let driver = Driver::new(
+        DriverConfig {
+            node_name: "node-1".into(),
+            read_mode: ReadMode::Atomic,
+            rotation_interval: Duration::from_secs(120),
+        },
+        Arc::new(SpcDir::new(classes.path())),
+        secretfs::provider::ProviderRegistry::new(vec![]).with_external(external),
+    )
+    .with_metrics(metrics)
+    .with_syncer(Arc::new(Syncer::new(kube.client.clone(), "node-1")));
+    // The node's helpers (events, series, status) work on any driver.
+    let emu = Emulator::start(secretfs_e2e::EmulatorConfig::with_seed(
+        Seed::from_yaml(&seed(now())).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let node = Node {
+        emu,
+        driver: Arc::new(driver),
+        kube,
+        kubelet: tempfile::tempdir().unwrap(),
+        metrics,
+        seeded_at: now(),
+        classes,
+    };
+
+    node.publish_class("ext-a", EXTERNAL_CLASS).await;
+    let events = node.events("ext-a").await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let (reason, note) = &events[0];
+    assert_eq!(reason, "SecretExpiringSoon");
+    assert!(
+        note.contains("(file tls.pem, version c1) expires at ")
+            && note.contains("certificate notAfter (leaf))"),
+        "{note}"
+    );
+    assert!(!note.contains("password"), "{note}");
+
+    assert_eq!(
+        node.series_of(EXTERNAL_CLASS),
+        [("tls.pem/file".to_owned(), short.not_after)].into()
+    );
+    let status = node.status("ext-a").await;
+    let file = |path: &str| status.files.iter().find(|f| f.path == path).unwrap();
+    let expiry = file("tls.pem").expiry.clone().unwrap();
+    assert_eq!(
+        (expiry.expires_at, expiry.expires_by.as_deref()),
+        (Some(short.not_after), Some("certificate notAfter (leaf)"))
+    );
+    assert_eq!(
+        (expiry.valid_from, expiry.valid_from_by.as_deref()),
+        (Some(short.not_before), Some("certificate notBefore (leaf)"))
+    );
+    assert_eq!(file("password").expiry, None);
+
+    // Nothing of the bundle or the other file anywhere.
+    let rendered = [
+        serde_json::to_string(&status).unwrap(),
+        secretfs::admin::render_status(std::slice::from_ref(&status)),
+        node.metrics.render(),
+        events.iter().map(|(_, n)| n.as_str()).collect(),
+    ];
+    let key_line = bundle.lines().nth(1).expect("the key's first base64 line");
+    for text in &rendered {
+        assert!(!text.contains("not-a-certificate-value"), "{text}");
+        assert!(!text.contains(key_line), "{text}");
+    }
+
+    // The same certificate again: no second warning. A new one (a new
+    // version) living two days: warned of, and the series follows.
+    assert!(!node.refresh("ext-a").await);
+    assert_eq!(node.events("ext-a").await.len(), 1);
+    let renewed = CertificateMaterial::self_signed_for_days(
+        "CN=short.example",
+        &["short.example".to_owned()],
+        KeySpec::Rsa { bits: 2048 },
+        2,
+    )
+    .unwrap();
+    provider.set_file("tls.pem", renewed.pem_bundle().as_bytes(), "c2");
+    assert!(node.refresh("ext-a").await);
+    let events = node.events("ext-a").await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|(_, n)| n.contains("(file tls.pem, version c2) expires at ")),
+        "{events:#?}"
+    );
+    assert_eq!(
+        node.series_of(EXTERNAL_CLASS)["tls.pem/file"],
+        renewed.not_after
+    );
+
+    node.unpublish("ext-a").await;
+    assert!(node.series_of(EXTERNAL_CLASS).is_empty());
+    node.kube.delete().await;
 }

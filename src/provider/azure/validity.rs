@@ -68,6 +68,20 @@ pub fn certificate_validity(fetched: &Fetched) -> Option<CertificateValidity> {
     }
 }
 
+/// The chain validity of a file whose content is PEM with one or more
+/// `CERTIFICATE` blocks (a bundle with a private key too), for providers
+/// that report no attributes; `None` for anything else. Only the
+/// certificates are decoded; nothing of the content is kept.
+pub fn pem_file_validity(contents: &[u8]) -> Option<CertificateValidity> {
+    let text = std::str::from_utf8(contents).ok()?;
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return None;
+    }
+    let certs = pem_certificates(text);
+    let refs: Vec<&[u8]> = certs.iter().map(Vec::as_slice).collect();
+    chain_validity(&refs)
+}
+
 /// The DER of every `CERTIFICATE` block of a PEM text (private keys and
 /// other blocks are skipped, never copied).
 pub fn pem_certificates(text: &str) -> Vec<Vec<u8>> {
@@ -221,5 +235,39 @@ mod tests {
         assert_eq!(chain_validity(&[b"not a certificate".as_slice()]), None);
         assert_eq!(chain_validity(&[]), None);
         assert_eq!(certificate_validity(&Fetched::Cert(Vec::new())), None);
+    }
+
+    #[test]
+    fn a_pem_file_gives_its_chains_validity_and_other_files_none() {
+        // Key and three certificates: the key is skipped.
+        let pem = pem_file_validity(PEM_FILE.as_bytes()).unwrap();
+        assert_eq!(
+            Some(pem.clone()),
+            certificate_validity(&backed(PEM_FILE, CONTENT_TYPE_PEM, KID))
+        );
+        assert_eq!(
+            (pem.not_before, pem.not_before_of.as_str()),
+            (LEAF_NOT_BEFORE, "leaf")
+        );
+        // The leaf alone.
+        let start = PEM_FILE.find("-----BEGIN CERTIFICATE-----").unwrap();
+        let end = PEM_FILE[start..].find("-----END CERTIFICATE-----").unwrap()
+            + start
+            + "-----END CERTIFICATE-----".len();
+        let leaf = pem_file_validity(&PEM_FILE.as_bytes()[start..end]).unwrap();
+        assert_eq!(
+            (leaf.not_after, leaf.not_after_of.as_str()),
+            (LEAF_NOT_AFTER, "leaf")
+        );
+        // Not certificates: a key alone, text, binary, a broken block.
+        assert_eq!(pem_file_validity(&PEM_FILE.as_bytes()[..start]), None);
+        assert_eq!(pem_file_validity(b"password"), None);
+        assert_eq!(pem_file_validity(LEAF_RSA), None);
+        assert_eq!(
+            pem_file_validity(
+                b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+            ),
+            None
+        );
     }
 }
