@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The load test of the hardening issue (not run in CI: it needs a release
 # build and about two minutes; tests/integration/load_smoke.rs runs a tiny version in
-# CI). Builds release binaries, then runs e2e/src/bin/load-test.rs against
+# CI). Builds release binaries, then runs load-test (e2e/src/load/) against
 # target/release/secretfs: 250 volumes published 16 at a time, 100,000
 # open/read/close reads by 8 readers over 30 s while secrets rotate every
 # 2 s (node --rotation-poll-interval 5s), the same reads on a tmpfs as the

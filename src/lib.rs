@@ -11,6 +11,10 @@ pub mod demo;
 pub mod duration;
 pub mod endpoints;
 pub mod expiry;
+// Only for the `cargo fuzz` targets (fuzz/) and
+// tests/integration/fuzz_regressions.rs, which enable the feature (the crate
+// dev-depends on itself with it); a release build has no such module.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod health;

@@ -39,6 +39,7 @@ mod imds;
 mod jwt;
 mod keyvault;
 pub mod kubelet;
+pub mod load;
 pub mod peers;
 mod pki;
 pub mod prereq;

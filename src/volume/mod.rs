@@ -567,6 +567,8 @@ impl Driver {
     /// files that appeared or disappeared are added or removed. Readers see
     /// the new bytes at the same paths, with no remount. An on-demand
     /// refresh requested now: only objects fetched from now on are used.
+    /// (`secretfs demo` calls it; the admin socket and the scheduler use
+    /// [`Driver::refresh_since`] and [`Driver::refresh_for`].)
     pub async fn refresh(&self, target: &Path) -> Result<RefreshOutcome, VolumeError> {
         self.refresh_since(target, std::time::Instant::now()).await
     }
@@ -589,7 +591,8 @@ impl Driver {
 
     /// [`Driver::refresh`], answering from cached objects younger than
     /// `max_age` (`None`: the volume's own [`cache_age`]; the scheduler's
-    /// periodic refreshes use that).
+    /// periodic refreshes use that). Integration tests and benches drive
+    /// refreshes through it.
     pub async fn refresh_with(
         &self,
         target: &Path,

@@ -1,21 +1,20 @@
-//! A tiny run of the load test (`e2e/src/bin/load-test.rs`, full version in
-//! `scripts/load-test.sh`) so it cannot rot: the real `secretfs node` (this
-//! build), 10 volumes, 2,000 reads, one rotation. No timing assertions:
+//! A tiny run of the load test (`secretfs_e2e::load`, `e2e/src/load/`; the
+//! full version is the `load-test` binary, run by `scripts/load-test.sh`)
+//! so it cannot rot: the real `secretfs node` (this build), 10 volumes,
+//! 2,000 reads, one rotation. No timing assertions:
 //! only correctness (no failed, torn or stale reads; every file reaches its
 //! new version; nothing stays mounted). Needs root and /dev/fuse
 //! (SECRETFS_SKIP_FUSE_TESTS=1 skips).
 
-#[allow(dead_code)]
-#[path = "../../e2e/src/bin/load-test.rs"]
-mod load_test;
+use secretfs_e2e::load;
 
 #[test]
 fn a_small_load_runs_clean() {
     if !secretfs_e2e::prereq::fuse_available() {
         return;
     }
-    let config = load_test::Config::smoke(env!("CARGO_BIN_EXE_secretfs").into());
-    let report = load_test::run(&config).unwrap();
+    let config = load::Config::smoke(env!("CARGO_BIN_EXE_secretfs").into());
+    let report = load::run(&config).unwrap();
     println!("{report}");
     assert!(report.failures().is_empty(), "{report}");
     assert_eq!(report.volumes, 10);
