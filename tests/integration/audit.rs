@@ -15,11 +15,10 @@ use secretfs::provider::Provider;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::spc::SpcDir;
 use secretfs::volume::{Driver, DriverConfig};
-use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
+use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeManager};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::{Emulator, EmulatorHandle, Seed};
 use secretfs_fuse::ReadMode;
-use secretfs_secrets::SecretMap;
 
 use crate::faults::common::{NODE_MI, azure_config, metric_in};
 
@@ -191,23 +190,7 @@ fn driver(
 }
 
 fn request(target: &Path, class: &str) -> PublishRequest {
-    PublishRequest {
-        volume_id: format!("csi-{class}"),
-        target_path: target.to_owned(),
-        volume_context: VolumeContext::new(
-            [
-                (keys::POD_NAME, POD),
-                (keys::POD_NAMESPACE, NAMESPACE),
-                (keys::POD_UID, UID),
-                (keys::SERVICE_ACCOUNT_NAME, "default"),
-                (keys::SECRET_PROVIDER_CLASS, class),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        ),
-        secrets: SecretMap::default(),
-        mount_group: None,
-        mount_flags: vec![],
-    }
+    crate::kubelet::publish_request(&format!("csi-{class}"), target, NAMESPACE, POD, UID, class)
 }
 
 /// The audit lines so far, parsed.

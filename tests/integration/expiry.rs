@@ -19,11 +19,10 @@ use secretfs::provider::azure::AzureProvider;
 use secretfs::spc::SpcDir;
 use secretfs::sync::Syncer;
 use secretfs::volume::{Driver, DriverConfig, Persistence, VolumeStatus};
-use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
+use secretfs_csi::{UnpublishRequest, VolumeManager};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::{Emulator, EmulatorHandle, NewSecretVersion, Seed, VersionAttributesSeed};
 use secretfs_fuse::ReadMode;
-use secretfs_secrets::SecretMap;
 
 use crate::faults::common::{NODE_MI, azure_config, metric_in};
 use crate::real_kube::RealKube;
@@ -160,23 +159,14 @@ impl Node {
 
     async fn publish_class(&self, pod: &str, class: &str) {
         self.driver
-            .publish(PublishRequest {
-                volume_id: format!("csi-{pod}"),
-                target_path: self.target(pod),
-                volume_context: VolumeContext::new(
-                    [
-                        (keys::POD_NAME, pod),
-                        (keys::POD_NAMESPACE, &self.kube.namespace),
-                        (keys::POD_UID, &Self::uid(pod)),
-                        (keys::SERVICE_ACCOUNT_NAME, "default"),
-                        (keys::SECRET_PROVIDER_CLASS, class),
-                    ]
-                    .map(|(k, v)| (k.to_owned(), v.to_owned())),
-                ),
-                secrets: SecretMap::default(),
-                mount_group: None,
-                mount_flags: vec![],
-            })
+            .publish(crate::kubelet::publish_request(
+                &format!("csi-{pod}"),
+                &self.target(pod),
+                &self.kube.namespace,
+                pod,
+                &Self::uid(pod),
+                class,
+            ))
             .await
             .unwrap();
     }

@@ -13,11 +13,10 @@ use secretfs::provider::Provider;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::spc::SpcDir;
 use secretfs::volume::{Driver, DriverConfig, FileStatus, Persistence, UNUSED_HINT};
-use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
+use secretfs_csi::{UnpublishRequest, VolumeManager};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::{Emulator, EmulatorHandle, NewSecretVersion, Seed};
 use secretfs_fuse::ReadMode;
-use secretfs_secrets::SecretMap;
 
 use crate::faults::common::{NODE_MI, azure_config, metric_in};
 
@@ -112,23 +111,14 @@ impl Node {
 
     async fn publish(&self) {
         self.driver
-            .publish(PublishRequest {
-                volume_id: "csi-unread".into(),
-                target_path: self.target(),
-                volume_context: VolumeContext::new(
-                    [
-                        (keys::POD_NAME, POD),
-                        (keys::POD_NAMESPACE, NAMESPACE),
-                        (keys::POD_UID, UID),
-                        (keys::SERVICE_ACCOUNT_NAME, "default"),
-                        (keys::SECRET_PROVIDER_CLASS, CLASS),
-                    ]
-                    .map(|(k, v)| (k.to_owned(), v.to_owned())),
-                ),
-                secrets: SecretMap::default(),
-                mount_group: None,
-                mount_flags: vec![],
-            })
+            .publish(crate::kubelet::publish_request(
+                "csi-unread",
+                &self.target(),
+                NAMESPACE,
+                POD,
+                UID,
+                CLASS,
+            ))
             .await
             .unwrap();
     }
