@@ -272,8 +272,8 @@ pub struct AzureArgs {
     pub cache_max_bytes: usize,
     /// Vault requests this process may make per vault: `<requests>/<period>`
     /// (a token bucket; a 429 with `Retry-After` pauses it for that long).
-    #[arg(long = "vault-rate-limit", value_name = "N/PERIOD", default_value = "1000/10s", value_parser = crate::rate::parse_rate_limit)]
-    pub vault_rate_limit: crate::rate::RateLimit,
+    #[arg(long = "vault-rate-limit", value_name = "N/PERIOD", default_value = "1000/10s", value_parser = crate::provider::azure::rate::parse_rate_limit)]
+    pub vault_rate_limit: crate::provider::azure::rate::RateLimit,
     /// Extra CA certificates (PEM) to trust for Key Vault and Entra ID.
     #[arg(long = "azure-ca-file", value_name = "PEM")]
     pub ca_file: Option<PathBuf>,

@@ -4,7 +4,6 @@
 
 pub mod admin;
 pub mod audit;
-pub mod cache;
 pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
@@ -25,7 +24,6 @@ pub mod names;
 pub mod node;
 pub mod provider;
 pub mod provider_server;
-pub mod rate;
 pub mod rotation;
 pub mod spc;
 pub mod standalone;

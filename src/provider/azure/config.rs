@@ -122,7 +122,7 @@ pub struct AzureProviderConfig {
     /// Byte budget of the shared object cache.
     pub cache_bytes: usize,
     /// Vault requests allowed per vault.
-    pub rate_limit: crate::rate::RateLimit,
+    pub rate_limit: crate::provider::azure::rate::RateLimit,
     /// Authenticate every mount as the account signed in to the Azure CLI
     /// (`az account get-access-token`), whatever identity the class names.
     /// Only `secretfs mount` sets it, as the last of its credential sources;
@@ -151,8 +151,8 @@ impl Default for AzureProviderConfig {
             concurrency: 8,
             retry: RetryConfig::default(),
             max_identities: 256,
-            cache_bytes: crate::cache::DEFAULT_BUDGET,
-            rate_limit: crate::rate::RateLimit::default(),
+            cache_bytes: crate::provider::azure::cache::DEFAULT_BUDGET,
+            rate_limit: crate::provider::azure::rate::RateLimit::default(),
             azure_cli: false,
             metrics: crate::metrics::global(),
         }

@@ -35,7 +35,7 @@ pub struct FetchContext<'a> {
     /// The clients of the mount's identity and vault.
     pub clients: &'a VaultClients,
     /// The node's per-vault request budget (none in unit tests).
-    pub limiter: Option<&'a crate::rate::RateLimiter>,
+    pub limiter: Option<&'a crate::provider::azure::rate::RateLimiter>,
     /// The vault's name (`keyvaultName`).
     pub vault: &'a str,
     /// Who we are, for messages (`managed identity 5a1d…`).
@@ -113,7 +113,7 @@ fn bad_body(what: &str, e: &serde_json::Error) -> Failure {
 }
 
 /// A 429 with `Retry-After` from the vault pauses its bucket: no request of
-/// this node goes to that vault until then (`crate::rate`).
+/// this node goes to that vault until then (`crate::provider::azure::rate`).
 fn pause_if_throttled<T>(ctx: &FetchContext<'_>, result: &Result<T, Failure>) {
     if let (Some(limiter), Err(failure)) = (ctx.limiter, result)
         && failure.kind == ErrorKind::Throttled

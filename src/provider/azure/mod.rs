@@ -4,7 +4,8 @@
 //! [`AzureProviderConfig`] ([`config`]); the HTTP client and SDK clients
 //! ([`clients`]); credentials per identity ([`credentials`], [`imds`] for
 //! IMDS and NMI); fetching with retries and user-facing errors ([`fetch`],
-//! [`retry`]).
+//! [`retry`]); the node's shared object cache ([`cache`]: single flight,
+//! freshness, a byte budget) and the per-vault rate limiter ([`rate`]).
 //!
 //! The pure, network-free half:
 //! - [`params`]: SecretProviderClass parameters → [`AzureParameters`]
@@ -46,6 +47,7 @@
 //! [`Plan`]: crate::provider::Plan
 
 pub mod azure_cli;
+pub mod cache;
 pub mod chain;
 pub mod clients;
 pub mod cloud;
@@ -61,6 +63,7 @@ pub mod jwk;
 pub mod objects;
 pub mod params;
 pub mod pem;
+pub mod rate;
 pub mod pfx;
 pub mod provider;
 pub mod retry;

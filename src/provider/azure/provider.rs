@@ -34,7 +34,7 @@ use super::identity::{
     resolve_identity,
 };
 use super::params::{AzureParameters, ParseOptions, read_cloud_env_file};
-use crate::cache::Fresh;
+use crate::provider::azure::cache::Fresh;
 use crate::provider::{
     ErrorKind, MountError, MountRequest, MountResponse, MountedFile, ObjectErrors, Plan, Provider,
 };
@@ -117,7 +117,7 @@ impl ObjectKey {
     }
 }
 
-impl crate::cache::Weigh for FetchedObject {
+impl crate::provider::azure::cache::Weigh for FetchedObject {
     fn weight(&self) -> usize {
         self.files.iter().map(|f| f.contents.len()).sum()
     }
@@ -126,9 +126,9 @@ impl crate::cache::Weigh for FetchedObject {
 pub struct AzureProvider {
     config: AzureProviderConfig,
     /// Fetched objects shared by every mount and refresh of the node.
-    cache: crate::cache::ObjectCache<ObjectKey, FetchedObject, FetchError>,
+    cache: crate::provider::azure::cache::ObjectCache<ObjectKey, FetchedObject, FetchError>,
     /// Requests per vault.
-    limiter: Arc<crate::rate::RateLimiter>,
+    limiter: Arc<crate::provider::azure::rate::RateLimiter>,
     transport: Transport,
     credential_env: CredentialEnv,
     salt: IdentityKeySalt,
@@ -197,7 +197,7 @@ impl AzureProvider {
 /// mounts can share it (the cache's single flight).
 struct OwnedFetch {
     clients: Arc<VaultClients>,
-    limiter: Arc<crate::rate::RateLimiter>,
+    limiter: Arc<crate::provider::azure::rate::RateLimiter>,
     vault: String,
     identity: String,
     retry: super::config::RetryConfig,
@@ -292,8 +292,8 @@ impl AzureProvider {
         let salt = IdentityKeySalt::random().map_err(|_| ConfigError::Random)?;
         let capacity = NonZeroUsize::new(config.max_identities.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(AzureProvider {
-            cache: crate::cache::ObjectCache::new(config.cache_bytes).with_metrics(config.metrics),
-            limiter: Arc::new(crate::rate::RateLimiter::new(config.rate_limit)),
+            cache: crate::provider::azure::cache::ObjectCache::new(config.cache_bytes).with_metrics(config.metrics),
+            limiter: Arc::new(crate::provider::azure::rate::RateLimiter::new(config.rate_limit)),
             credential_env: CredentialEnv {
                 node_http,
                 transport: transport.clone(),

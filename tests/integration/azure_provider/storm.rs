@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use secretfs::provider::Provider;
 use secretfs::provider::azure::AzureProvider;
-use secretfs::rate::RateLimit;
+use secretfs::provider::azure::rate::RateLimit;
 use secretfs::rotation::{self, RotationConfig};
 use secretfs::spc::SpcDir;
 use secretfs::volume::{Driver, DriverConfig};
