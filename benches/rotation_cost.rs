@@ -10,11 +10,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secretfs::demo::emulator_azure_config;
+use secretfs::cmd::demo::emulator_azure_config;
+use secretfs::node::driver::{Driver, DriverConfig};
 use secretfs::provider::Provider;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::spc::SpcDir;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_e2e::kubelet::{Kubelet, PublishExtras, parse_pod};
 use secretfs_e2e::{CounterFilter, Emulator, EmulatorConfig, EmulatorHandle, Route, Seed};
 use secretfs_fuse::ReadMode;

@@ -17,7 +17,7 @@
 //! and certificates; an external provider's protocol carries no attributes,
 //! so its files report one only when they hold PEM certificates
 //! (`provider::external`). Lazy volumes report each file's once it loaded
-//! (`volume::lazy`).
+//! (`node::driver`'s `lazy`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

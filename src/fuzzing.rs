@@ -166,7 +166,7 @@ pub fn objects(input: &[u8]) -> Outcome {
     outcome
 }
 
-/// A NodePublishVolume as [`crate::volume`] reads it. `input` is lines: the
+/// A NodePublishVolume as [`crate::node::driver`] reads it. `input` is lines: the
 /// first is the target path (any bytes but `\n`), then `key=value` for the
 /// volume context and `secret:key=value` for the request secrets.
 pub fn volume_context(input: &[u8]) -> Outcome {
@@ -190,7 +190,7 @@ pub fn volume_context(input: &[u8]) -> Outcome {
         mount_group: None,
         mount_flags: Vec::new(),
     };
-    let Ok(ctx) = crate::volume::context::read(&request) else {
+    let Ok(ctx) = crate::node::driver::context::read(&request) else {
         return Outcome::Refused;
     };
     let ctx_get = |k: &str| request.volume_context.get(k).unwrap_or_default();
@@ -366,10 +366,10 @@ fn tls_split(file: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
             .collect(),
         ..SecretObject::default()
     };
-    let crt = crate::sync::build_secret_data(&object(&["tls.crt"]), &mounted)
+    let crt = crate::node::sync::build_secret_data(&object(&["tls.crt"]), &mounted)
         .map_err(|e| e.to_string())?;
     let crt = crt["tls.crt"].expose().to_vec();
-    let key = crate::sync::build_secret_data(&object(&["tls.key"]), &mounted)
+    let key = crate::node::sync::build_secret_data(&object(&["tls.key"]), &mounted)
         .ok()
         .map(|k| k["tls.key"].expose().to_vec());
     Ok((crt, key))

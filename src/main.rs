@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
     let cli = secretfs::Cli::parse();
-    if let Err(err) = secretfs::logging::init(&cli.log) {
+    if let Err(err) = secretfs::cmd::logging::init(&cli.log) {
         eprintln!("secretfs: {err:#}");
         return ExitCode::from(2);
     }

@@ -53,7 +53,7 @@ pub struct AuditLabels {
 }
 
 /// Why an audited read was not attributed (a bounded set, see
-/// [`crate::audit::Unattributed::code`]).
+/// [`crate::node::audit::Unattributed::code`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
@@ -276,7 +276,7 @@ impl Metrics {
     }
 
     /// A fresh registry that lives as long as the process (leaked: tests
-    /// make a few), for a [`crate::volume::Driver`] and an Azure provider
+    /// make a few), for a [`crate::node::driver::Driver`] and an Azure provider
     /// to count into instead of the process's.
     pub fn isolated() -> &'static Metrics {
         Box::leak(Box::new(Metrics::new()))

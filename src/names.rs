@@ -28,5 +28,5 @@ pub const PARAM_FETCH: &str = "secretfs.io/fetch";
 
 /// SecretProviderClass annotation: `reads` logs each first open of each
 /// file version by each process of the class's volumes (who reads what;
-/// see `crate::audit`). Any other value is refused at publish.
+/// see `crate::node::audit`). Any other value is refused at publish.
 pub const ANNOTATION_AUDIT: &str = "secretfs.io/audit";

@@ -309,14 +309,14 @@ def test_probes(default_docs):
     driver = container(default_docs, "secrets-store")
     ports = {p["name"]: p["containerPort"] for p in driver["ports"]}
     assert ports == {"metrics": 8095}
-    # the driver's own /healthz (src/endpoints.rs, on --metrics-addr): not
+    # the driver's own /healthz (src/node/endpoints.rs, on --metrics-addr): not
     # the sidecar's CSI Probe, which fails until the API watch has listed
     live = driver["livenessProbe"]
     assert live["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert args_dict(driver)["--metrics-addr"] == f":{ports['metrics']}"
     assert (live["failureThreshold"], live["initialDelaySeconds"], live["timeoutSeconds"], live["periodSeconds"]) == (5, 30, 10, 15)
     assert driver["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-    endpoints = (chartlib.REPO / "src" / "endpoints.rs").read_text()
+    endpoints = (chartlib.REPO / "src" / "node" / "endpoints.rs").read_text()
     assert '"/healthz" =>' in endpoints and '"/readyz" =>' in endpoints
     # the livenessprobe sidecar stays, as upstream: CSI Probe over the socket
     # on its own port
@@ -327,12 +327,12 @@ def test_probes(default_docs):
 
 
 def binary_default_admin_socket() -> str:
-    src = (chartlib.REPO / "src" / "admin.rs").read_text()
+    src = (chartlib.REPO / "src" / "node" / "admin.rs").read_text()
     m = re.search(r'pub const DEFAULT_SOCKET: &str = "([^"]+)";', src)
-    assert m, "DEFAULT_SOCKET not found in src/admin.rs"
-    cli = (chartlib.REPO / "src" / "cli.rs").read_text()
+    assert m, "DEFAULT_SOCKET not found in src/node/admin.rs"
+    cli = (chartlib.REPO / "src" / "cmd" / "cli.rs").read_text()
     # `secretfs node` and `secretfs status`/`refresh` default to it
-    assert len(re.findall(r"default_value = crate::admin::DEFAULT_SOCKET\)\]\s*pub admin_socket", cli)) == 2
+    assert len(re.findall(r"default_value = crate::node::admin::DEFAULT_SOCKET\)\]\s*pub admin_socket", cli)) == 2
     return m.group(1)
 
 
@@ -560,8 +560,8 @@ def test_restart_survival_off_renders_no_keeper_and_no_flags(values):
 
 
 def test_keeper_subcommand_exists_in_the_binary():
-    src = (chartlib.REPO / "src" / "cli.rs").read_text()
-    assert re.search(r"^\s*Keeper\(KeeperArgs\),", src, re.M), "no `secretfs keeper` subcommand in src/cli.rs"
+    src = (chartlib.REPO / "src" / "cmd" / "cli.rs").read_text()
+    assert re.search(r"^\s*Keeper\(KeeperArgs\),", src, re.M), "no `secretfs keeper` subcommand in src/cmd/cli.rs"
 
 
 # ---------------------------------------------------------------- CSIDriver
@@ -628,7 +628,7 @@ def test_no_secret_access_without_sync(values):
 
 def test_sync_adds_secret_access_in_its_own_bound_role():
     docs = manifests({"syncSecret": {"enabled": True}})
-    # src/sync/mod.rs: one server-side apply per Secret (PATCH; `create` when
+    # src/node/sync/mod.rs: one server-side apply per Secret (PATCH; `create` when
     # the Secret does not exist yet); it never reads, lists or deletes one
     assert grants(docs, "secrets") == {"create", "patch"}
     role = find(docs, "ClusterRole", "-sync")
@@ -647,16 +647,16 @@ NODE_CALLS = {
     # src/spc.rs: reflector(watcher(Api::all)) lists and watches; get_opt
     # reads a class the cache does not hold yet
     ("secrets-store.csi.x-k8s.io", "secretproviderclasses"): ["get", "list", "watch"],
-    # src/sync/mod.rs: Patch::Apply of the status; get of its uid when it
+    # src/node/sync/mod.rs: Patch::Apply of the status; get of its uid when it
     # owns a Secret. Deletion is the garbage collector's (owner: the pod).
     ("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses"): ["create", "get", "patch"],
-    # src/sync/mod.rs: the pod's owner references for a synced Secret
+    # src/node/sync/mod.rs: the pod's owner references for a synced Secret
     ("", "pods"): ["get"],
     # kube-runtime's events::Recorder: events.k8s.io/v1, create then patch
     ("events.k8s.io", "events"): ["create", "patch"],
 }
 SYNC_CALLS = {
-    # src/sync/mod.rs: Patch::Apply of each Secret
+    # src/node/sync/mod.rs: Patch::Apply of each Secret
     ("", "secrets"): ["create", "patch"],
 }
 
@@ -705,7 +705,7 @@ def test_rbac_covers_every_resource_the_code_calls():
     assert kinds <= set(resources) | {"DynamicObject"}, f"Api of an unknown kind in src/: {kinds - set(resources)}"
     called = {resources[k] for k in kinds if k in resources}
     if "DynamicObject" in kinds:
-        # the only dynamic resource is the pod status (src/sync/mod.rs)
+        # the only dynamic resource is the pod status (src/node/sync/mod.rs)
         assert status_plural
         called.add(("secrets-store.csi.x-k8s.io", "secretproviderclasspodstatuses"))
     if events:
@@ -831,13 +831,13 @@ def test_crd_printer_columns(crds):
 
 def test_object_count_column_is_written_by_the_driver(crds):
     """The Objects column reads status.objectCount: the CRD declares it (or
-    the API server would prune it) and src/sync/status.rs writes it as the
+    the API server would prune it) and src/node/sync/status.rs writes it as the
     length of the objects list it writes next to it."""
     spcps = crds["secretproviderclasspodstatuses.secrets-store.csi.x-k8s.io"]
     for v in ("v1", "v1alpha1"):
         field = schema_of(spcps, v)["properties"]["status"]["properties"]["objectCount"]
         assert (field["type"], field["minimum"]) == ("integer", 0)
-    src = (chartlib.REPO / "src" / "sync" / "status.rs").read_text()
+    src = (chartlib.REPO / "src" / "node" / "sync" / "status.rs").read_text()
     assert re.search(r'"objects": objects\.iter\(\)', src)
     assert re.search(r'"objectCount": objects\.len\(\)', src)
 
@@ -1003,7 +1003,7 @@ def test_notes_show_status_and_refresh_in_the_driver_container(default_docs):
         assert f"kubectl -n {chartlib.NAMESPACE} exec $POD -c secrets-store --" in line
     # `secretfs` is on the image's PATH and `status`/`refresh` are subcommands
     assert "/usr/local/bin/secretfs" in DOCKERFILE
-    cli = (chartlib.REPO / "src" / "cli.rs").read_text()
+    cli = (chartlib.REPO / "src" / "cmd" / "cli.rs").read_text()
     assert re.search(r"^\s*Status\(AdminArgs\),", cli, re.M) and re.search(r"^\s*Refresh\(RefreshArgs\),", cli, re.M)
 
 
@@ -1064,12 +1064,12 @@ def test_docker_context_holds_the_whole_workspace():
 
 
 def cli_long_flags(*structs: str) -> set[str]:
-    """Long flags `secretfs` defines (clap derive in src/cli.rs); with
+    """Long flags `secretfs` defines (clap derive in src/cmd/cli.rs); with
     `structs`, only those of these argument structs."""
-    src = (chartlib.REPO / "src" / "cli.rs").read_text()
+    src = (chartlib.REPO / "src" / "cmd" / "cli.rs").read_text()
     if structs:
         bodies = [re.search(rf"pub struct {s} \{{\n(.*?)\n\}}\n", src, re.S) for s in structs]
-        assert all(bodies), f"not all of {structs} found in src/cli.rs"
+        assert all(bodies), f"not all of {structs} found in src/cmd/cli.rs"
         src = "\n".join(b.group(1) for b in bodies if b)
     flags = set()
     for attr, field in re.findall(r"#\[arg\(((?:[^()]|\([^()]*\))*)\)\]\s*(?:///[^\n]*\n\s*)*pub\s+(\w+)\s*:", src):

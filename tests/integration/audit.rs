@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use secretfs::audit::{AuditSink, Auditor, ContainerNames};
+use secretfs::node::audit::{AuditSink, Auditor, ContainerNames};
+use secretfs::node::driver::{Driver, DriverConfig};
 use secretfs::provider::Provider;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::spc::SpcDir;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeManager};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::{Emulator, EmulatorHandle, Seed};
@@ -183,8 +183,9 @@ fn driver(
     .with_metrics(metrics)
     .with_auditor(auditor);
     match persist {
-        Some((state, keeper)) => driver
-            .with_persistence(secretfs::volume::Persistence::new(state, Some(keeper)).unwrap()),
+        Some((state, keeper)) => driver.with_persistence(
+            secretfs::node::driver::Persistence::new(state, Some(keeper)).unwrap(),
+        ),
         None => driver,
     }
 }
@@ -324,7 +325,7 @@ async fn reads_are_attributed_to_the_volumes_pod_and_others_are_refused() {
     let status = driver.status().await;
     let audit = status[0].audit.clone().expect("an audited volume");
     assert!(audit.can_attribute, "{audit:?}");
-    let table = secretfs::admin::render_status(&status);
+    let table = secretfs::cmd::admin::render_status(&status);
     assert!(
         table.contains("reads audited (secretfs.io/audit: reads)"),
         "{table}"
@@ -364,7 +365,7 @@ async fn a_restart_keeps_auditing() {
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("state");
     let keeper_socket = scratch.path().join("keeper.sock");
-    let keeper = secretfs::keeper::KeeperServer::bind(&keeper_socket).unwrap();
+    let keeper = secretfs::node::keeper::KeeperServer::bind(&keeper_socket).unwrap();
     let stop_keeper = keeper.stopper();
     let keeper_thread = std::thread::spawn(move || keeper.serve());
     let persist = Some((state.as_path(), keeper_socket.as_path()));
@@ -464,7 +465,7 @@ spec:
         .patch_status("audited", &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap();
-    let names = secretfs::audit::KubeContainerNames(kube.client.clone())
+    let names = secretfs::node::audit::KubeContainerNames(kube.client.clone())
         .names(&kube.namespace, "audited")
         .await
         .unwrap();
@@ -478,7 +479,7 @@ spec:
     );
     // A pod that does not exist: an error, not an empty answer.
     assert!(
-        secretfs::audit::KubeContainerNames(kube.client.clone())
+        secretfs::node::audit::KubeContainerNames(kube.client.clone())
             .names(&kube.namespace, "absent")
             .await
             .is_err()

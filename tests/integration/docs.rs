@@ -53,7 +53,7 @@ fn mentions_flag(text: &str, flag: &str) -> bool {
 fn every_flag_is_in_configuration_md() {
     let doc = read("docs/CONFIGURATION.md");
     let mut flags = BTreeSet::new();
-    long_flags(&secretfs::cli::Cli::command(), "secretfs", &mut flags);
+    long_flags(&secretfs::cmd::cli::Cli::command(), "secretfs", &mut flags);
     // The walk must see the commands' own flags, or the check below is empty.
     for (flag, command) in [
         ("rotation-poll-interval", "secretfs node"),
@@ -75,7 +75,7 @@ fn every_flag_is_in_configuration_md() {
     assert!(
         missing.is_empty(),
         "docs/CONFIGURATION.md does not document these flags (add a row with their default and \
-         meaning, from their help text in src/cli.rs): {}",
+         meaning, from their help text in src/cmd/cli.rs): {}",
         missing.join(", ")
     );
 }

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::events::v1::Event;
+use secretfs::node::driver::{Driver, DriverConfig, Persistence, VolumeStatus};
+use secretfs::node::sync::Syncer;
 use secretfs::provider::Provider;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::spc::SpcDir;
-use secretfs::sync::Syncer;
-use secretfs::volume::{Driver, DriverConfig, Persistence, VolumeStatus};
 use secretfs_csi::{UnpublishRequest, VolumeManager};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::{Emulator, EmulatorHandle, NewSecretVersion, Seed, VersionAttributesSeed};
@@ -428,7 +428,7 @@ async fn expiring_expired_and_not_yet_valid_objects_warn_each_pod_once_per_versi
         Some("certificate notAfter (leaf)")
     );
     assert_eq!(file("plain").expiry, None);
-    let table = secretfs::admin::render_status(std::slice::from_ref(&status));
+    let table = secretfs::cmd::admin::render_status(std::slice::from_ref(&status));
     assert!(
         table.contains("EXPIRED at ") && table.contains("NOT VALID until "),
         "{table}"
@@ -500,7 +500,7 @@ async fn a_restart_keeps_the_series_and_does_not_warn_again() {
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("state");
     let keeper_socket = scratch.path().join("keeper.sock");
-    let keeper = secretfs::keeper::KeeperServer::bind(&keeper_socket).unwrap();
+    let keeper = secretfs::node::keeper::KeeperServer::bind(&keeper_socket).unwrap();
     let stop_keeper = keeper.stopper();
     let keeper_thread = std::thread::spawn(move || keeper.serve());
     let mut node = start_with(Some((&state, &keeper_socket))).await;
@@ -698,7 +698,7 @@ async fn a_lazy_volume_reports_the_expiry_of_the_objects_it_loaded() {
     )
     .unwrap();
     let soon_exp = node.seeded_at + DAY;
-    let scheduler = secretfs::rotation::spawn(node.driver.clone(), Default::default());
+    let scheduler = secretfs::node::rotation::spawn(node.driver.clone(), Default::default());
 
     node.publish_class("lazy-a", LAZY_CLASS).await;
     // Nothing loaded: nothing known.
@@ -885,7 +885,7 @@ spec:
     // Nothing of the bundle or the other file anywhere.
     let rendered = [
         serde_json::to_string(&status).unwrap(),
-        secretfs::admin::render_status(std::slice::from_ref(&status)),
+        secretfs::cmd::admin::render_status(std::slice::from_ref(&status)),
         node.metrics.render(),
         events.iter().map(|(_, n)| n.as_str()).collect(),
     ];

@@ -227,7 +227,7 @@ fn base64_std(bytes: &[u8]) -> String {
 /// accepted with that name skipped, so `pods/<not UTF-8>/<uid>/volumes/…`, a
 /// directory below another "pod", passed for the pod's own volume
 /// (`check_target` matched only the UTF-8 names). Fixed in
-/// `src/volume/context.rs`: a target that is not UTF-8 is refused.
+/// `src/node/driver/context.rs`: a target that is not UTF-8 is refused.
 #[test]
 fn target_with_a_non_utf8_name_in_place_of_the_pod_uid() {
     // As minimized by libFuzzer (the pod keys are `publish`'s).
@@ -238,13 +238,13 @@ fn target_with_a_non_utf8_name_in_place_of_the_pod_uid() {
 
     use std::os::unix::ffi::OsStrExt as _;
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&target));
-    let err = secretfs::volume::check_target(path, UID).unwrap_err();
+    let err = secretfs::node::driver::check_target(path, UID).unwrap_err();
     assert_eq!(err.error_type, "UnexpectedTargetPath");
     // A non-UTF-8 name anywhere else is refused too (kubelet never makes one).
     let inside = format!("/var/lib/kubelet/pods/{UID}/volumes/kubernetes.io~csi/v/mount");
     let mut extra = inside.clone().into_bytes();
     extra.splice(17..17, b"\xfe/".iter().copied());
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&extra));
-    assert!(secretfs::volume::check_target(path, UID).is_err());
-    assert!(secretfs::volume::check_target(std::path::Path::new(&inside), UID).is_ok());
+    assert!(secretfs::node::driver::check_target(path, UID).is_err());
+    assert!(secretfs::node::driver::check_target(std::path::Path::new(&inside), UID).is_ok());
 }

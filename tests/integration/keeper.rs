@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use secretfs::keeper::{
+use secretfs::node::keeper::{
     KeeperClient, KeeperError, KeeperServer, KeeperStopper, Kept, MAX_FRAME, MAX_KEY,
 };
 use zeroize::Zeroizing;

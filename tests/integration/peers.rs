@@ -788,7 +788,7 @@ async fn upstream_driver_with_secretfs_provider_matches_upstream_byte_for_byte()
         match side.peer {
             Peer::Secretfs => {
                 let admin = side.plugin.admin_socket.clone().unwrap();
-                let results = secretfs::admin::refresh(&admin, None).await.unwrap();
+                let results = secretfs::cmd::admin::refresh(&admin, None).await.unwrap();
                 assert_eq!(results.len(), CLASSES.len(), "{results:?}");
             }
             _ => side.publish_all().await,

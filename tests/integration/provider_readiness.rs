@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
+use secretfs::node::driver::{Driver, DriverConfig};
 use secretfs::provider::ProviderRegistry;
 use secretfs::provider::external::ExternalConfig;
 use secretfs::spc::SpcDir;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::proto::csi::{ProbeRequest, identity_client::IdentityClient};
 use secretfs_csi::{
     PublishRequest, Readiness, UnpublishRequest, VolumeContext, VolumeManager, keys,

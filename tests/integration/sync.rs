@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
+use secretfs::node::sync::{SyncError, SyncInput, Syncer};
 use secretfs::provider::{FileMode, MountedFile, ObjectVersion, PodRef};
 use secretfs::spc::{SecretObject, SecretObjectData};
-use secretfs::sync::{SyncError, SyncInput, Syncer};
 use secretfs_secrets::SecretBytes;
 use serde_json::{Value, json};
 use tower_test::mock::{Handle, pair};

@@ -6,9 +6,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use secretfs::node::sync::build_secret_data;
 use secretfs::provider::{FileMode, MountedFile};
 use secretfs::spc::{SecretObject, SecretObjectData};
-use secretfs::sync::build_secret_data;
 use secretfs_secrets::SecretBytes;
 
 fn tls(file: &[u8]) -> (String, String) {

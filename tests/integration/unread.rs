@@ -9,10 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secretfs::node::driver::{Driver, DriverConfig, FileStatus, Persistence, UNUSED_HINT};
 use secretfs::provider::Provider;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::spc::SpcDir;
-use secretfs::volume::{Driver, DriverConfig, FileStatus, Persistence, UNUSED_HINT};
 use secretfs_csi::{UnpublishRequest, VolumeManager};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::{Emulator, EmulatorHandle, NewSecretVersion, Seed};
@@ -142,7 +142,7 @@ impl Node {
     async fn status(&self) -> (std::collections::BTreeMap<String, FileStatus>, String) {
         let volumes = self.driver.status().await;
         let json = serde_json::to_string(&volumes).unwrap();
-        let table = secretfs::admin::render_status(&volumes);
+        let table = secretfs::cmd::admin::render_status(&volumes);
         for value in VALUES {
             assert!(!json.contains(value) && !table.contains(value), "{table}");
         }
@@ -152,7 +152,7 @@ impl Node {
             Some(THRESHOLD.as_secs())
         );
         // What `secretfs status --json` prints reads back the same.
-        let back: Vec<secretfs::volume::VolumeStatus> = serde_json::from_str(&json).unwrap();
+        let back: Vec<secretfs::node::driver::VolumeStatus> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, volumes);
         let files = volumes[0]
             .files
@@ -329,7 +329,7 @@ async fn a_restart_keeps_first_reads_and_unread_files() {
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("state");
     let keeper_socket = scratch.path().join("keeper.sock");
-    let keeper = secretfs::keeper::KeeperServer::bind(&keeper_socket).unwrap();
+    let keeper = secretfs::node::keeper::KeeperServer::bind(&keeper_socket).unwrap();
     let stop_keeper = keeper.stopper();
     let keeper_thread = std::thread::spawn(move || keeper.serve());
     let mut node = Node::start(ReadMode::PageCache, Some((&state, &keeper_socket))).await;

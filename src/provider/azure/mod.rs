@@ -63,9 +63,9 @@ pub mod jwk;
 pub mod objects;
 pub mod params;
 pub mod pem;
-pub mod rate;
 pub mod pfx;
 pub mod provider;
+pub mod rate;
 pub mod retry;
 pub mod validity;
 

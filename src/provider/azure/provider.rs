@@ -292,8 +292,11 @@ impl AzureProvider {
         let salt = IdentityKeySalt::random().map_err(|_| ConfigError::Random)?;
         let capacity = NonZeroUsize::new(config.max_identities.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(AzureProvider {
-            cache: crate::provider::azure::cache::ObjectCache::new(config.cache_bytes).with_metrics(config.metrics),
-            limiter: Arc::new(crate::provider::azure::rate::RateLimiter::new(config.rate_limit)),
+            cache: crate::provider::azure::cache::ObjectCache::new(config.cache_bytes)
+                .with_metrics(config.metrics),
+            limiter: Arc::new(crate::provider::azure::rate::RateLimiter::new(
+                config.rate_limit,
+            )),
             credential_env: CredentialEnv {
                 node_http,
                 transport: transport.clone(),

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use secretfs::node::driver::{Driver, DriverConfig};
+use secretfs::node::rotation::{self, RotationConfig};
 use secretfs::provider::Provider;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::provider::azure::rate::RateLimit;
-use secretfs::rotation::{self, RotationConfig};
 use secretfs::spc::SpcDir;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_e2e::{CounterFilter, EmulatorHandle, FaultKind, FaultSpec, Route};
@@ -227,7 +227,7 @@ async fn an_on_demand_refresh_costs_one_get_per_object_within_the_bucket() {
     let admin = {
         let (socket, driver) = (socket.clone(), bed.driver.clone());
         tokio::spawn(async move {
-            secretfs::admin::serve(&socket, driver, std::future::pending())
+            secretfs::node::admin::serve(&socket, driver, std::future::pending())
                 .await
                 .unwrap();
         })
@@ -240,7 +240,7 @@ async fn an_on_demand_refresh_costs_one_get_per_object_within_the_bucket() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     emu.reset_counters();
     let requested = Instant::now();
-    let results = secretfs::admin::refresh(&socket, None).await.unwrap();
+    let results = secretfs::cmd::admin::refresh(&socket, None).await.unwrap();
     let took = requested.elapsed();
     assert_eq!(results.len(), PODS);
     for r in &results {

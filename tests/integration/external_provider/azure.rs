@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use secretfs::demo::emulator_azure_config;
+use secretfs::cmd::demo::emulator_azure_config;
+use secretfs::cmd::provider::ProviderService;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::provider::external::{ExternalClient, ExternalProvider, ProviderVolume};
 use secretfs::provider::{FileMode, MountRequest, PodRef, Provider};
-use secretfs::provider_server::ProviderService;
 use secretfs::spc::{SpcDir, SpcSource};
 use secretfs_csi::ErrorCode;
 use secretfs_csi::proto::health::health_client::HealthClient;
@@ -47,7 +47,7 @@ fn serve(emu: &EmulatorHandle, socket: &std::path::Path, max_age: Duration) -> S
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         let service = ProviderService::new(provider, "node-1", max_age);
-        secretfs::provider_server::serve(listener, service, async {
+        secretfs::cmd::provider::serve(listener, service, async {
             let _ = stopped.await;
         })
         .await

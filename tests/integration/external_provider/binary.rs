@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secretfs::demo::emulator_azure_config;
+use secretfs::cmd::demo::emulator_azure_config;
 use secretfs::provider::azure::AzureProvider;
 use secretfs::provider::external::{ExternalClient, ExternalProvider, ProviderVolume};
 use secretfs::provider::{FileMode, MountRequest, PodRef, Provider};

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use secretfs::node::driver::{Driver, DriverConfig};
+use secretfs::node::sync::Syncer;
 use secretfs::provider::external::{ExternalConfig, ExternalRetry};
 use secretfs::provider::{Provider, ProviderRegistry};
 use secretfs::spc::SpcDir;
-use secretfs::sync::Syncer;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{
     PublishRequest, UnpublishRequest, VolumeContext, VolumeError, VolumeManager, keys,
 };

@@ -71,7 +71,7 @@ async fn the_scheduler_calls_mount_once_per_volume_per_interval() {
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
 
-    use secretfs::rotation::{self, RotationConfig};
+    use secretfs::node::rotation::{self, RotationConfig};
 
     if !fuse_available() {
         return;

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use secretfs::sync::Syncer;
+use secretfs::node::sync::Syncer;
 use secretfs_e2e::fake_apiserver::{FakeApiServer, object_path};
 use serde_json::json;
 
@@ -135,7 +135,7 @@ async fn status_shows_the_versions_an_external_provider_reported() {
     provider.set_file("db/pass", b"hunter2", "p1");
     s.publish("versions", "v").await.unwrap();
     let status = s.driver.status().await;
-    let table = secretfs::admin::render_status(&status);
+    let table = secretfs::cmd::admin::render_status(&status);
     for (id, version) in [("secret/db/pass", "p1"), ("secret/foo", "v1")] {
         assert!(
             status[0]

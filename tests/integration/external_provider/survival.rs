@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secretfs::keeper::KeeperServer;
+use secretfs::node::driver::{Driver, DriverConfig, Persistence};
+use secretfs::node::keeper::KeeperServer;
 use secretfs::provider::ProviderRegistry;
 use secretfs::spc::SpcDir;
-use secretfs::volume::{Driver, DriverConfig, Persistence};
 use secretfs_e2e::test_provider::TestProvider;
 use secretfs_fuse::ReadMode;
 

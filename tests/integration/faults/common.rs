@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use secretfs::node::driver::{Driver, DriverConfig};
+use secretfs::node::sync::Syncer;
 use secretfs::provider::Provider;
 use secretfs::provider::azure::{AzureProvider, AzureProviderConfig, HostOverride, RetryConfig};
 use secretfs::spc::{KubeSpcs, SpcDir, SpcSource};
-use secretfs::sync::Syncer;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{
     PublishRequest, Readiness, UnpublishRequest, VolumeContext, VolumeError, VolumeManager, keys,
 };
@@ -340,7 +340,7 @@ impl Env {
         self.status(uid).await.synced
     }
 
-    pub async fn status(&self, uid: &str) -> secretfs::volume::VolumeStatus {
+    pub async fn status(&self, uid: &str) -> secretfs::node::driver::VolumeStatus {
         let target = self.target(uid).to_string_lossy().into_owned();
         self.driver
             .status()

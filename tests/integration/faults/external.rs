@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use secretfs::node::driver::{Driver, DriverConfig};
 use secretfs::provider::ProviderRegistry;
 use secretfs::provider::external::{ExternalConfig, ExternalRetry};
 use secretfs::spc::SpcDir;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{
     ErrorCode, PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys,
 };

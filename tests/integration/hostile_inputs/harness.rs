@@ -16,6 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use secretfs::node::driver::{Driver, DriverConfig};
 use secretfs::provider::azure::{
     AzureProvider, AzureProviderConfig, Fetched, FetchedSecret, HostOverride, RetryConfig,
     object_content, parse_objects,
@@ -26,7 +27,6 @@ use secretfs::provider::{
     ProviderRegistry,
 };
 use secretfs::spc::KubeSpcs;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::NodeService;
 use secretfs_csi::proto::csi::node_server::Node as _;
 use secretfs_csi::proto::csi::{
@@ -241,7 +241,9 @@ impl Node {
             Arc::new(KubeSpcs::start(client.clone())),
             registry,
         )
-        .with_syncer(Arc::new(secretfs::sync::Syncer::new(client, "node-1")));
+        .with_syncer(Arc::new(secretfs::node::sync::Syncer::new(
+            client, "node-1",
+        )));
         let driver = Arc::new(driver);
         let node = NodeService::new("node-1", driver.clone());
         let me = Node {

@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use secretfs::node::driver::{Driver, DriverConfig};
+use secretfs::node::sync::Syncer;
 use secretfs::provider::{
     MountError, MountRequest, MountResponse, MountedFile, ObjectVersion, Provider,
 };
 use secretfs::spc::SpcDir;
-use secretfs::sync::Syncer;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
 use secretfs_e2e::prereq::fuse_available;
 use secretfs_fuse::ReadMode;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
-use secretfs::sync::Syncer;
+use secretfs::node::sync::Syncer;
 use serde_json::json;
 use tower_test::mock::pair;
 

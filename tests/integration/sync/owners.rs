@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
-use secretfs::sync::Syncer;
+use secretfs::node::sync::Syncer;
 use tower_test::mock::pair;
 
 use crate::sync::{

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
+use secretfs::node::sync::{SyncError, Syncer};
 use secretfs::provider::{FileMode, MountedFile};
 use secretfs::spc::{SecretObject, SecretObjectData};
-use secretfs::sync::{SyncError, Syncer};
 use secretfs_secrets::SecretBytes;
 use serde_json::json;
 use tower_test::mock::pair;

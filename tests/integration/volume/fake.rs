@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use secretfs::node::driver::{Driver, DriverConfig};
 use secretfs::provider::{
     ErrorKind, MountError, MountRequest, MountResponse, MountedFile, ObjectError, ObjectErrors,
     ObjectVersion, Provider,
 };
 use secretfs::spc::SpcDir;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
 use secretfs_fuse::ReadMode;
 use secretfs_secrets::{SecretBytes, SecretMap};

@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secretfs::node::driver::{Driver, DriverConfig};
 use secretfs::provider::Provider;
 use secretfs::provider::azure::{AzureProvider, AzureProviderConfig, HostOverride};
 use secretfs::spc::SpcDir;
-use secretfs::volume::{Driver, DriverConfig};
 use secretfs_csi::{PublishRequest, UnpublishRequest, VolumeContext, VolumeManager, keys};
 use secretfs_e2e::{CounterFilter, Emulator, EmulatorConfig, EmulatorHandle, Route, Seed};
 use secretfs_fuse::ReadMode;

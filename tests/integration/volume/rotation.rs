@@ -10,7 +10,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use secretfs::rotation::{self, RotationConfig};
+use secretfs::node::rotation::{self, RotationConfig};
 use secretfs_csi::VolumeManager;
 
 use super::fake::*;
@@ -384,7 +384,7 @@ async fn status_shows_the_next_refresh_the_scheduler_planned() {
         (failed_by + 29..=failed_by + 31).contains(&next),
         "Retry-After 30 s honoured: {next} vs {failed_by}"
     );
-    let table = secretfs::admin::render_status(&statuses);
+    let table = secretfs::cmd::admin::render_status(&statuses);
     assert_eq!(table.matches("; next refresh in ").count(), 3, "{table}");
     assert!(
         table.contains("every 20s (class); next refresh in "),

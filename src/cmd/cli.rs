@@ -95,7 +95,7 @@ pub struct NodeArgs {
     pub read_mode: ReadModeArg,
     /// Local admin socket for `secretfs status` and `secretfs refresh`
     /// (mode 0600; empty to disable).
-    #[arg(long, default_value = crate::admin::DEFAULT_SOCKET)]
+    #[arg(long, default_value = crate::node::admin::DEFAULT_SOCKET)]
     pub admin_socket: String,
     /// Directory (on the host, surviving the container) of one record per
     /// published volume, without secrets: at start the node takes those
@@ -246,7 +246,7 @@ pub struct ProviderArgs {
     /// duration): mounts and rotation checks of the same identity, vault and
     /// object within it share one vault request. `0s` asks the vault on every
     /// Mount. Keep it below the driver's --rotation-poll-interval.
-    #[arg(long, default_value = "100s", value_parser = crate::provider_server::parse_max_age)]
+    #[arg(long, default_value = "100s", value_parser = crate::cmd::provider::parse_max_age)]
     pub cache_max_age: std::time::Duration,
     #[command(flatten)]
     pub azure: AzureArgs,
@@ -308,7 +308,7 @@ pub struct AzureArgs {
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
     /// The node plugin's admin socket.
-    #[arg(long, default_value = crate::admin::DEFAULT_SOCKET)]
+    #[arg(long, default_value = crate::node::admin::DEFAULT_SOCKET)]
     pub admin_socket: PathBuf,
     /// Print JSON.
     #[arg(long)]
@@ -320,7 +320,7 @@ pub struct AdminArgs {
 pub struct KeeperArgs {
     /// The socket the node plugin hands its volumes to (mode 0600; its
     /// directory is created with mode 0700 if missing).
-    #[arg(long, default_value = crate::keeper::DEFAULT_SOCKET)]
+    #[arg(long, default_value = crate::node::keeper::DEFAULT_SOCKET)]
     pub socket: PathBuf,
 }
 
@@ -424,9 +424,9 @@ mod tests {
         assert!(!args.enable_pprof);
         assert_eq!(args.pprof_port, 6065);
         assert_eq!(args.klog_verbosity, 0);
-        assert!(crate::node::ignored_flags(&args).is_empty());
+        assert!(crate::cmd::node::ignored_flags(&args).is_empty());
         // What reaches the external providers: both directories, in order.
-        let config = crate::node::external_config(&args);
+        let config = crate::cmd::node::external_config(&args);
         assert_eq!(
             config.dirs,
             [
@@ -473,14 +473,14 @@ mod tests {
         assert_eq!(args.provider_health_check_interval, Duration::from_secs(60));
         assert_eq!(args.pprof_port, 6060);
         assert_eq!(args.klog_verbosity, 5);
-        let config = crate::node::external_config(&args);
+        let config = crate::cmd::node::external_config(&args);
         assert_eq!(
             config.dirs,
             ["/var/run/providers", "/etc/a", "/etc/b"].map(PathBuf::from)
         );
         assert_eq!(config.max_recv_msg_size, 1024);
         assert_eq!(config.timeout, Duration::from_secs(20));
-        let warnings = crate::node::ignored_flags(&args);
+        let warnings = crate::cmd::node::ignored_flags(&args);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("--enable-pprof") && warnings[0].contains("Go"));
         assert!(warnings[1].contains("-v=5") && warnings[1].contains("--log"));

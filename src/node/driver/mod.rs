@@ -102,13 +102,13 @@ struct Published {
 }
 
 /// The object and version of each file of an audited volume, by path.
-type AuditVersions = Arc<std::sync::Mutex<HashMap<String, crate::audit::FileVersion>>>;
+type AuditVersions = Arc<std::sync::Mutex<HashMap<String, crate::node::audit::FileVersion>>>;
 
 /// Each file's object and version, for the audit lines.
 fn file_versions(
     files: &[MountedFile],
     versions: &[ObjectVersion],
-) -> HashMap<String, crate::audit::FileVersion> {
+) -> HashMap<String, crate::node::audit::FileVersion> {
     files
         .iter()
         .map(|f| {
@@ -119,7 +119,7 @@ fn file_versions(
                 .unwrap_or_default();
             (
                 f.path.clone(),
-                crate::audit::FileVersion {
+                crate::node::audit::FileVersion {
                     object: f.object_id.clone(),
                     version,
                 },
@@ -138,7 +138,7 @@ pub struct Driver {
     classes: Arc<dyn SpcSource>,
     providers: Arc<ProviderRegistry>,
     targets: std::sync::Mutex<HashMap<PathBuf, Slot>>,
-    syncer: Option<Arc<crate::sync::Syncer>>,
+    syncer: Option<Arc<crate::node::sync::Syncer>>,
     /// FUSE request counts: live volumes, plus those already unmounted.
     fuse: std::sync::Mutex<FuseTally>,
     /// State directory and keeper, when volumes survive restarts.
@@ -157,7 +157,7 @@ pub struct Driver {
     /// rotated is "mounted but unused" (`--unread-threshold`).
     unread_threshold: Duration,
     /// Who reads what, for classes that ask (`secretfs.io/audit: reads`).
-    auditor: Option<Arc<crate::audit::Auditor>>,
+    auditor: Option<Arc<crate::node::audit::Auditor>>,
     /// The validities lazy files' loads learnt, for [`Driver::take_lazy_loads`].
     lazy_loads: Arc<lazy::LazyLoads>,
 }
@@ -261,7 +261,7 @@ impl Driver {
 
     /// Audits the reads of classes annotated `secretfs.io/audit: reads`
     /// (without an auditor such a class is refused at publish).
-    pub fn with_auditor(mut self, auditor: Arc<crate::audit::Auditor>) -> Self {
+    pub fn with_auditor(mut self, auditor: Arc<crate::node::audit::Auditor>) -> Self {
         self.auditor = Some(auditor);
         self
     }
@@ -277,7 +277,7 @@ impl Driver {
         let auditor = self.auditor.as_ref()?;
         let table: AuditVersions = Arc::new(std::sync::Mutex::new(file_versions(files, versions)));
         let observer = auditor.observer(
-            crate::audit::AuditedVolume {
+            crate::node::audit::AuditedVolume {
                 namespace: pod.namespace.clone(),
                 pod: pod.name.clone(),
                 pod_uid: pod.uid.clone(),
@@ -395,7 +395,7 @@ impl Driver {
     }
 
     /// Mirrors volumes to Kubernetes (pod statuses, `secretObjects`).
-    pub fn with_syncer(mut self, syncer: Arc<crate::sync::Syncer>) -> Self {
+    pub fn with_syncer(mut self, syncer: Arc<crate::node::sync::Syncer>) -> Self {
         self.syncer = Some(syncer);
         self
     }
@@ -779,8 +779,8 @@ impl Driver {
             .map(String::as_str)
         {
             None => false,
-            Some(crate::audit::AUDIT_READS) if self.auditor.is_some() => true,
-            Some(crate::audit::AUDIT_READS) => {
+            Some(crate::node::audit::AUDIT_READS) if self.auditor.is_some() => true,
+            Some(crate::node::audit::AUDIT_READS) => {
                 return Err(VolumeError::invalid(format!(
                     "SecretProviderClass {}/{}: annotation {} is set but this node has no audit log: remove the annotation, or run the node with --audit-log",
                     ctx.pod.namespace,
@@ -1003,7 +1003,7 @@ impl Driver {
         } else {
             &published.secret_objects
         };
-        let input = crate::sync::SyncInput {
+        let input = crate::node::sync::SyncInput {
             pod: &published.request.pod,
             class: &published.class,
             target: &target_text,
@@ -1267,7 +1267,7 @@ impl Driver {
     /// What is wrong with the providers this node depends on (empty: all
     /// answer); `--provider-health-check` logs it.
     pub async fn provider_problems(&self) -> Vec<String> {
-        crate::health::provider_problems(&self.providers, &self.providers_in_use()).await
+        crate::node::health::provider_problems(&self.providers, &self.providers_in_use()).await
     }
 }
 
@@ -1418,13 +1418,13 @@ impl VolumeManager for Driver {
     }
 
     /// Ready when classes can be read and the providers this node depends
-    /// on answer (see [`crate::health`]).
+    /// on answer (see [`crate::node::health`]).
     async fn readiness(&self) -> Readiness {
         match self.classes.readiness().await {
             Readiness::Ready => {}
             not_ready => return not_ready,
         }
-        crate::health::providers_ready(&self.providers, &self.providers_in_use()).await
+        crate::node::health::providers_ready(&self.providers, &self.providers_in_use()).await
     }
 }
 

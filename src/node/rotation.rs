@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::names::ANNOTATION_REFRESH_REQUESTED_AT;
-use crate::volume::{Driver, Freshness, Scheduled, VolumeInfo};
+use crate::node::driver::{Driver, Freshness, Scheduled, VolumeInfo};
 
 /// Scheduler settings.
 #[derive(Debug, Clone)]

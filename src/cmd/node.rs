@@ -6,13 +6,13 @@ use std::sync::Arc;
 use secretfs_fuse::ReadMode;
 use thiserror::Error;
 
-use crate::cli::{AzureArgs, NodeArgs, ReadModeArg};
+use crate::cmd::cli::{AzureArgs, NodeArgs, ReadModeArg};
+use crate::node::driver::{Driver, DriverConfig, Persistence};
 use crate::provider::azure::config::{AzureProviderConfig, HostOverride};
 use crate::provider::azure::{AzureProvider, CloudName};
 use crate::provider::external::ExternalConfig;
 use crate::provider::{Provider, ProviderRegistry};
 use crate::spc::{KubeSpcs, SpcDir, SpcSource};
-use crate::volume::{Driver, DriverConfig, Persistence};
 
 /// The version reported to kubelet.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -173,15 +173,17 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
     )
     .with_expiry_warning(args.expiry_warning)
     .with_unread_threshold(args.unread_threshold);
-    let sink =
-        crate::audit::AuditSink::open(&args.audit_log).map_err(|source| NodeError::AuditLog {
+    let sink = crate::node::audit::AuditSink::open(&args.audit_log).map_err(|source| {
+        NodeError::AuditLog {
             path: args.audit_log.clone().into(),
             source,
-        })?;
+        }
+    })?;
     let names = client.clone().map(|c| {
-        Arc::new(crate::audit::KubeContainerNames(c)) as Arc<dyn crate::audit::ContainerNames>
+        Arc::new(crate::node::audit::KubeContainerNames(c))
+            as Arc<dyn crate::node::audit::ContainerNames>
     });
-    let auditor = crate::audit::Auditor::new(
+    let auditor = crate::node::audit::Auditor::new(
         sink,
         names,
         "/proc",
@@ -191,7 +193,7 @@ pub async fn driver(args: &NodeArgs) -> Result<Driver, NodeError> {
     let driver = driver.with_auditor(auditor);
     let driver = match client {
         Some(client) => driver.with_syncer(Arc::new(
-            crate::sync::Syncer::new(client, &args.node_id)
+            crate::node::sync::Syncer::new(client, &args.node_id)
                 .with_secrets(args.sync_secrets)
                 .with_recheck(args.sync_recheck_interval),
         )),
@@ -251,23 +253,23 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     let (identity, node) =
         secretfs_csi::services(&args.driver_name, VERSION, &args.node_id, driver.clone());
     let scheduler = args.enable_secret_rotation.then(|| {
-        crate::rotation::spawn(
+        crate::node::rotation::spawn(
             driver.clone(),
-            crate::rotation::RotationConfig {
+            crate::node::rotation::RotationConfig {
                 interval: args.rotation_poll_interval,
                 ..Default::default()
             },
         )
     });
-    let health_check = args
-        .provider_health_check
-        .then(|| crate::health::spawn_checker(driver.clone(), args.provider_health_check_interval));
+    let health_check = args.provider_health_check.then(|| {
+        crate::node::health::spawn_checker(driver.clone(), args.provider_health_check_interval)
+    });
     let endpoints = match args.metrics_addr.as_deref().filter(|a| !a.is_empty()) {
         Some(addr) => {
             let (addr, manager) = (addr.to_owned(), driver.clone());
             Some(tokio::spawn(async move {
                 if let Err(err) =
-                    crate::endpoints::serve(&addr, manager, std::future::pending()).await
+                    crate::node::endpoints::serve(&addr, manager, std::future::pending()).await
                 {
                     tracing::error!(error = %err, "metrics endpoint stopped");
                 }
@@ -278,7 +280,8 @@ async fn serve(args: &NodeArgs) -> Result<(), NodeError> {
     let admin = (!args.admin_socket.is_empty()).then(|| {
         let (path, driver) = (std::path::PathBuf::from(&args.admin_socket), driver.clone());
         tokio::spawn(async move {
-            if let Err(err) = crate::admin::serve(&path, driver, std::future::pending()).await {
+            if let Err(err) = crate::node::admin::serve(&path, driver, std::future::pending()).await
+            {
                 tracing::error!(error = %err, "admin endpoint stopped");
             }
         })

@@ -1,160 +1,15 @@
-//! The node's local admin endpoint: a Unix socket (mode 0600, so root
-//! only) answering `secretfs status` (`GET /volumes`) and `secretfs
-//! refresh` (`POST /refresh[?target=…]`). It never returns a secret value.
+//! `secretfs status` and `secretfs refresh`: calls to the node's admin
+//! socket (`node::admin`) and what they print.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize};
 
-use crate::volume::{Driver, VolumeStatus};
-
-/// The default admin socket.
-pub const DEFAULT_SOCKET: &str = "/var/run/secretfs/admin.sock";
-
-/// Volumes `secretfs refresh` refreshes at once.
-const REFRESH_CONCURRENCY: usize = 8;
-
-/// Why an admin call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error(
-        "cannot reach the node plugin at {path:?} ({source}): is `secretfs node` running, and are you root?"
-    )]
-    Connect {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("admin request failed: {0}")]
-    Http(String),
-    #[error("the node plugin answered {status}: {message}")]
-    Status { status: u16, message: String },
-    #[error(transparent)]
-    Server(#[from] secretfs_csi::ServerError),
-}
-
-/// The outcome of one refresh.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefreshResult {
-    pub target: String,
-    pub replaced: usize,
-    pub added: usize,
-    pub removed: usize,
-    pub error: Option<String>,
-}
-
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default()
-}
-
-async fn answer(
-    driver: Arc<Driver>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let target = request.uri().query().and_then(|q| {
-        form_urlencoded::parse(q.as_bytes())
-            .find(|(k, _)| k == "target")
-            .map(|(_, v)| v.into_owned())
-    });
-    Ok(match (request.method(), request.uri().path()) {
-        (&Method::GET, "/volumes") => json(StatusCode::OK, &driver.status().await),
-        (&Method::GET, "/readiness") => {
-            let readiness = match secretfs_csi::VolumeManager::readiness(&*driver).await {
-                secretfs_csi::Readiness::Ready => NodeReadiness {
-                    ready: true,
-                    reason: None,
-                },
-                secretfs_csi::Readiness::NotReady(reason) => NodeReadiness {
-                    ready: false,
-                    reason: Some(reason),
-                },
-            };
-            json(StatusCode::OK, &readiness)
-        }
-        (&Method::POST, "/refresh") => {
-            // One request: every volume takes only objects fetched since
-            // it arrived, so the first volume of an identity asks the vault
-            // and the others share its answer (M objects cost M requests,
-            // however many volumes), within the per-vault rate limit.
-            let requested_at = std::time::Instant::now();
-            let targets: Vec<PathBuf> = match target {
-                Some(t) => vec![PathBuf::from(t)],
-                None => driver.volumes().into_iter().map(|v| v.target).collect(),
-            };
-            let refreshes = targets.into_iter().map(|target| {
-                let driver = driver.clone();
-                async move {
-                    let result = driver.refresh_since(&target, requested_at).await;
-                    let target = target.to_string_lossy().into_owned();
-                    match result {
-                        Ok(o) => RefreshResult {
-                            target,
-                            replaced: o.replaced,
-                            added: o.added,
-                            removed: o.removed,
-                            error: None,
-                        },
-                        Err(e) => RefreshResult {
-                            target,
-                            replaced: 0,
-                            added: 0,
-                            removed: 0,
-                            error: Some(e.message),
-                        },
-                    }
-                }
-            });
-            let results: Vec<RefreshResult> = futures::stream::iter(refreshes)
-                .buffered(REFRESH_CONCURRENCY)
-                .collect()
-                .await;
-            json(StatusCode::OK, &results)
-        }
-        _ => json(
-            StatusCode::NOT_FOUND,
-            &"try GET /volumes, GET /readiness or POST /refresh[?target=PATH]",
-        ),
-    })
-}
-
-/// Serves the admin endpoint on `path` until `shutdown`.
-pub async fn serve(
-    path: &Path,
-    driver: Arc<Driver>,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), AdminError> {
-    // The socket file goes when this future ends or is dropped.
-    let (listener, _socket_file) = secretfs_csi::bind_owned(path)?;
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => { tracing::warn!(error = %e, "admin accept"); continue; }
-            },
-            _ = &mut shutdown => return Ok(()),
-        };
-        let driver = driver.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |r| answer(driver.clone(), r));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
+use crate::node::admin::{AdminError, NodeReadiness, RefreshResult};
+use crate::node::driver::VolumeStatus;
 
 async fn call(path: &Path, method: Method, uri: &str) -> Result<Bytes, AdminError> {
     let stream = tokio::net::UnixStream::connect(path)
@@ -197,14 +52,6 @@ async fn call(path: &Path, method: Method, uri: &str) -> Result<Bytes, AdminErro
 pub async fn volumes(path: &Path) -> Result<Vec<VolumeStatus>, AdminError> {
     let body = call(path, Method::GET, "/volumes").await?;
     serde_json::from_slice(&body).map_err(|e| AdminError::Http(e.to_string()))
-}
-
-/// Whether the node can serve publishes (as its CSI Probe and `/readyz`
-/// say), and why not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeReadiness {
-    pub ready: bool,
-    pub reason: Option<String>,
 }
 
 /// `GET /readiness`; `None` from a node too old to answer it.
@@ -331,7 +178,7 @@ fn render_status_at(volumes: &[VolumeStatus], now: u64) -> String {
             }
         }
     }
-    let unused: Vec<(&VolumeStatus, &crate::volume::FileStatus)> = volumes
+    let unused: Vec<(&VolumeStatus, &crate::node::driver::FileStatus)> = volumes
         .iter()
         .flat_map(|v| v.files.iter().filter(|f| f.unused).map(move |f| (v, f)))
         .collect();
@@ -345,7 +192,7 @@ fn render_status_at(volumes: &[VolumeStatus], now: u64) -> String {
         let _ = writeln!(
             out,
             "\nfiles never read{threshold} ({}):",
-            crate::volume::UNUSED_HINT
+            crate::node::driver::UNUSED_HINT
         );
         for (v, f) in unused {
             let _ = writeln!(out, "  class {}  file {}  pod {}", v.class, f.path, v.pod);
@@ -358,7 +205,7 @@ fn render_status_at(volumes: &[VolumeStatus], now: u64) -> String {
 /// read yet (shown <span> ago)`, or, past the threshold, `never read since
 /// <time> (<span>): mounted but unused: …`. `None` from a node too old to
 /// say.
-fn read_line(f: &crate::volume::FileStatus, now: u64) -> Option<String> {
+fn read_line(f: &crate::node::driver::FileStatus, now: u64) -> Option<String> {
     use crate::expiry::{rfc3339, span};
     let secs = |ms: u64| i64::try_from(ms / 1000).unwrap_or(i64::MAX);
     let now = i64::try_from(now).unwrap_or(i64::MAX);
@@ -371,7 +218,7 @@ fn read_line(f: &crate::volume::FileStatus, now: u64) -> Option<String> {
         format!(
             "never read since {} ({ago}): {}",
             rfc3339(since),
-            crate::volume::UNUSED_HINT
+            crate::node::driver::UNUSED_HINT
         )
     } else {
         format!("not read yet (shown since {}, {ago} ago)", rfc3339(since))
@@ -380,7 +227,7 @@ fn read_line(f: &crate::volume::FileStatus, now: u64) -> Option<String> {
 
 /// A file's validity in the table: `expires 2026-12-07T20:00:00Z, in 1d 0h
 /// (Key Vault exp)`, `EXPIRED …`, `NOT VALID until …`.
-fn expiry_line(expiry: &crate::volume::FileExpiry, now: u64) -> String {
+fn expiry_line(expiry: &crate::node::driver::FileExpiry, now: u64) -> String {
     use crate::expiry::{rfc3339, span};
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     let by = |source: &Option<String>| source.as_deref().unwrap_or("").to_owned();
@@ -413,10 +260,51 @@ fn expiry_line(expiry: &crate::volume::FileExpiry, now: u64) -> String {
     parts.join("; ")
 }
 
+/// `secretfs status` and `secretfs refresh`.
+pub fn command(
+    args: &super::cli::AdminArgs,
+    refresh_target: Option<Option<std::path::PathBuf>>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match refresh_target {
+            None => {
+                let volumes = volumes(&args.admin_socket).await?;
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&volumes)?);
+                } else {
+                    if let Some(readiness) = readiness(&args.admin_socket).await? {
+                        print!("{}", render_readiness(&readiness));
+                    }
+                    print!("{}", render_status(&volumes));
+                }
+            }
+            Some(target) => {
+                let results = refresh(&args.admin_socket, target.as_deref()).await?;
+                for r in &results {
+                    match &r.error {
+                        None => println!(
+                            "{}: {} replaced, {} added, {} removed",
+                            r.target, r.replaced, r.added, r.removed
+                        ),
+                        Some(e) => println!("{}: failed: {e}", r.target),
+                    }
+                }
+                if results.iter().any(|r| r.error.is_some()) {
+                    return Err("some refreshes failed".into());
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::FileStatus;
+    use crate::node::driver::FileStatus;
 
     fn volume(interval: Option<u64>, next: Option<u64>, failures: u32) -> VolumeStatus {
         VolumeStatus {
@@ -434,7 +322,7 @@ mod tests {
                 first_read_ms: None,
                 unused: false,
             }],
-            objects: vec![crate::volume::ObjectStatus {
+            objects: vec![crate::node::driver::ObjectStatus {
                 id: "secret/sql-password".into(),
                 version: "c55925c29c6743dcb9bb4bf091be03b0".into(),
             }],
@@ -463,7 +351,7 @@ mod tests {
             table.contains("\n      not read yet (shown since 2026-11-30T23:00:00Z, 1h 0m ago)\n"),
             "{table}"
         );
-        assert!(!table.contains(crate::volume::UNUSED_HINT), "{table}");
+        assert!(!table.contains(crate::node::driver::UNUSED_HINT), "{table}");
 
         v.files[0].first_read_ms = Some((now - 60) * 1000 + 250);
         let table = render_status_at(std::slice::from_ref(&v), now);
@@ -520,7 +408,7 @@ mod tests {
     fn each_files_expiry_is_shown_with_what_decided_it() {
         let mut v = volume(None, None, 0);
         let now = 1_796_083_200; // 2026-12-01T00:00:00Z
-        v.files[0].expiry = Some(crate::volume::FileExpiry {
+        v.files[0].expiry = Some(crate::node::driver::FileExpiry {
             expires_at: Some(now + 86_400 + 7_200),
             expires_by: Some("Key Vault exp".into()),
             valid_from: Some(now - 10),
@@ -531,7 +419,7 @@ mod tests {
             table.contains("\n      expires 2026-12-02T02:00:00Z, in 1d 2h (Key Vault exp)\n"),
             "{table}"
         );
-        v.files[0].expiry = Some(crate::volume::FileExpiry {
+        v.files[0].expiry = Some(crate::node::driver::FileExpiry {
             expires_at: Some(now - 60),
             expires_by: Some("certificate notAfter (leaf)".into()),
             valid_from: None,
@@ -544,7 +432,7 @@ mod tests {
             ),
             "{table}"
         );
-        v.files[0].expiry = Some(crate::volume::FileExpiry {
+        v.files[0].expiry = Some(crate::node::driver::FileExpiry {
             expires_at: None,
             expires_by: None,
             valid_from: Some(now + 3_600),
@@ -571,7 +459,7 @@ mod tests {
         v.provider = "vault".into();
         v.files[0].object = "SECRET_1".into();
         v.files[0].version = String::new();
-        v.objects = vec![crate::volume::ObjectStatus {
+        v.objects = vec![crate::node::driver::ObjectStatus {
             id: "secret/foo".into(),
             version: "v1".into(),
         }];

@@ -788,7 +788,7 @@ mod tests {
 
     #[test]
     fn pem_certificate_files_report_their_validity_and_others_none() {
-        const PEM: &str = include_str!("../../tests/fixtures/azure/input/pem-file-rsa.pem");
+        const PEM: &str = include_str!("../../../tests/fixtures/azure/input/pem-file-rsa.pem");
         let pem = |path: &str| pb::File {
             path: path.into(),
             mode: 0o400,

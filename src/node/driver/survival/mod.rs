@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{Driver, Published, cache_age, unmount_stale};
-use crate::keeper::{KeeperClient, Kept};
+use crate::node::keeper::{KeeperClient, Kept};
 use crate::provider::external::ProviderVolume;
 use crate::provider::{FileMode, MountRequest, MountedFile, ObjectVersion, PodRef};
 use crate::spc::SecretObject;

@@ -3,7 +3,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogArgs;
+use crate::cmd::cli::LogArgs;
 
 /// Installs the global subscriber.
 pub fn init(args: &LogArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

@@ -41,8 +41,8 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::cli::ProviderArgs;
-use crate::node::{NodeError, VERSION};
+use crate::cmd::cli::ProviderArgs;
+use crate::cmd::node::{NodeError, VERSION};
 use crate::provider::external::API_VERSION;
 use crate::provider::{ErrorKind, FileMode, MountRequest, ObjectVersion, PodRef, Provider};
 
@@ -287,7 +287,7 @@ pub fn run(args: &ProviderArgs) -> Result<(), ProviderServerError> {
         if let Err(err) = secretfs_secrets::hygiene::harden() {
             tracing::warn!(error = %err, "memory hygiene");
         }
-        let config = crate::node::azure_config(&args.azure)?;
+        let config = crate::cmd::node::azure_config(&args.azure)?;
         let azure = crate::provider::azure::AzureProvider::new(config)
             .map_err(|e| NodeError::Azure(e.to_string()))?;
         let path = secretfs_csi::socket_path(&args.endpoint)?;

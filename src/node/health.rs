@@ -125,7 +125,7 @@ pub async fn providers_ready(registry: &ProviderRegistry, in_use: &BTreeSet<Stri
 /// readiness does) and logs each that does not answer, and each that
 /// answers again (upstream only logs, at V(4)).
 pub fn spawn_checker(
-    driver: Arc<crate::volume::Driver>,
+    driver: Arc<crate::node::driver::Driver>,
     interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

@@ -30,7 +30,7 @@ use secretfs_fuse::{Content, FileSpec, MountOptions, MountedVolume, VolumeId, Vo
 use secretfs_secrets::{SecretMap, SecretString};
 use thiserror::Error;
 
-use crate::cli::MountArgs;
+use crate::cmd::cli::MountArgs;
 use crate::provider::azure::{
     AzureParameters, AzureProvider, AzureProviderConfig, ParseOptions, params::read_cloud_env_file,
 };
@@ -52,7 +52,7 @@ pub enum StandaloneError {
     #[error("{0}")]
     Class(String),
     #[error("{0}")]
-    Node(#[from] crate::node::NodeError),
+    Node(#[from] crate::cmd::node::NodeError),
     #[error("{0}")]
     Provider(String),
     #[error("{0}")]
@@ -251,7 +251,7 @@ pub fn run(args: &MountArgs) -> Result<(), StandaloneError> {
 async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
     // Listen before anything is mounted: a SIGTERM that arrives while the
     // mount is made, or while a refresh runs, must still unmount.
-    let stop = crate::node::shutdown_signal();
+    let stop = crate::cmd::node::shutdown_signal();
     tokio::pin!(stop);
     // As `secretfs node`: no swap, no core dumps, no ptrace by the user.
     if let Err(err) = secretfs_secrets::hygiene::harden() {
@@ -287,7 +287,7 @@ async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
             class.spec.provider
         )));
     }
-    let mut config = crate::node::azure_config(&args.azure)?;
+    let mut config = crate::cmd::node::azure_config(&args.azure)?;
     if config.authority_host.is_none() {
         config.authority_host = env("AZURE_AUTHORITY_HOST");
     }
@@ -381,7 +381,7 @@ async fn mount(args: &MountArgs) -> Result<(), StandaloneError> {
                     Ok(req) => match provider.mount(&req).await {
                         Ok(fresh) => {
                             let volume = mounted.volume().clone();
-                            let applied = tokio::task::spawn_blocking(move || crate::volume::apply(&volume, 0, &fresh.files)).await;
+                            let applied = tokio::task::spawn_blocking(move || crate::node::driver::apply(&volume, 0, &fresh.files)).await;
                             if let Ok(Ok(outcome)) = applied && outcome.changed() {
                                 tracing::info!(replaced = outcome.replaced, added = outcome.added, removed = outcome.removed, "rotated");
                             }

@@ -18,15 +18,15 @@ use secretfs_e2e::{Emulator, EmulatorConfig, EmulatorError, EmulatorHandle, Seed
 use secretfs_fuse::ReadMode;
 use thiserror::Error;
 
-use crate::cli::DemoArgs;
+use crate::cmd::cli::DemoArgs;
+use crate::node::driver::{Driver, DriverConfig};
 use crate::provider::Provider;
 use crate::provider::azure::AzureProvider;
 use crate::provider::azure::config::{AzureProviderConfig, HostOverride};
 use crate::spc::SpcDir;
-use crate::volume::{Driver, DriverConfig};
 
-const SEED_CLASS: &str = include_str!("../tests/fixtures/seed/secretproviderclass.yaml");
-const SEED_POD: &str = include_str!("../tests/fixtures/seed/pod.yaml");
+const SEED_CLASS: &str = include_str!("../../tests/fixtures/seed/secretproviderclass.yaml");
+const SEED_POD: &str = include_str!("../../tests/fixtures/seed/pod.yaml");
 const VOLUME: &str = "secrets-store-inline";
 const NEW_VALUE: &str = "Sql-Passw0rd-rotated-v2";
 
@@ -139,7 +139,7 @@ async fn demo(args: &DemoArgs) -> Result<(), DemoError> {
     let listener = secretfs_csi::bind(&socket)?;
     let (identity, node) = secretfs_csi::services(
         "secrets-store.csi.k8s.io",
-        crate::node::VERSION,
+        crate::cmd::node::VERSION,
         "demo-node",
         driver.clone(),
     );

@@ -14,7 +14,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use secretfs_csi::{Readiness, VolumeManager};
 
-use crate::volume::Driver;
+use crate::node::driver::Driver;
 
 /// The operations counted, in [`Driver::fuse_counts`] order.
 const FUSE_OPS: [&str; 4] = ["lookup", "getattr", "read", "readdir"];
