@@ -40,25 +40,27 @@
 //! JSON the nodePublishSecretRef data; neither, nor any file content, is ever
 //! logged or shown by `Debug`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use secretfs_csi::proto::provider as pb;
 use secretfs_csi::proto::provider::csi_driver_provider_client::CsiDriverProviderClient;
 use secretfs_csi::{error_types, keys};
-use secretfs_secrets::SecretBytes;
 use tokio::net::UnixStream;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use super::{
-    ErrorKind, FileMode, MountError, MountRequest, MountResponse, MountedFile, ObjectVersion,
-    Provider, validate_relative_path,
-};
+use super::{ErrorKind, MountError, MountRequest, MountResponse, Provider};
+
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use validate::{check_response, error_type_label};
 
 /// The API version the driver sends in `VersionRequest`.
 pub const API_VERSION: &str = "v1alpha1";
@@ -511,170 +513,6 @@ impl Provider for ExternalProvider {
     }
 }
 
-/// Checks a provider's response and turns it into the volume's files (see
-/// the module docs for the rules). Nothing of a refused response is kept.
-pub fn check_response(
-    name: &str,
-    socket: &Path,
-    response: pb::MountResponse,
-) -> Result<MountResponse, MountError> {
-    let who = format!("provider {name:?} (socket {})", socket.display());
-    let invalid = |message: String| MountError::External {
-        kind: ErrorKind::Invalid,
-        error_type: error_types::INVALID_PROVIDER_RESPONSE,
-        message,
-    };
-    if let Some(code) = response.error.as_ref().map(|e| e.code.as_str())
-        && !code.is_empty()
-    {
-        let label = error_type_label(code);
-        // Only a plain code is repeated: anything else may be a whole
-        // message (a token in it, or megabytes of it).
-        let shown = if plain_code(code) {
-            format!("error code {code:?}")
-        } else {
-            format!(
-                "an error code that is not a plain code ({} bytes, not shown)",
-                code.len()
-            )
-        };
-        return Err(MountError::Provider {
-            error_type: label,
-            message: format!("{who} failed with {shown}: see the provider's logs for the reason"),
-        });
-    }
-    if response.object_version.is_empty() {
-        return Err(invalid(format!(
-            "{who} returned no object versions (missing object versions): the protocol requires one per \
-             mounted object; fix or upgrade the provider"
-        )));
-    }
-    if response.files.is_empty() {
-        return Err(invalid(format!(
-            "{who} returned object versions but no files: providers that write into the target path \
-             themselves (before upstream issue #551) cannot serve a secretfs volume; upgrade the provider"
-        )));
-    }
-    let mut paths: BTreeSet<&str> = BTreeSet::new();
-    for file in &response.files {
-        validate_relative_path(&file.path)
-            .map_err(|e| invalid(format!("{who} returned an unsafe file: {e}")))?;
-        if !paths.insert(file.path.as_str()) {
-            return Err(invalid(format!(
-                "{who} returned file {:?} twice: each path may appear once; fix the provider's objects \
-                 (aliases) in the SecretProviderClass",
-                file.path
-            )));
-        }
-        if !(0..=0o777).contains(&file.mode) {
-            return Err(invalid(format!(
-                "{who} returned file {:?} with mode {}: a mode must be 0..=511 (0o777)",
-                file.path, file.mode
-            )));
-        }
-    }
-    // A path cannot be both a file and a directory (`a` and `a/b`).
-    for path in &paths {
-        let mut prefix = String::new();
-        let parts: Vec<&str> = path.split('/').collect();
-        for part in &parts[..parts.len().saturating_sub(1)] {
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(part);
-            if paths.contains(prefix.as_str()) {
-                return Err(invalid(format!(
-                    "{who} returned file {prefix:?} and file {path:?} below it: a path cannot be both a \
-                     file and a directory"
-                )));
-            }
-        }
-    }
-
-    let mut versions: Vec<ObjectVersion> = response
-        .object_version
-        .into_iter()
-        .map(|v| ObjectVersion {
-            id: v.id,
-            version: v.version,
-        })
-        .collect();
-    versions.sort();
-    let mut out = MountResponse {
-        versions,
-        ..MountResponse::default()
-    };
-    let mut total = 0usize;
-    for file in response.files {
-        total += file.contents.len();
-        // Checked above: 0..=0o777.
-        let mode = u32::try_from(file.mode)
-            .ok()
-            .and_then(FileMode::new)
-            .unwrap_or_default();
-        out.files.push(MountedFile {
-            object_id: file.path.clone(),
-            path: file.path,
-            mode,
-            contents: Arc::new(SecretBytes::new(file.contents)),
-        });
-    }
-    out.validity = certificate_validity(&out.files, &out.versions);
-    if total > SYNC_SIZE_HINT {
-        out.warnings.push(format!(
-            "{who} returned {total} bytes of files (over 1 MiB): syncing them into a Kubernetes Secret may fail"
-        ));
-    }
-    Ok(out)
-}
-
-/// The validity of each file that holds PEM certificates (the protocol
-/// carries no attributes: a certificate's `notAfter`/`notBefore` are all
-/// that is known), by path. Its version is the provider's version of the
-/// object of the file ([`object_version`]; none if unknown). Only
-/// timestamps come out; no content is logged or kept.
-fn certificate_validity(
-    files: &[MountedFile],
-    versions: &[ObjectVersion],
-) -> BTreeMap<String, crate::expiry::Validity> {
-    files
-        .iter()
-        .filter_map(|file| {
-            let certificate = super::azure::validity::pem_file_validity(file.contents.expose())?;
-            let version = object_version(versions, &file.path)
-                .map(|v| v.version.clone())
-                .unwrap_or_default();
-            Some((
-                file.path.clone(),
-                crate::expiry::Validity {
-                    version,
-                    certificate: Some(certificate),
-                    ..Default::default()
-                },
-            ))
-        })
-        .collect()
-}
-
-/// The object version of the file at `path`: the one with that id, else
-/// the only one whose id ends in `/<path>` (`secret/<path>`, as providers
-/// commonly name them), else the only object's.
-fn object_version<'a>(versions: &'a [ObjectVersion], path: &str) -> Option<&'a ObjectVersion> {
-    if let Some(exact) = versions.iter().find(|v| v.id == path) {
-        return Some(exact);
-    }
-    let suffix = format!("/{path}");
-    let mut ending = versions.iter().filter(|v| v.id.ends_with(&suffix));
-    match (ending.next(), ending.next()) {
-        (Some(one), None) => Some(one),
-        (Some(_), Some(_)) => None,
-        (None, _) => match versions {
-            [only] => Some(only),
-            _ => None,
-        },
-    }
-}
-
 /// Whether `status` says the connection broke under the call, rather than
 /// carrying the provider's answer: tonic's `Cancelled`, or an `Unknown` it
 /// made from a local transport error (a status the provider sent has no
@@ -685,180 +523,5 @@ fn connection_lost(status: &tonic::Status) -> bool {
         Code::Cancelled => true,
         Code::Unknown => status.source().is_some(),
         _ => false,
-    }
-}
-
-/// A short code of letters, digits, `_`, `-` and `.` (`AccessDenied`).
-fn plain_code(code: &str) -> bool {
-    !code.is_empty()
-        && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-}
-
-/// The metric label for a provider's `error.code`: the code itself when it
-/// is short and plain, interned (at most 64 distinct codes per process;
-/// more become `ProviderErrorOther`, so a misbehaving provider cannot grow
-/// the label set without bound).
-pub fn error_type_label(code: &str) -> &'static str {
-    const MAX_CODES: usize = 64;
-    static CODES: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
-    if !plain_code(code) {
-        return error_types::PROVIDER_ERROR_OTHER;
-    }
-    let mut codes = CODES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(known) = codes.get(code) {
-        return known;
-    }
-    if codes.len() >= MAX_CODES {
-        return error_types::PROVIDER_ERROR_OTHER;
-    }
-    let leaked: &'static str = Box::leak(code.to_owned().into_boxed_str());
-    codes.insert(leaked);
-    leaked
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn file(path: &str, mode: i32) -> pb::File {
-        pb::File {
-            path: path.into(),
-            mode,
-            contents: b"x".to_vec(),
-        }
-    }
-
-    fn response(files: Vec<pb::File>) -> pb::MountResponse {
-        pb::MountResponse {
-            object_version: vec![
-                pb::ObjectVersion {
-                    id: "secret/b".into(),
-                    version: "1".into(),
-                },
-                pb::ObjectVersion {
-                    id: "secret/a".into(),
-                    version: "2".into(),
-                },
-            ],
-            error: None,
-            files,
-        }
-    }
-
-    fn check(files: Vec<pb::File>) -> Result<MountResponse, MountError> {
-        check_response("vault", Path::new("/p/vault.sock"), response(files))
-    }
-
-    #[test]
-    fn a_good_response_becomes_files_and_sorted_versions() {
-        let out = check(vec![file("a", 420), file("dir/b", 0o400)]).unwrap();
-        assert_eq!(out.files.len(), 2);
-        assert_eq!(out.files[1].mode.bits(), 0o400);
-        assert_eq!(out.versions[0].id, "secret/a");
-    }
-
-    #[test]
-    fn bad_paths_and_modes_are_refused_with_the_path() {
-        for (f, needle) in [
-            (file("/etc/passwd", 420), "relative"),
-            (file("a/../b", 420), "'..'"),
-            (file("..data", 420), "start with '..'"),
-            (file("a//b", 420), "not clean"),
-            (file("a", 512), "mode 512"),
-            (file("a", -1), "mode -1"),
-        ] {
-            let err = check(vec![f]).unwrap_err();
-            assert!(err.to_string().contains(needle), "{err}");
-            assert!(err.to_string().contains("vault.sock"), "{err}");
-        }
-        let err = check(vec![file("a", 420), file("a", 420)]).unwrap_err();
-        assert!(err.to_string().contains("twice"), "{err}");
-        let err = check(vec![file("a", 420), file("a/b", 420)]).unwrap_err();
-        assert!(
-            err.to_string().contains("both a file and a directory"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn pem_certificate_files_report_their_validity_and_others_none() {
-        const PEM: &str = include_str!("../../../tests/fixtures/azure/input/pem-file-rsa.pem");
-        let pem = |path: &str| pb::File {
-            path: path.into(),
-            mode: 0o400,
-            contents: PEM.as_bytes().to_vec(),
-        };
-        // "secret/a" is an object's id, "b" the end of one: their
-        // versions; "tls.pem" neither: no version.
-        let out = check(vec![
-            pem("secret/a"),
-            pem("b"),
-            pem("tls.pem"),
-            file("plain", 420),
-        ])
-        .unwrap();
-        assert_eq!(
-            out.validity.keys().collect::<Vec<_>>(),
-            ["b", "secret/a", "tls.pem"]
-        );
-        assert_eq!(out.validity["b"].version, "1");
-        let a = &out.validity["secret/a"];
-        assert_eq!(a.version, "2");
-        assert_eq!((a.not_before, a.expires), (None, None));
-        let until = a.expires_at().unwrap();
-        assert!(
-            until.source.starts_with("certificate notAfter ("),
-            "{}",
-            until.source
-        );
-        assert_eq!(out.validity["tls.pem"].version, "");
-        // One object: its version.
-        let mut one = response(vec![pem("tls.pem")]);
-        one.object_version.truncate(1);
-        let out = check_response("vault", Path::new("/s"), one).unwrap();
-        assert_eq!(out.validity["tls.pem"].version, "1");
-    }
-
-    #[test]
-    fn error_codes_become_bounded_labels() {
-        assert_eq!(error_type_label("AccessDenied"), "AccessDenied");
-        assert_eq!(error_type_label("has space"), "ProviderErrorOther");
-        let mut r = response(vec![file("a", 420)]);
-        r.error = Some(pb::Error {
-            code: "AccessDenied".into(),
-        });
-        match check_response("vault", Path::new("/s"), r).unwrap_err() {
-            MountError::Provider {
-                error_type,
-                message,
-            } => {
-                assert_eq!(error_type, "AccessDenied");
-                assert!(message.contains("AccessDenied"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
-        // Anything but a plain code is neither a label nor shown.
-        let mut r = response(vec![file("a", 420)]);
-        r.error = Some(pb::Error {
-            code: format!("denied: token=s3cr3t {}", "x".repeat(1 << 20)),
-        });
-        match check_response("vault", Path::new("/s"), r).unwrap_err() {
-            MountError::Provider {
-                error_type,
-                message,
-            } => {
-                assert_eq!(error_type, "ProviderErrorOther");
-                assert!(!message.contains("s3cr3t"), "{message}");
-                assert!(message.len() < 512, "{message}");
-                assert!(message.contains("1048597 bytes, not shown"), "{message}");
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }
