@@ -21,6 +21,7 @@ use std::path::{Component, Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use secretfs_csi::{ErrorCode, VolumeError, error_types};
+use secretfs_fuse::FS_TYPE;
 
 /// Names from `pods` to `mount`: the part of a target that must hold no
 /// symbolic link.
@@ -215,6 +216,27 @@ pub(crate) fn remove(target: &Path, found: Found) -> Result<(), VolumeError> {
             format!("cannot remove target path {target:?}: {e}"),
         )),
     }
+}
+
+/// Unmounts `target` if it is a secretfs mount; anything else is left.
+pub(super) fn unmount_stale(target: &Path) -> Result<(), VolumeError> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let wanted = target.to_string_lossy();
+    let ours = mounts.lines().any(|line| {
+        let mut fields = line.split(' ');
+        let (_, mount_point, fs_type) = (fields.next(), fields.next(), fields.next());
+        mount_point == Some(wanted.as_ref()) && fs_type == Some(FS_TYPE)
+    });
+    if !ours {
+        return Ok(());
+    }
+    rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH).map_err(|e| {
+        VolumeError::new(
+            ErrorCode::Internal,
+            error_types::FAILED_TO_UNMOUNT,
+            format!("unmounting stale {target:?} failed: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]
