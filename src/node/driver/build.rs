@@ -1,14 +1,181 @@
-//! What a publish and a takeover after a restart both make a volume of: its
-//! file entries (eager or lazy) and its audit.
+//! The one builder of a mounted volume, for a publish and for a takeover
+//! after a restart: its file entries (eager or lazy), its audit, its mount
+//! options, and the mount itself (new) or the kept connection (adopted).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use secretfs_csi::{ErrorCode, VolumeError, error_types};
-use secretfs_fuse::{Content, FileSpec};
+use secretfs_fuse::{
+    Content, FileReads, FileSpec, MountOptions, MountedVolume, SessionState, Volume, VolumeId,
+    VolumeSpec,
+};
 
-use super::{Driver, lazy};
-use crate::provider::{MountRequest, MountedFile, ObjectVersion, Provider};
+use super::{Driver, Published, lazy, target};
+use crate::expiry::Validity;
+use crate::provider::{MountRequest, MountedFile, ObjectVersion, PlannedFile, Provider};
+use crate::spc::SecretObject;
+
+/// What a volume is made of: from a publish (the class and the provider's
+/// answer or plan), or from a state record and the keeper's bytes (a
+/// takeover after a restart).
+pub(super) struct Blueprint {
+    pub target: PathBuf,
+    pub volume_id: String,
+    /// The SecretProviderClass's name (in the pod's namespace).
+    pub class: String,
+    /// The class's own refresh interval, if it sets one.
+    pub interval: Option<Duration>,
+    pub provider: Arc<dyn Provider>,
+    /// What the provider is asked, with the newest tokens.
+    pub request: MountRequest,
+    /// Group of the files and of the root directory.
+    pub gid: u32,
+    pub contents: Contents,
+    pub versions: Vec<ObjectVersion>,
+    pub validity: BTreeMap<String, Validity>,
+    /// The class's `secretObjects`.
+    pub secret_objects: Vec<SecretObject>,
+    /// Kubelet's `csi.storage.k8s.io/*` keys (tokens excluded).
+    pub kubelet_keys: BTreeMap<String, String>,
+    /// The class asks for `secretfs.io/audit: reads`.
+    pub audited: bool,
+}
+
+/// A volume's files.
+pub(super) enum Contents {
+    /// Their bytes: fetched now, or kept by the keeper.
+    Ready(Vec<MountedFile>),
+    /// The provider's plan: each file loads on its first access.
+    Lazy(Vec<PlannedFile>),
+}
+
+/// How a built volume reaches the kernel.
+pub(super) enum Attach {
+    /// A new mount on the target (its directory made if missing, removed
+    /// again if the mount fails).
+    Mount,
+    /// The previous process's FUSE connection, its session, and which files
+    /// were read (the takeover moves every name to a new version; the
+    /// contents are the same).
+    Adopt {
+        fd: OwnedFd,
+        state: SessionState,
+        reads: Vec<FileReads>,
+    },
+}
+
+impl Driver {
+    /// Builds the volume `blueprint` describes and attaches it: its file
+    /// entries (ready or lazy), its audit, its mount options, then the
+    /// blocking mount or takeover. The one place a [`Published`] is made.
+    pub(super) async fn build(
+        &self,
+        blueprint: Blueprint,
+        attach: Attach,
+    ) -> Result<Published, VolumeError> {
+        let b = blueprint;
+        let live = matches!(b.contents, Contents::Lazy(_))
+            .then(|| Arc::new(std::sync::Mutex::new(b.request.clone())));
+        let (specs, files, lazy_objects) = match (&b.contents, &live) {
+            (Contents::Ready(files), _) => {
+                let specs = files
+                    .iter()
+                    .map(|f| {
+                        file_spec(
+                            f,
+                            b.gid,
+                            ErrorCode::InvalidArgument,
+                            error_types::FILE_WRITE_ERROR,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (specs, files.clone(), BTreeMap::new())
+            }
+            (Contents::Lazy(planned), Some(live)) => {
+                let sink = lazy::LoadSink {
+                    loads: self.lazy_loads.clone(),
+                    target: b.target.clone(),
+                };
+                let specs = lazy_file_specs(&b.provider, live, planned, b.gid, &sink)?;
+                (specs, Vec::new(), planned_objects(planned))
+            }
+            (Contents::Lazy(_), None) => unreachable!("a lazy volume has its live request"),
+        };
+        let audit = if b.audited {
+            self.audit_option(&b.request.pod, &b.class, &files, &b.versions)
+        } else {
+            None
+        };
+        let spec = VolumeSpec {
+            id: VolumeId::new(&b.volume_id),
+            dir_uid: 0,
+            dir_gid: b.gid,
+            files: specs,
+        };
+        let options = MountOptions {
+            read_mode: self.config.read_mode,
+            audit: audit.as_ref().map(|(option, _)| option.clone()),
+            ..MountOptions::default()
+        };
+        let runtime = tokio::runtime::Handle::current();
+        let target = b.target.clone();
+        let failed = |message: String| {
+            VolumeError::new(ErrorCode::Internal, error_types::FAILED_TO_MOUNT, message)
+        };
+        let mounted = tokio::task::spawn_blocking(move || -> Result<MountedVolume, VolumeError> {
+            match attach {
+                Attach::Mount => {
+                    // Made here, walked without following symbolic links;
+                    // removed again if the mount fails (a failed publish
+                    // leaves nothing).
+                    let created = target::ensure(&target)?;
+                    MountedVolume::mount(spec, &target, &options, runtime).map_err(|e| {
+                        created.undo();
+                        failed(format!("mounting {target:?} failed: {e}"))
+                    })
+                }
+                Attach::Adopt { fd, state, reads } => {
+                    let volume = Volume::new(spec).map_err(|e| failed(e.to_string()))?;
+                    volume.restore_reads(&reads);
+                    MountedVolume::adopt(volume, &target, fd, &state, &options, runtime)
+                        .map_err(|e| failed(e.to_string()))
+                }
+            }
+        })
+        .await
+        .map_err(|e| {
+            VolumeError::new(
+                ErrorCode::Internal,
+                error_types::FAILED_TO_MOUNT,
+                format!("mount task failed: {e}"),
+            )
+        })??;
+        Ok(Published {
+            mounted,
+            provider: b.provider,
+            gid: b.gid,
+            class: b.class,
+            interval: b.interval,
+            request: b.request,
+            versions: b.versions,
+            files,
+            validity: b.validity,
+            lazy_objects,
+            warned: Default::default(),
+            secret_objects: b.secret_objects,
+            synced: false,
+            refreshed_at: std::time::SystemTime::now(),
+            last_error: None,
+            live,
+            kubelet_keys: b.kubelet_keys,
+            audit: audit.map(|(_, table)| table),
+        })
+    }
+}
 
 /// The object and version of each file of an audited volume, by path.
 pub(super) type AuditVersions =
@@ -97,39 +264,6 @@ pub(super) fn planned_objects(
         .iter()
         .map(|f| (f.path.clone(), f.object_id.clone()))
         .collect()
-}
-
-/// [`lazy_file_specs`] from the provider's plan for `request`, and each
-/// file's object ([`planned_objects`]).
-pub(super) fn lazy_specs(
-    provider: &Arc<dyn Provider>,
-    live: &Arc<std::sync::Mutex<MountRequest>>,
-    request: &MountRequest,
-    gid: u32,
-    sink: &lazy::LoadSink,
-) -> Result<(Vec<FileSpec>, std::collections::BTreeMap<String, String>), VolumeError> {
-    let planned = provider
-        .plan(request)
-        .ok_or_else(|| {
-            VolumeError::invalid(format!(
-                "provider {:?} cannot mount lazily",
-                provider.name()
-            ))
-        })?
-        .map_err(|e| {
-            VolumeError::new(
-                ErrorCode::Unavailable,
-                error_types::PROVIDER_ERROR,
-                format!(
-                    "restored volume of pod {}/{}: {e}",
-                    request.pod.namespace, request.pod.name
-                ),
-            )
-        })?;
-    Ok((
-        lazy_file_specs(provider, live, &planned, gid, sink)?,
-        planned_objects(&planned),
-    ))
 }
 
 /// The file-system entry of a provider's file: owned by root, group `gid`.

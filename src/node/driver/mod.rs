@@ -11,8 +11,8 @@
 //! The [`Driver`] by job:
 //! - this file: the driver's state (its volumes' slots, FUSE counters, the
 //!   scheduler's plan) and its settings;
-//! - [`publish`]: publish, republish and unpublish; [`build`]: what a
-//!   publish and a takeover both make a volume of (file entries, audit);
+//! - [`publish`]: publish, republish and unpublish; [`build`]: the one
+//!   builder of a mounted volume, for a publish and for a takeover;
 //!   [`context`]: the publish request as kubelet sends it; [`target`]: the
 //!   target directory; [`lazy`]: files that load on first access;
 //! - [`refresh`]: rotation in place; [`report`]: what a volume tells

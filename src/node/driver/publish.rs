@@ -2,17 +2,13 @@
 //! pod's tokens; a new publish reads the class and its parameters, asks the
 //! provider (or plans a lazy volume) and has [`super::build`] mount it.
 
-use std::sync::Arc;
-
 use secretfs_csi::{
     ErrorCode, PublishRequest, Readiness, UnpublishRequest, VolumeError, VolumeManager, error_types,
 };
 
-use secretfs_fuse::{MountOptions, MountedVolume, VolumeId, VolumeSpec};
-
-use super::build::{file_spec, lazy_file_specs, planned_objects};
+use super::build::{Attach, Blueprint, Contents};
 use super::context::{self, PublishContext};
-use super::{Driver, Published, cache_age, errors, fuse_snapshot, lazy, target};
+use super::{Driver, Published, cache_age, errors, fuse_snapshot, target};
 use crate::names;
 use crate::provider::external::ProviderVolume;
 use crate::provider::{FileMode, MountRequest};
@@ -227,7 +223,6 @@ impl Driver {
             provider_label.clone_from(&spec.provider);
         }
         let secret_objects = spec.secret_objects.clone();
-        let class_name = ctx.class.clone();
         let interval = match spec.parameters.get(names::PARAM_ROTATION_INTERVAL) {
             Some(text) => Some(crate::duration::parse(text).map_err(|e| {
                 VolumeError::invalid(format!(
@@ -239,21 +234,15 @@ impl Driver {
             })?),
             None => None,
         };
-        let kubelet_keys = ProviderVolume::new(
+        let volume = ProviderVolume::new(
             &ctx.class,
             &request.target_path,
             request.volume_context.iter(),
-        )
-        .kubelet_keys;
+        );
+        let kubelet_keys = volume.kubelet_keys.clone();
         let provider = self
             .providers
-            .lookup(&spec.provider, || {
-                ProviderVolume::new(
-                    &ctx.class,
-                    &request.target_path,
-                    request.volume_context.iter(),
-                )
-            })
+            .lookup(&spec.provider, || volume)
             .map_err(|e| errors::unknown_provider(&ctx.pod.namespace, &ctx.class, &e))?;
 
         // Files are readable by the pod's fsGroup, not by everyone.
@@ -288,117 +277,52 @@ impl Driver {
                 )));
             }
         };
-        let live = lazy.then(|| Arc::new(std::sync::Mutex::new(mount_request.clone())));
-        let mut lazy_objects = std::collections::BTreeMap::new();
-        let (response, files) = match &live {
-            None => {
-                let response = provider.mount(&mount_request).await.map_err(|e| {
+        let (contents, versions, validity) = if lazy {
+            // No vault call now: every file loads on its first access.
+            let planned = provider
+                .plan(&mount_request)
+                .ok_or_else(|| {
+                    VolumeError::invalid(format!(
+                        "SecretProviderClass {}/{}: provider {:?} cannot mount lazily; remove {}",
+                        mount_request.pod.namespace,
+                        ctx.class,
+                        provider.name(),
+                        names::PARAM_FETCH
+                    ))
+                })?
+                .map_err(|e| {
                     errors::provider_failed(&mount_request.pod.namespace, &ctx.class, &e)
                 })?;
-                for warning in &response.warnings {
-                    tracing::warn!(pod = %mount_request.pod.name, namespace = %mount_request.pod.namespace, class = %ctx.class, "{warning}");
-                }
-                let files = response
-                    .files
-                    .iter()
-                    .map(|f| {
-                        file_spec(
-                            f,
-                            gid,
-                            ErrorCode::InvalidArgument,
-                            error_types::FILE_WRITE_ERROR,
-                        )
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                (response, files)
-            }
-            Some(live) => {
-                // No vault call now: every file loads on its first access.
-                let planned = provider
-                    .plan(&mount_request)
-                    .ok_or_else(|| {
-                        VolumeError::invalid(format!(
-                            "SecretProviderClass {}/{}: provider {:?} cannot mount lazily; remove {}",
-                            mount_request.pod.namespace,
-                            ctx.class,
-                            provider.name(),
-                            names::PARAM_FETCH
-                        ))
-                    })?
-                    .map_err(|e| errors::provider_failed(&mount_request.pod.namespace, &ctx.class, &e))?;
-                let sink = lazy::LoadSink {
-                    loads: self.lazy_loads.clone(),
-                    target: request.target_path.clone(),
-                };
-                let files = lazy_file_specs(&provider, live, &planned, gid, &sink)?;
-                lazy_objects = planned_objects(&planned);
-                (crate::provider::MountResponse::default(), files)
-            }
-        };
-        let spec = VolumeSpec {
-            id: VolumeId::new(&request.volume_id),
-            dir_uid: 0,
-            dir_gid: gid,
-            files,
-        };
-        let target = request.target_path.clone();
-        let audit = if audited {
-            self.audit_option(
-                &mount_request.pod,
-                &ctx.class,
-                &response.files,
-                &response.versions,
-            )
+            (Contents::Lazy(planned), Vec::new(), Default::default())
         } else {
-            None
-        };
-        let options = MountOptions {
-            read_mode: self.config.read_mode,
-            audit: audit.as_ref().map(|(option, _)| option.clone()),
-            ..MountOptions::default()
-        };
-        let runtime = tokio::runtime::Handle::current();
-        let mounted = tokio::task::spawn_blocking(move || -> Result<MountedVolume, VolumeError> {
-            // Made here, walked without following symbolic links; removed
-            // again if the mount fails (a failed publish leaves nothing).
-            let created = target::ensure(&target)?;
-            MountedVolume::mount(spec, &target, &options, runtime).map_err(|e| {
-                created.undo();
-                VolumeError::new(
-                    ErrorCode::Internal,
-                    error_types::FAILED_TO_MOUNT,
-                    format!("mounting {target:?} failed: {e}"),
-                )
-            })
-        })
-        .await
-        .map_err(|e| {
-            VolumeError::new(
-                ErrorCode::Internal,
-                error_types::FAILED_TO_MOUNT,
-                format!("mount task failed: {e}"),
+            let response = provider.mount(&mount_request).await.map_err(|e| {
+                errors::provider_failed(&mount_request.pod.namespace, &ctx.class, &e)
+            })?;
+            for warning in &response.warnings {
+                tracing::warn!(pod = %mount_request.pod.name, namespace = %mount_request.pod.namespace, class = %ctx.class, "{warning}");
+            }
+            (
+                Contents::Ready(response.files),
+                response.versions,
+                response.validity,
             )
-        })??;
-        Ok(Published {
-            mounted,
-            provider,
-            gid,
-            class: class_name,
+        };
+        let blueprint = Blueprint {
+            target: request.target_path.clone(),
+            volume_id: request.volume_id.clone(),
+            class: ctx.class,
             interval,
+            provider,
             request: mount_request,
-            versions: response.versions,
-            files: response.files,
-            validity: response.validity,
-            lazy_objects,
-            warned: Default::default(),
+            gid,
+            contents,
+            versions,
+            validity,
             secret_objects,
-            synced: false,
-            refreshed_at: std::time::SystemTime::now(),
-            last_error: None,
-            live,
             kubelet_keys,
-            audit: audit.map(|(_, table)| table),
-        })
+            audited,
+        };
+        self.build(blueprint, Attach::Mount).await
     }
 }
 

@@ -8,17 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
-use secretfs_fuse::{
-    Content, FileSpec, MountOptions, MountedVolume, SessionState, Volume, VolumeId, VolumeSpec,
-};
+use secretfs_fuse::SessionState;
 
 use super::blob::decode_secrets;
 use super::record::{ReadRecord, Record, b64};
+use crate::node::driver::build::{Attach, Blueprint, Contents};
 use crate::node::driver::target::unmount_stale;
-use crate::node::driver::{Driver, Published, cache_age};
+use crate::node::driver::{Driver, cache_age};
 use crate::node::keeper::{KeeperClient, Kept};
 use crate::provider::external::ProviderVolume;
-use crate::provider::{FileMode, MountRequest, MountedFile};
+use crate::provider::{FileMode, MountRequest, MountedFile, PlannedFile, Provider};
 use crate::spc::SecretObject;
 
 /// The provider of a restored volume that was not available at start: looked
@@ -180,60 +179,25 @@ impl Driver {
             }
             Err(e) => return Err(format!("its provider is not available ({e})")),
         };
-        let mut lazy_objects = BTreeMap::new();
-        let (specs, files, live) = if record.lazy {
-            let live = Arc::new(std::sync::Mutex::new(request.clone()));
-            let sink = crate::node::driver::lazy::LoadSink {
-                loads: self.lazy_loads.clone(),
-                target: record.target.clone(),
-            };
-            let specs;
-            (specs, lazy_objects) = crate::node::driver::build::lazy_specs(
-                &provider, &live, &request, record.gid, &sink,
-            )
-            .map_err(|e| e.message)?;
-            (specs, Vec::new(), Some(live))
+        let contents = if record.lazy {
+            Contents::Lazy(plan_restored(&provider, &request)?)
         } else {
             let mut files = Vec::new();
-            let mut specs = Vec::new();
             for f in &record.files {
                 let contents = secrets
                     .files
                     .get(&f.path)
                     .cloned()
                     .ok_or_else(|| format!("the keeper has no bytes for {:?}", f.path))?;
-                let mode = FileMode::new(f.mode).unwrap_or_default();
-                specs.push(
-                    FileSpec::new(
-                        &f.path,
-                        mode.bits(),
-                        0,
-                        record.gid,
-                        Content::Ready(contents.clone()),
-                    )
-                    .map_err(|e| e.to_string())?,
-                );
                 files.push(MountedFile {
                     path: f.path.clone(),
-                    mode,
+                    mode: FileMode::new(f.mode).unwrap_or_default(),
                     contents,
                     object_id: f.object.clone(),
                 });
             }
-            (specs, files, None)
+            Contents::Ready(files)
         };
-        let volume = Volume::new(VolumeSpec {
-            id: VolumeId::new(&record.volume_id),
-            dir_uid: 0,
-            dir_gid: record.gid,
-            files: specs,
-        })
-        .map_err(|e| e.to_string())?;
-        // Which files were read, as recorded: the takeover moves every name
-        // to a new version, but the contents are the same.
-        let reads: Vec<secretfs_fuse::FileReads> =
-            record.reads.iter().map(ReadRecord::reads).collect();
-        volume.restore_reads(&reads);
         let state = SessionState {
             init_request: b64()
                 .decode(&record.fuse_init_request)
@@ -245,53 +209,40 @@ impl Driver {
                 .decode(&record.fuse_versions)
                 .map_err(|e| e.to_string())?,
         };
+        // Which files were read, as recorded: the takeover moves every name
+        // to a new version, but the contents are the same.
+        let reads = record.reads.iter().map(ReadRecord::reads).collect();
+        let blueprint = Blueprint {
+            target: record.target.clone(),
+            volume_id: record.volume_id.clone(),
+            class: record.class.clone(),
+            interval,
+            provider,
+            request,
+            gid: record.gid,
+            contents,
+            versions: record.versions.clone(),
+            validity: record.validity.clone(),
+            secret_objects: record.secret_objects.clone(),
+            kubelet_keys: record.kubelet_keys.clone(),
+            audited: record.audited,
+        };
+        let attach = Attach::Adopt {
+            fd: entry.fd,
+            state,
+            reads,
+        };
+        let mut published = self.build(blueprint, attach).await.map_err(|e| e.message)?;
         // An audited volume stays audited (its kernel connection still
         // sends opens); without an auditor now, its opens are answered as
         // any volume's and the kernel stops sending them.
-        let audit = if record.audited {
-            let audit = self.audit_option(&record.pod, &record.class, &files, &record.versions);
-            if audit.is_none() {
-                tracing::warn!(target = ?record.target, "an audited volume taken over without --audit-log: its reads are no longer audited");
-            }
-            audit
-        } else {
-            None
-        };
-        let options = MountOptions {
-            read_mode: self.config.read_mode,
-            audit: audit.as_ref().map(|(option, _)| option.clone()),
-            ..MountOptions::default()
-        };
-        let runtime = tokio::runtime::Handle::current();
-        let target = record.target.clone();
-        let fd = entry.fd;
-        let mounted = tokio::task::spawn_blocking(move || {
-            MountedVolume::adopt(volume, &target, fd, &state, &options, runtime)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        let published = Published {
-            mounted,
-            provider,
-            gid: record.gid,
-            class: record.class.clone(),
-            interval,
-            request,
-            versions: record.versions.clone(),
-            files,
-            secret_objects: record.secret_objects.clone(),
-            synced: record.synced,
-            refreshed_at: std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(record.refreshed_at),
-            last_error: None,
-            live,
-            kubelet_keys: record.kubelet_keys.clone(),
-            validity: record.validity.clone(),
-            lazy_objects,
-            warned: record.expiry_warned.iter().cloned().collect(),
-            audit: audit.map(|(_, table)| table),
-        };
+        if record.audited && published.audit.is_none() {
+            tracing::warn!(target = ?record.target, "an audited volume taken over without --audit-log: its reads are no longer audited");
+        }
+        published.synced = record.synced;
+        published.refreshed_at =
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(record.refreshed_at);
+        published.warned = record.expiry_warned.iter().cloned().collect();
         // The process after this one must know the inode numbers this one
         // gave the files (every name moved to a new version at the takeover).
         self.persist(&record.target, &published, true).await;
@@ -317,4 +268,20 @@ impl Driver {
         *self.slot(&record.target).lock().await = Some(published);
         Ok(())
     }
+}
+
+/// The files of a restored lazy volume, from its provider's plan.
+fn plan_restored(
+    provider: &Arc<dyn Provider>,
+    request: &MountRequest,
+) -> Result<Vec<PlannedFile>, String> {
+    provider
+        .plan(request)
+        .ok_or_else(|| format!("provider {:?} cannot mount lazily", provider.name()))?
+        .map_err(|e| {
+            format!(
+                "restored volume of pod {}/{}: {e}",
+                request.pod.namespace, request.pod.name
+            )
+        })
 }
