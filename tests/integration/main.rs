@@ -16,6 +16,7 @@ mod fuzz_regressions;
 mod hostile_inputs;
 mod keeper;
 mod kubelet;
+mod layout;
 mod load_smoke;
 mod node_e2e;
 mod peers;
