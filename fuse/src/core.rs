@@ -9,7 +9,7 @@
 //!
 //! # Which version a read answers from
 //!
-//! Each version of a file is its own inode (see `tree/mod.rs`): a read of an
+//! Each version of a file is its own inode (see `tree/versions.rs`): a read of an
 //! inode answers that version's bytes, which never change, so the kernel's
 //! page cache of it can never hold a mix. A lookup answers the name's
 //! current version. Only an older version that *follows* the newest (one a
