@@ -8,8 +8,8 @@
 //!   kernel then stops sending OPEN and RELEASE for the life of the mount
 //!   and treats every open as `FOPEN_KEEP_CACHE`, so a warm open+read+close
 //!   never leaves the kernel. Each version of a file is an inode of its own
-//!   whose bytes never change (see `tree.rs`), so those cached pages are
-//!   never torn by a rotation. In `ReadMode::Atomic`, OPEN answers
+//!   whose bytes never change (see `tree/versions.rs`), so those cached
+//!   pages are never torn by a rotation. In `ReadMode::Atomic`, OPEN answers
 //!   `FOPEN_DIRECT_IO`: every read comes here and is answered from one
 //!   version.
 //! - FORGET and BATCH_FORGET tell the core which older versions the kernel
