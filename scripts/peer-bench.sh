@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # secretfs and the upstream Secrets Store CSI Driver + Azure provider,
-# measured the same way in one run (e2e/src/bin/peer-bench.rs; figures in
+# measured the same way in one run (the peer_bench module of secretfs-e2e,
+# e2e/src/peer_bench/, run by e2e/src/bin/peer-bench.rs; figures in
 # docs/BENCHMARKS.md). Not run in CI: it takes about 20 minutes (18.5
 # measured), most of it waiting for both drivers' 2-minute refresh interval.
 #

@@ -40,6 +40,7 @@ mod jwt;
 mod keyvault;
 pub mod kubelet;
 pub mod load;
+pub mod peer_bench;
 pub mod peers;
 mod pki;
 pub mod prereq;
