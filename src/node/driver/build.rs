@@ -14,9 +14,13 @@ use secretfs_fuse::{
     VolumeSpec,
 };
 
-use super::{Driver, Published, lazy, target};
+use secretfs_secrets::{SecretMap, SecretString};
+
+use super::{Driver, Published, cache_age, lazy, target};
 use crate::expiry::Validity;
-use crate::provider::{MountRequest, MountedFile, ObjectVersion, PlannedFile, Provider};
+use crate::provider::{
+    FileMode, MountRequest, MountedFile, ObjectVersion, PlannedFile, PodRef, Provider,
+};
 use crate::spc::SecretObject;
 
 /// What a volume is made of: from a publish (the class and the provider's
@@ -68,7 +72,36 @@ pub(super) enum Attach {
     },
 }
 
+/// What a new volume's provider is asked: the class's parameters, the pod
+/// and its tokens, the publish secrets, the files' default mode.
+pub(super) struct Ask {
+    pub parameters: BTreeMap<String, String>,
+    pub pod: PodRef,
+    pub tokens: Option<SecretString>,
+    pub secrets: SecretMap,
+    pub default_mode: FileMode,
+    /// The class's own refresh interval, if it sets one.
+    pub interval: Option<Duration>,
+}
+
 impl Driver {
+    /// The [`MountRequest`] of a volume, at its publish and at its takeover
+    /// after a restart: nothing shown yet, cached objects as old as its
+    /// refresh interval allows.
+    pub(super) fn mount_request(&self, ask: Ask) -> MountRequest {
+        MountRequest {
+            parameters: ask.parameters,
+            pod: ask.pod,
+            service_account_tokens: ask.tokens,
+            secrets: ask.secrets,
+            default_mode: ask.default_mode,
+            current: Vec::new(),
+            node_name: self.config.node_name.clone(),
+            max_age: cache_age(ask.interval.unwrap_or(self.config.rotation_interval)),
+            fresh_since: None,
+        }
+    }
+
     /// Builds the volume `blueprint` describes and attaches it: its file
     /// entries (ready or lazy), its audit, its mount options, then the
     /// blocking mount or takeover. The one place a [`Published`] is made.

@@ -6,12 +6,12 @@ use secretfs_csi::{
     ErrorCode, PublishRequest, Readiness, UnpublishRequest, VolumeError, VolumeManager, error_types,
 };
 
-use super::build::{Attach, Blueprint, Contents};
+use super::build::{Ask, Attach, Blueprint, Contents};
 use super::context::{self, PublishContext};
-use super::{Driver, Published, cache_age, errors, fuse_snapshot, target};
+use super::{Driver, Published, errors, fuse_snapshot, target};
 use crate::names;
 use crate::provider::external::ProviderVolume;
-use crate::provider::{FileMode, MountRequest};
+use crate::provider::FileMode;
 
 #[async_trait::async_trait]
 impl VolumeManager for Driver {
@@ -250,17 +250,14 @@ impl Driver {
             Some(group) => (group, FileMode::new(0o640).unwrap_or_default()),
             None => (0, FileMode::DEFAULT),
         };
-        let mount_request = MountRequest {
+        let mount_request = self.mount_request(Ask {
             parameters: spec.parameters,
             pod: ctx.pod,
-            service_account_tokens: ctx.tokens,
+            tokens: ctx.tokens,
             secrets: request.secrets.clone(),
             default_mode,
-            current: Vec::new(),
-            node_name: self.config.node_name.clone(),
-            max_age: cache_age(interval.unwrap_or(self.config.rotation_interval)),
-            fresh_since: None,
-        };
+            interval,
+        });
         let lazy = match mount_request
             .parameters
             .get(names::PARAM_FETCH)

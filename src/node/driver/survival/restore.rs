@@ -12,9 +12,9 @@ use secretfs_fuse::SessionState;
 
 use super::blob::decode_secrets;
 use super::record::{ReadRecord, Record, b64};
-use crate::node::driver::build::{Attach, Blueprint, Contents};
+use crate::node::driver::build::{Ask, Attach, Blueprint, Contents};
 use crate::node::driver::target::unmount_stale;
-use crate::node::driver::{Driver, cache_age};
+use crate::node::driver::Driver;
 use crate::node::keeper::{KeeperClient, Kept};
 use crate::provider::external::ProviderVolume;
 use crate::provider::{FileMode, MountRequest, MountedFile, PlannedFile, Provider};
@@ -142,17 +142,14 @@ impl Driver {
         let secrets = decode_secrets(&entry.blob)
             .map_err(|e| format!("the keeper's copy is unusable ({e})"))?;
         let interval = record.interval_seconds.map(std::time::Duration::from_secs);
-        let request = MountRequest {
+        let request = self.mount_request(Ask {
             parameters: record.parameters.clone(),
             pod: record.pod.clone(),
-            service_account_tokens: secrets.tokens,
+            tokens: secrets.tokens,
             secrets: secrets.secrets,
             default_mode: FileMode::new(record.default_mode).unwrap_or_default(),
-            current: Vec::new(),
-            node_name: self.config.node_name.clone(),
-            max_age: cache_age(interval.unwrap_or(self.config.rotation_interval)),
-            fresh_since: None,
-        };
+            interval,
+        });
         let kubelet_keys = record.kubelet_keys.clone();
         let volume_of = || ProviderVolume {
             class: record.class.clone(),
