@@ -13,7 +13,6 @@ use secretfs_fuse::{
     Content, FileReads, FileSpec, MountOptions, MountedVolume, SessionState, Volume, VolumeId,
     VolumeSpec,
 };
-
 use secretfs_secrets::{SecretMap, SecretString};
 
 use super::{Driver, Published, cache_age, lazy, target};
@@ -111,10 +110,8 @@ impl Driver {
         attach: Attach,
     ) -> Result<Published, VolumeError> {
         let b = blueprint;
-        let live = matches!(b.contents, Contents::Lazy(_))
-            .then(|| Arc::new(std::sync::Mutex::new(b.request.clone())));
-        let (specs, files, lazy_objects) = match (&b.contents, &live) {
-            (Contents::Ready(files), _) => {
+        let (specs, files, lazy_objects, live) = match &b.contents {
+            Contents::Ready(files) => {
                 let specs = files
                     .iter()
                     .map(|f| {
@@ -126,17 +123,19 @@ impl Driver {
                         )
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                (specs, files.clone(), BTreeMap::new())
+                (specs, files.clone(), BTreeMap::new(), None)
             }
-            (Contents::Lazy(planned), Some(live)) => {
+            Contents::Lazy(planned) => {
+                // Loads ask with the newest request (republish keeps it
+                // current).
+                let live = Arc::new(std::sync::Mutex::new(b.request.clone()));
                 let sink = lazy::LoadSink {
                     loads: self.lazy_loads.clone(),
                     target: b.target.clone(),
                 };
-                let specs = lazy_file_specs(&b.provider, live, planned, b.gid, &sink)?;
-                (specs, Vec::new(), planned_objects(planned))
+                let specs = lazy_file_specs(&b.provider, &live, planned, b.gid, &sink)?;
+                (specs, Vec::new(), planned_objects(planned), Some(live))
             }
-            (Contents::Lazy(_), None) => unreachable!("a lazy volume has its live request"),
         };
         let audit = if b.audited {
             self.audit_option(&b.request.pod, &b.class, &files, &b.versions)

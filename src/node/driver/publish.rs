@@ -10,8 +10,8 @@ use super::build::{Ask, Attach, Blueprint, Contents};
 use super::context::{self, PublishContext};
 use super::{Driver, Published, errors, fuse_snapshot, target};
 use crate::names;
-use crate::provider::external::ProviderVolume;
 use crate::provider::FileMode;
+use crate::provider::external::ProviderVolume;
 
 #[async_trait::async_trait]
 impl VolumeManager for Driver {

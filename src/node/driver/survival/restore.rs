@@ -12,9 +12,9 @@ use secretfs_fuse::SessionState;
 
 use super::blob::decode_secrets;
 use super::record::{ReadRecord, Record, b64};
+use crate::node::driver::Driver;
 use crate::node::driver::build::{Ask, Attach, Blueprint, Contents};
 use crate::node::driver::target::unmount_stale;
-use crate::node::driver::Driver;
 use crate::node::keeper::{KeeperClient, Kept};
 use crate::provider::external::ProviderVolume;
 use crate::provider::{FileMode, MountRequest, MountedFile, PlannedFile, Provider};
