@@ -91,6 +91,7 @@ fi
 # phase's test fails and says to run build.sh.
 PEERS_BIN=${PEERS_BIN:-$(e2e/peers/build.sh --cached 2>/dev/null || true)}
 PEERS_CHART=${PEERS_CHART:-$(e2e/peers/build.sh --chart 2>/dev/null || true)}
+PEERS_AZURE_CHART=${PEERS_AZURE_CHART:-$(e2e/peers/build.sh --azure-chart 2>/dev/null || true)}
 if [ -z "$PEERS_BIN" ] && [ "${K8S_E2E_PEERS:-1}" != 0 ]; then
     echo "k8s-e2e: the upstream driver is not built: run e2e/peers/build.sh (its phase will fail)"
 fi
@@ -120,7 +121,7 @@ mkdir -p "$LOGS"
 mounts_before=$(awk '{print $5}' /proc/self/mountinfo | sort)
 cgroups_before=$(ls -d /sys/fs/cgroup/*/kubepods* 2>/dev/null | sort || true)
 
-export K8S_BIN EXTRA_BIN SECRETFS_BIN E2E_BIN VENV LOGS REPO PEERS_BIN PEERS_CHART
+export K8S_BIN EXTRA_BIN SECRETFS_BIN E2E_BIN VENV LOGS REPO PEERS_BIN PEERS_CHART PEERS_AZURE_CHART
 rc=0
 # --pid --fork --mount-proc: cluster.sh is PID 1 of a new PID namespace, so
 # every process of the cluster (shims and containers included) is killed by

@@ -15,6 +15,7 @@
 #
 #     e2e/peers/build.sh --cached   # the bin directory if built, else exit 1 (never builds)
 #     e2e/peers/build.sh --chart    # the driver's Helm chart in the Go module cache (after a build)
+#     e2e/peers/build.sh --azure-chart  # the Azure provider's Helm chart, likewise
 set -euo pipefail
 
 mode=build
@@ -22,7 +23,8 @@ case "${1:-}" in
     '') ;;
     --cached) mode=cached ;;
     --chart) mode=chart ;;
-    *) echo "usage: $0 [--cached | --chart]" >&2; exit 2 ;;
+    --azure-chart) mode=azure-chart ;;
+    *) echo "usage: $0 [--cached | --chart | --azure-chart]" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -59,6 +61,15 @@ if [ "$mode" = chart ]; then
     # The chart ships in the driver's module, which the build downloaded.
     command -v go >/dev/null || { echo "build.sh: needs the go command (for GOMODCACHE)" >&2; exit 1; }
     chart=$(cd driver && go env GOMODCACHE)/$driver_module@$driver_version/charts/secrets-store-csi-driver
+    [ -f "$chart/Chart.yaml" ] || { echo "build.sh: no chart at $chart: run e2e/peers/build.sh first" >&2; exit 1; }
+    echo "$chart"
+    exit 0
+fi
+if [ "$mode" = azure-chart ]; then
+    # The provider's chart ships in its module (GOMODCACHE spells capital
+    # letters as !lower).
+    command -v go >/dev/null || { echo "build.sh: needs the go command (for GOMODCACHE)" >&2; exit 1; }
+    chart=$(cd azure && go env GOMODCACHE)/github.com/!azure/secrets-store-csi-driver-provider-azure@$azure_version/charts/csi-secrets-store-provider-azure
     [ -f "$chart/Chart.yaml" ] || { echo "build.sh: no chart at $chart: run e2e/peers/build.sh first" >&2; exit 1; }
     echo "$chart"
     exit 0

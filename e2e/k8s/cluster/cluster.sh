@@ -279,7 +279,8 @@ push_images() {
         --secretfs-repo secretfs --secretfs-tag e2e-1 --secretfs-tag e2e-2 \
         --registrar-tag "$(chart_value nodeDriverRegistrar.image.tag)" \
         --livenessprobe-tag "$(chart_value livenessProbe.image.tag)" \
-        ${PEERS_BIN:+--driver "$PEERS_BIN/secrets-store-csi-driver"}
+        ${PEERS_BIN:+--driver "$PEERS_BIN/secrets-store-csi-driver"} \
+        ${PEERS_BIN:+--azure-provider "$PEERS_BIN/secrets-store-csi-driver-provider-azure"}
 }
 
 chart_value() { # dotted key of charts/secretfs/values.yaml
@@ -441,7 +442,7 @@ pytest_phase() { # junit-file marker-expression
     # Shell words, so that `-k "a or b"` stays one argument.
     eval "extra=(${K8S_E2E_PYTEST_ARGS:-})"
     (cd "$REPO" && K8S_E2E_RUN=$RUN K8S_E2E_NODE=$NODE K8S_E2E_NODE_IP=$NODE_IP K8S_E2E_ISSUER=$ISSUER \
-        PEERS_BIN=${PEERS_BIN:-} PEERS_CHART=${PEERS_CHART:-} \
+        PEERS_BIN=${PEERS_BIN:-} PEERS_CHART=${PEERS_CHART:-} PEERS_AZURE_CHART=${PEERS_AZURE_CHART:-} \
         "$VENV/bin/python" -m pytest -p no:cacheprovider -rA --junitxml="$LOGS/$1" -m "$2" \
         "${extra[@]}" e2e/k8s/cluster/tests) || rc=$?
     # 5: no test selected, which K8S_E2E_PYTEST_ARGS (say -k) may do to one

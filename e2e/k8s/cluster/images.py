@@ -28,7 +28,11 @@ Images:
   `umount` from busybox-static, which the driver runs for its tmpfs
   (k8s.io/mount-utils execs them), and /etc/mtab as a link to the kernel's
   table. For the upstream driver phase (e2e/peers/README.md, "On the real
-  cluster").
+  cluster");
+- provider-azure at --azure-provider-tag (with --azure-provider): the
+  upstream Azure provider as its Dockerfile lays it out
+  (/bin/secrets-store-csi-driver-provider-azure as the entrypoint), for the
+  same phase.
 """
 
 import argparse
@@ -223,6 +227,8 @@ def main():
     p.add_argument("--livenessprobe-tag", required=True)
     p.add_argument("--driver", help="the upstream driver's binary (e2e/peers/build.sh)")
     p.add_argument("--driver-tag", default="v1.6.1")
+    p.add_argument("--azure-provider", help="the upstream Azure provider's binary (e2e/peers/build.sh)")
+    p.add_argument("--azure-provider-tag", default="v1.8.2")
     args = p.parse_args()
     reg = Registry(args.registry)
 
@@ -289,6 +295,26 @@ def main():
             layer.symlink(f"/bin/{applet}", "busybox")
         layer.symlink("/etc/mtab", "../proc/self/mounts")
         push_image(reg, "secrets-store-csi-driver", [args.driver_tag], layer, ["/secrets-store-csi-driver"])
+
+    # The upstream Azure provider as its Dockerfile (distroless/minimal +
+    # /bin/secrets-store-csi-driver-provider-azure, ENTRYPOINT the binary;
+    # static, so no libraries). The host's CA bundle stands for the base
+    # image's; the cluster's Key Vault emulator CA is mounted over it by the
+    # test's chart values (e2e/peers/cluster/azure-provider-values.yaml).
+    if args.azure_provider:
+        layer = Layer()
+        base_files(layer)
+        layer.file("/bin/secrets-store-csi-driver-provider-azure", args.azure_provider, 0o755)
+        layer.file("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/certs/ca-certificates.crt", 0o644)
+        layer.data("/etc/nsswitch.conf", b"hosts: files dns\n")
+        push_image(
+            reg,
+            "provider-azure",
+            [args.azure_provider_tag],
+            layer,
+            ["/bin/secrets-store-csi-driver-provider-azure"],
+            user="0",
+        )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,19 @@
 """Ours served to theirs, on the real cluster (issue 19): the upstream Secrets
 Store CSI Driver's node plugin (sigs.k8s.io/secrets-store-csi-driver, built
 by e2e/peers/build.sh, image by images.py), installed with its own Helm chart
-and e2e/peers/cluster/driver-values.yaml, with `secretfs provider` as its
-provider `azure` (e2e/peers/cluster/secretfs-provider.yaml, secretfs's
-image). The seed class and pod, unchanged, through kubelet and containerd:
-the file in the container, rotation, `secretObjects`, and unpublish.
+and e2e/peers/cluster/driver-values.yaml, with each of two providers as its
+provider `azure`, one after the other:
+
+- `secretfs provider` (e2e/peers/cluster/secretfs-provider.yaml, secretfs's
+  image);
+- the upstream Azure provider v1.8.2 (built by e2e/peers/build.sh, image by
+  images.py), installed with its own Helm chart and
+  e2e/peers/cluster/azure-provider-values.yaml: the reference the first is
+  held to.
+
+For each, the seed class and pod, unchanged, through kubelet and
+containerd: the file in the container, rotation, `secretObjects`, and
+unpublish.
 
 Both charts register the CSI driver name `secrets-store.csi.k8s.io` and own
 a CSIDriver object of that name, so they cannot be installed side by side:
@@ -52,12 +61,17 @@ pytestmark = pytest.mark.upstream_driver
 HELM_PY = REPO / "e2e" / "k8s" / "cluster" / "helm.py"
 VALUES = REPO / "e2e" / "peers" / "cluster" / "driver-values.yaml"
 PROVIDER = REPO / "e2e" / "peers" / "cluster" / "secretfs-provider.yaml"
+AZURE_VALUES = REPO / "e2e" / "peers" / "cluster" / "azure-provider-values.yaml"
 UPSTREAM_LABELS = "app=secrets-store-csi-driver"
-PROVIDER_LABELS = "app=secretfs-provider-azure"
+# The provider `azure` of each run: its pods' labels and image.
+PROVIDERS = {
+    "secretfs-provider": ("app=secretfs-provider-azure", "localhost:5000/secretfs:e2e-1"),
+    "upstream-azure-provider": ("app=csi-secrets-store-provider-azure", "localhost:5000/provider-azure:v1.8.2"),
+}
 DRIVER_NAME = "secrets-store.csi.k8s.io"
 POD = "nginx-secrets-store-inline"
 VOLUME = "secrets-store-inline"
-SECRETFS_IMAGE = "localhost:5000/secretfs:e2e-1"
+SECRETFS_IMAGE = PROVIDERS["secretfs-provider"][1]
 
 
 def digest(value: str | bytes) -> str:
@@ -72,8 +86,9 @@ def helm(*args: str) -> None:
     assert proc.returncode == 0, f"helm.py {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}"
 
 
-def peers_inputs() -> tuple[Path, Path]:
-    """The upstream binary (its image was pushed by cluster.sh) and chart."""
+def peers_inputs() -> tuple[Path, Path, Path]:
+    """The upstream binaries' directory (their images were pushed by
+    cluster.sh), the driver's chart and the Azure provider's chart."""
     missing = ("the upstream driver is not built: run e2e/peers/build.sh (CI runs it in .ci/run before the "
                "tests); scripts/k8s-e2e.sh takes its cached bin directory from `e2e/peers/build.sh --cached`")
     bin_dir = os.environ.get("PEERS_BIN", "")
@@ -82,7 +97,11 @@ def peers_inputs() -> tuple[Path, Path]:
         pytest.fail(f"{missing} (PEERS_BIN={bin_dir!r})", pytrace=False)
     if not chart or not (Path(chart) / "Chart.yaml").is_file():
         pytest.fail(f"{missing} (PEERS_CHART={chart!r}: the chart comes with the driver's Go module)", pytrace=False)
-    return Path(bin_dir), Path(chart)
+    azure_chart = os.environ.get("PEERS_AZURE_CHART", "")
+    if not azure_chart or not (Path(azure_chart) / "Chart.yaml").is_file():
+        pytest.fail(f"{missing} (PEERS_AZURE_CHART={azure_chart!r}: the chart comes with the provider's Go module)",
+                    pytrace=False)
+    return Path(bin_dir), Path(chart), Path(azure_chart)
 
 
 def registered_drivers() -> list[str]:
@@ -108,19 +127,28 @@ def provider_daemonset() -> dict:
 
 
 @pytest.fixture(scope="module")
-def upstream_driver():
-    """secretfs's chart out, the upstream chart and `secretfs provider` in;
-    all of it removed at the end."""
-    _, chart = peers_inputs()
+def secretfs_out():
+    """secretfs's chart out, once for both runs (it is not reinstalled)."""
     helm("uninstall")
     eventually("secretfs's node plugin and keeper pods gone",
                lambda: not pods_of(DRIVER_LABELS, "kube-system") and not pods_of(KEEPER_LABELS, "kube-system"),
                timeout=120, interval=1)
     eventually("secretfs's registration removed from the node", lambda: DRIVER_NAME not in registered_drivers(),
                timeout=60, interval=1)
+
+
+@pytest.fixture(scope="module", params=list(PROVIDERS))
+def upstream_driver(request, secretfs_out):
+    """The upstream chart and one provider in (the parameter); all of it
+    removed at the end. Yields the provider's name."""
+    _, chart, azure_chart = peers_inputs()
+    provider_labels = PROVIDERS[request.param][0]
     installed = []
     try:
-        apply(provider_daemonset())
+        if request.param == "secretfs-provider":
+            apply(provider_daemonset())
+        else:
+            helm("install-azure-provider", "--chart", str(azure_chart), "--values", str(AZURE_VALUES))
         installed.append("provider")
         helm("install-upstream", "--chart", str(chart), "--values", str(VALUES))
         installed.append("chart")
@@ -131,24 +159,29 @@ def upstream_driver():
                 len(pods[0]["status"].get("containerStatuses") or []) == containers and \
                 all(s.get("ready") for s in pods[0]["status"]["containerStatuses"])
 
-        eventually("secretfs provider pod ready", lambda: ready(PROVIDER_LABELS, 1), timeout=120, interval=1)
+        eventually(f"{request.param} pod ready", lambda: ready(provider_labels, 1), timeout=120, interval=1)
         eventually("upstream driver pod ready (driver, registrar, liveness probe)",
                    lambda: ready(UPSTREAM_LABELS, 3), timeout=180, interval=1)
         eventually("upstream driver registered with kubelet", lambda: DRIVER_NAME in registered_drivers(),
                    timeout=120, interval=1)
-        yield
+        yield request.param
     finally:
-        save_logs()
+        save_logs(provider_labels)
         if "chart" in installed:
             helm("uninstall-upstream")
         if "provider" in installed:
-            delete("daemonset", "secretfs-provider-azure", "kube-system")
+            if request.param == "secretfs-provider":
+                delete("daemonset", "secretfs-provider-azure", "kube-system")
+            else:
+                helm("uninstall-azure-provider")
         eventually("upstream driver and provider pods gone",
-                   lambda: not pods_of(UPSTREAM_LABELS, "kube-system") and not pods_of(PROVIDER_LABELS, "kube-system"),
+                   lambda: not pods_of(UPSTREAM_LABELS, "kube-system") and not pods_of(provider_labels, "kube-system"),
                    timeout=120, interval=1)
+        eventually("upstream driver's registration removed from the node",
+                   lambda: DRIVER_NAME not in registered_drivers(), timeout=60, interval=1)
 
 
-def save_logs() -> None:
+def save_logs(provider_labels: str) -> None:
     """The upstream driver's and the provider's logs, kept with the run's
     (cluster.sh's teardown saves those of the pods still there; these are
     gone by then)."""
@@ -156,7 +189,7 @@ def save_logs() -> None:
     if not logs:
         return
     Path(logs, "pods").mkdir(parents=True, exist_ok=True)
-    for label in (UPSTREAM_LABELS, PROVIDER_LABELS):
+    for label in (UPSTREAM_LABELS, provider_labels):
         for p in pods_of(label, "kube-system"):
             name = p["metadata"]["name"]
             out = kubectl("logs", "-n", "kube-system", name, "--all-containers", "--prefix", "--timestamps", check=False)
@@ -182,7 +215,8 @@ def volume_mount(pod_uid: str) -> tuple[str, str] | None:
     return None
 
 
-def test_upstream_driver_with_secretfs_provider_mounts_rotates_and_syncs(upstream_driver):
+def test_upstream_driver_with_each_provider_mounts_rotates_and_syncs(upstream_driver):
+    provider_labels, provider_image = PROVIDERS[upstream_driver]
     spc_file = SEED / "secretproviderclass.yaml"
     pod_file = SEED / "pod.yaml"
     rotated = "rotated-through-upstream-" + os.urandom(6).hex()
@@ -197,10 +231,10 @@ def test_upstream_driver_with_secretfs_provider_mounts_rotates_and_syncs(upstrea
         # mounts itself (secretfs's node plugin mounts FUSE).
         mount = volume_mount(uid)
         assert mount is not None and mount[1] == "tmpfs", mount
-        # ... with the provider behind the socket `azure.sock`: secretfs's,
+        # ... with the provider behind the socket `azure.sock`: this run's,
         # the only provider on the node.
-        provider = live(PROVIDER_LABELS)[0]
-        assert provider["spec"]["containers"][0]["image"] == SECRETFS_IMAGE
+        provider = live(provider_labels)[0]
+        assert provider["spec"]["containers"][0]["image"] == provider_image
         assert exec_in(POD, "ls", "/mnt/secrets-store").split() == ["SECRET_1"]
         assert digest(exec_in(POD, "cat", "/mnt/secrets-store/SECRET_1")) == digest(SEED_VALUE)
         reads_mounted = vault_reads()
@@ -223,8 +257,8 @@ def test_upstream_driver_with_secretfs_provider_mounts_rotates_and_syncs(upstrea
         # enableSecretRotation): at each republish of the running pod
         # (kubelet's pod sync, every 60-90 s) the driver asks the provider
         # again when its last mount is older than --rotation-poll-interval
-        # (10 s here), rewrites its tmpfs and re-syncs the Secret; the
-        # provider's vault cache lives 5 s.
+        # (10 s here), rewrites its tmpfs and re-syncs the Secret; `secretfs
+        # provider`'s vault cache lives 5 s, the upstream provider has none.
         set_secret("kv-demo", "sql-password", rotated)
 
         def file_rotated():
